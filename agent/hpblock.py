@@ -1,0 +1,321 @@
+"""The search space (`search_space.toml`) and the hyperparameter block of a train.py.
+
+The block is found by parsing, not by markers: every constant the space names must be a
+module-level `NAME = value` whose value is a literal or a constant expression such as `2**19`
+(karpathy/autoresearch writes batch sizes that way). Rendering replaces only the value text,
+keeps the line's comment at its column, and keeps the `2**k` form where the new value allows.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import re
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Value = int | float | str
+
+
+class SpaceError(ValueError):
+    """The search space file or a configuration is invalid; the message says why."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str  # "int" | "float" | "categorical"
+    default: Value
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    power_of_two: bool = False
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def check(self, value: Any, preset: str = "") -> str | None:
+        """None if `value` lies in this parameter's space, else a one-line reason."""
+        where = f" of the {preset} preset" if preset else ""
+        if self.type == "categorical":
+            if value not in self.choices:
+                return f"{self.name} = {value!r} is not one of {', '.join(self.choices)}"
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{self.name} = {value!r} is not a number"
+        if self.type == "int" and not float(value).is_integer():
+            return f"{self.name} = {value!r} is not an integer"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{self.name} = {value!r} is not finite"
+        if value < self.low:
+            return f"{self.name} = {value!r} is below the lower bound {self.low!r}{where}"
+        if value > self.high:
+            return f"{self.name} = {value!r} is above the upper bound {self.high!r}{where}"
+        if self.power_of_two and not _is_power_of_two(int(value)):
+            return f"{self.name} = {value!r} is not a power of two"
+        return None
+
+    def snap(self, value: Any, clip: bool = False) -> Value:
+        """Round a raw proposal onto the grid this parameter lives on (ints, powers of two,
+        6 significant digits for floats, so the rendered file holds exactly what was told).
+        Bounds are enforced by `check`; `clip=True` clips instead, for methods that ask."""
+        if self.type == "categorical":
+            return value
+        v = float(value)
+        if clip:
+            v = min(max(v, self.low), self.high)
+        if self.power_of_two:
+            return 2 ** round(math.log2(max(v, 1.0)))
+        if self.type == "int":
+            return int(round(v))
+        return float(f"{v:.6g}")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    expr: str
+    message: str
+
+    def holds(self, env: dict[str, Value]) -> bool:
+        return bool(_safe_eval(self.expr, env))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: dict[str, Param]
+    constraints: tuple[Constraint, ...] = ()
+    fixed: dict[str, Value] = field(default_factory=dict)
+    preset: str = ""
+    time_budget: float | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    def defaults(self) -> dict[str, Value]:
+        return {n: p.default for n, p in self.params.items()}
+
+    def errors(self, values: dict[str, Any]) -> list[str]:
+        """Every reason `values` (a full or partial configuration) is outside the space.
+        Constraints are checked once every name they mention is known."""
+        errs = [f"{name} is not a hyperparameter of this space" for name in values
+                if name not in self.params]
+        errs += [e for n, v in values.items() if n in self.params
+                 if (e := self.params[n].check(v, self.preset))]
+        env = {**self.fixed, **values}
+        for c in self.constraints:
+            if _names(c.expr) <= set(env) and not errs and not c.holds(env):
+                shown = ", ".join(f"{n}={env[n]!r}" for n in sorted(_names(c.expr)))
+                errs.append(f"{c.message} ({shown})")
+        return errs
+
+    def validate(self, values: dict[str, Any]) -> None:
+        errs = self.errors(values)
+        if errs:
+            raise SpaceError("; ".join(errs))
+
+
+def load_space(path: str | Path, preset: str | None = None) -> SearchSpace:
+    """Read `search_space.toml`; with `preset`, apply that preset's ranges and defaults."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"no search space at {path}: add a search_space.toml") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{path} is not valid TOML: {e}") from None
+    params = {}
+    for name, spec in doc.get("params", {}).items():
+        try:
+            params[name] = _param(name, spec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SpaceError(f"{path}: parameter {name}: {e}") from None
+    constraints = tuple(Constraint(c["expr"], c.get("message", c["expr"]))
+                        for c in doc.get("constraints", []))
+    for c in constraints:
+        _safe_eval_check(c.expr)
+    preset = preset or doc.get("default_preset")
+    presets = doc.get("presets", {})
+    if preset is None:
+        return SearchSpace(params, constraints)
+    if preset not in presets:
+        known = ", ".join(presets) or "none"
+        raise SpaceError(f"unknown preset {preset!r} in {path} (known: {known})")
+    spec = presets[preset]
+    for name, (low, high) in spec.get("ranges", {}).items():
+        params[name] = replace(params[name], low=low, high=high)
+    for name, value in spec.get("defaults", {}).items():
+        params[name] = replace(params[name], default=value)
+    space = SearchSpace(params, constraints, dict(spec.get("fixed", {})), preset,
+                        spec.get("time_budget"))
+    space.validate(space.defaults())
+    return space
+
+
+def _param(name: str, spec: dict) -> Param:
+    kind = spec["type"]
+    if kind == "categorical":
+        return Param(name, kind, spec["default"], choices=tuple(spec["choices"]),
+                     help=spec.get("help", ""))
+    if kind not in ("int", "float"):
+        raise ValueError(f"type must be int, float or categorical, not {kind!r}")
+    return Param(name, kind, spec["default"], spec["low"], spec["high"],
+                 spec.get("log", False), spec.get("power_of_two", False),
+                 help=spec.get("help", ""))
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+# ---------------------------------------------------------------------------
+# Restricted arithmetic: constraints and `2**19`-style constants, nothing else.
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+           ast.Pow: operator.pow}
+_CMPOPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+           ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
+def _eval_node(node: ast.AST, env: dict[str, Value]) -> Any:
+    if isinstance(node, ast.Expression):
+        return _eval_node(node.body, env)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id not in env:
+            raise SpaceError(f"unknown name {node.id!r}")
+        return env[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _eval_node(node.operand, env)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _eval_node(node.left, env), _eval_node(node.right, env)
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise SpaceError("exponent too large")
+        return _BINOPS[type(node.op)](left, right)
+    if isinstance(node, ast.Compare):
+        left = _eval_node(node.left, env)
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = _eval_node(comp, env)
+            if type(op) not in _CMPOPS or not _CMPOPS[type(op)](left, right):
+                return False
+            left = right
+        return True
+    raise SpaceError(f"unsupported expression: {ast.dump(node)[:60]}")
+
+
+def _safe_eval(expr: str, env: dict[str, Value]) -> Any:
+    return _eval_node(ast.parse(expr, mode="eval"), env)
+
+
+def _safe_eval_check(expr: str) -> None:
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise SpaceError(f"constraint {expr!r} is not an expression: {e.msg}") from None
+    names = {n.id: 1 for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    _eval_node(tree, names)
+
+
+def _names(expr: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(expr, mode="eval")) if isinstance(n, ast.Name)}
+
+
+# ---------------------------------------------------------------------------
+# The block inside train.py.
+
+@dataclass(frozen=True)
+class Assignment:
+    name: str
+    value: Value
+    line: int  # 1-based
+    start: int  # column of the value's first character
+    end: int  # column after its last character
+    text: str  # the value's source text
+
+
+def read_block(source: str, names: list[str] | None = None) -> dict[str, Assignment]:
+    """Find each module-level `NAME = constant` (all upper-case names, or `names`)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise SpaceError(f"train.py does not parse (line {e.lineno}): {e.msg}") from None
+    lines = source.splitlines()
+    found: dict[str, Assignment] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if (names is not None and name not in names) or (names is None and not name.isupper()):
+            continue
+        if node.value.lineno != node.value.end_lineno:
+            continue
+        try:
+            value = _eval_node(node.value, {})
+        except (SpaceError, ArithmeticError, TypeError):
+            continue
+        line = lines[node.value.lineno - 1]
+        start, end = _char_cols(line, node.value.col_offset, node.value.end_col_offset)
+        found[name] = Assignment(name, value, node.value.lineno, start, end, line[start:end])
+    if names is not None:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise SpaceError("train.py has no module-level constant for "
+                             + ", ".join(missing) + " (expected `NAME = value` lines)")
+    return found
+
+
+def render_block(source: str, values: dict[str, Value]) -> str:
+    """`source` with each named constant set to its new value; everything else untouched."""
+    block = read_block(source, list(values))
+    lines = source.splitlines(keepends=True)
+    for name, value in values.items():
+        a = block[name]
+        text = format_value(value, a.text)
+        raw = lines[a.line - 1]
+        eol = raw[len(raw.rstrip("\r\n")):]
+        line = raw[: len(raw) - len(eol)]
+        head, tail = line[: a.start], line[a.end:]
+        m = re.match(r"(\s+)(#.*)$", tail)
+        if m:  # the comment stays at its column; a longer value pushes it right
+            column = len(line) - len(m.group(2))
+            gap = max(column - len(head) - len(text), min(len(m.group(1)), 2))
+            tail = " " * gap + m.group(2)
+        lines[a.line - 1] = head + text + tail + eol
+    return "".join(lines)
+
+
+def format_value(value: Value, old_text: str = "") -> str:
+    if isinstance(value, bool):
+        raise SpaceError("booleans are not hyperparameter values here")
+    if isinstance(value, str):
+        quote = "'" if old_text.startswith("'") else '"'
+        return quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+    if isinstance(value, int):
+        m = re.fullmatch(r"\s*2\s*\*\*\s*\d+\s*", old_text)
+        if m and _is_power_of_two(value):
+            return f"2**{value.bit_length() - 1}"
+        return str(value)
+    return repr(float(value))
+
+
+def _char_cols(line: str, start_byte: int, end_byte: int) -> tuple[int, int]:
+    """ast columns count UTF-8 bytes; convert to character offsets in `line`."""
+    raw = line.encode()
+    return len(raw[:start_byte].decode()), len(raw[:end_byte].decode())
+
+
+def apply_preset(source: str, space: SearchSpace) -> str:
+    """Rewrite the block with the preset's defaults and fixed constants (session start)."""
+    names = [n for n in space.fixed if n in read_block(source)]
+    return render_block(source, {**space.defaults(), **{n: space.fixed[n] for n in names}})
