@@ -1,0 +1,29 @@
+"""Runs one trial in isolation and says what happened (DESIGN.md, Sandbox)."""
+
+from __future__ import annotations
+
+from sandbox.base import Limits, Sandbox, SandboxError, TrialRun
+from sandbox.result import TrialResult
+
+__all__ = ["Limits", "Sandbox", "SandboxError", "TrialResult", "TrialRun", "select_sandbox"]
+
+
+def select_sandbox(kind: str = "auto") -> tuple[Sandbox, str]:
+    """The backend for `kind` (auto, docker, local) and one line saying which and why."""
+    if kind == "local":
+        from sandbox.local import LocalSandbox
+
+        return LocalSandbox(), "local backend (asked for)"
+    if kind not in ("auto", "docker"):
+        raise SandboxError(f"unknown sandbox {kind!r}: use auto, docker or local")
+    try:
+        from sandbox.docker import DockerSandbox
+
+        backend = DockerSandbox()
+        return backend, f"docker backend, image {backend.image}"
+    except SandboxError as e:
+        if kind == "docker":
+            raise
+        from sandbox.local import LocalSandbox
+
+        return LocalSandbox(), f"local backend, because {e}"

@@ -1,15 +1,26 @@
-"""What a trial's log says: the metrics of its summary block.
+"""What happened in a trial: the flat result record and the one place that classifies it.
 
 train.py ends with a line `---` followed by `key: value` lines. Only the LAST such block
-counts, so a line printed mid-run cannot fake a result; a block that is followed by anything
-but further summary lines is not a summary block at all.
+counts, and only if nothing but further summary lines follows it, so a line printed mid-run
+cannot fake a result.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from dataclasses import asdict, dataclass, field
+
+STATUSES = ("ok", "oom", "cuda_oom", "timeout", "diverged", "crash", "rejected")
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(\S.*?)\s*$")
+_CUDA_OOM = re.compile(r"torch\.OutOfMemoryError|CUDA out of memory|"
+                       r"torch\.cuda\.OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED")
+_HOST_OOM = re.compile(r"^MemoryError\b|DefaultCPUAllocator: can't allocate memory|"
+                       r"std::bad_alloc|Cannot allocate memory", re.M)
+_FAIL = re.compile(r"^FAIL\b", re.M)
+_NAN = re.compile(r"\bloss[^\n]*\b(nan|inf)\b", re.I)
 
 
 def parse_summary(log: str) -> dict[str, float | str]:
@@ -30,3 +41,88 @@ def parse_summary(log: str) -> dict[str, float | str]:
                 metrics[key] = raw
         return metrics
     return {}
+
+
+@dataclass
+class TrialResult:
+    """The flat record a backend returns, stored as JSON in the git note and the ledger."""
+
+    status: str
+    exit_code: int | None = None
+    reason: str = ""  # one line: why this status
+    val_bpb: float | None = None
+    metrics: dict[str, float | str] = field(default_factory=dict)
+    peak_memory_mb: float | None = None
+    wall_s: float = 0.0
+    training_s: float | None = None
+    log_path: str | None = None
+    log_bytes: int = 0
+    log_truncated: bool = False
+    oom_killed: bool = False
+    timed_out: bool = False
+    backend: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrialResult:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def classify(exit_code: int | None, log_tail: str, *, oom_killed: bool = False,
+             timed_out: bool = False) -> tuple[str, str]:
+    """(status, one-line reason) from what the backend saw. Order matters: the kernel's OOM
+    kill beats our clock (a container killed for memory is never a timeout), a CUDA OOM beats
+    a generic crash, FAIL/NaN is divergence, and ok needs exit 0 AND a summary with val_bpb."""
+    if oom_killed:
+        return "oom", "killed by the host memory limit (OOMKilled)"
+    if timed_out:
+        return "timeout", "ran past the trial timeout and was killed"
+    if _CUDA_OOM.search(log_tail):
+        return "cuda_oom", "CUDA out of memory"
+    if exit_code not in (0, None) and _HOST_OOM.search(log_tail):
+        return "oom", "host memory allocation failed under the memory limit"
+    if _FAIL.search(log_tail) or (exit_code != 0 and _NAN.search(log_tail)):
+        line = next((ln for ln in reversed(log_tail.splitlines()) if ln.startswith("FAIL")), "")
+        return "diverged", line.strip()[:200] or "loss became NaN"
+    if exit_code != 0:
+        return "crash", _last_error_line(log_tail) or f"exited with code {exit_code}"
+    metrics = parse_summary(log_tail)
+    val = metrics.get("val_bpb")
+    if not isinstance(val, float) or not math.isfinite(val):
+        return "crash", "exited 0 without a summary block holding a finite val_bpb"
+    return "ok", ""
+
+
+def _last_error_line(log: str) -> str:
+    for line in reversed(log.strip().splitlines()):
+        line = line.strip()
+        if line and not line.startswith(("File ", "^", "~")):
+            return line[:200]
+    return ""
+
+
+def build_result(exit_code: int | None, log_tail: str, **kw) -> TrialResult:
+    """Classify and fill the record's metrics from the summary block (ok trials only)."""
+    status, reason = classify(exit_code, log_tail, oom_killed=kw.get("oom_killed", False),
+                              timed_out=kw.get("timed_out", False))
+    result = TrialResult(status=status, exit_code=exit_code, reason=reason, **kw)
+    metrics = parse_summary(log_tail)
+    result.metrics = metrics
+    if status == "ok":
+        result.val_bpb = float(metrics["val_bpb"])
+        ts = metrics.get("training_seconds")
+        result.training_s = float(ts) if isinstance(ts, float) else None
+    peak = metrics.get("peak_memory_mb")
+    if isinstance(peak, float) and result.peak_memory_mb is None:
+        result.peak_memory_mb = peak
+    return result

@@ -31,12 +31,6 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and out.stdout.startswith("autoresearch-sandbox ")
 
 
-def test_sandbox_build_without_kind_is_a_one_line_error():
-    result = runner.invoke(app, ["sandbox", "build"])
-    assert result.exit_code == 2
-    assert "--from-host" in result.output
-
-
 def test_packaged_folders_are_found():
     from agent.paths import baseline_dir, prompts_dir
 

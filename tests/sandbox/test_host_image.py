@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import os
-import shutil
 import sys
 
-import pytest
-from docker.types import Mount
-
-from agent.paths import baseline_dir
 from sandbox.images.host import LABEL, TRIAL_UID, host_mounts, rootfs_tar
-from sandbox.result import parse_summary
 
 
 def run_container(client, image, command, mounts=(), env=None, timeout=300):
@@ -61,24 +53,3 @@ def test_host_image_runs_the_host_python_unprivileged_and_read_only(docker_clien
     image = docker_client.images.get(host_image)
     assert image.attrs["Size"] < 1_000_000  # the image itself is empty; the host lends the rest
     assert image.labels.get(LABEL) == "host-image"
-
-
-@pytest.mark.slow
-def test_baseline_train_runs_in_a_host_image_container(docker_client, host_image, tmp_path,
-                                                       prepared_data):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("train.py", "prepare.py"):
-        shutil.copy(baseline_dir() / name, src / name)
-    os.chmod(src, 0o755)
-    mounts = [Mount("/src", str(src), type="bind", read_only=True),
-              Mount("/data", str(prepared_data), type="bind", read_only=True)]
-    env = {"AR_DATA_DIR": "/data", "AR_TOKEN_BUDGET": "32768", "AR_EVAL_TOKENS": "16384",
-           "AR_SEED": "1", "AR_DEVICE": "cpu"}
-    code, log = run_container(docker_client, host_image, [sys.executable, "/src/train.py"],
-                              mounts=mounts, env=env)
-    assert code == 0, log[-3000:]
-    summary = parse_summary(log)
-    assert math.isfinite(summary["val_bpb"]) and 0 < summary["val_bpb"] < 8.0, summary
-    assert summary["num_params_M"] > 0
-    assert sorted(p.name for p in src.iterdir()) == ["prepare.py", "train.py"]

@@ -1,0 +1,199 @@
+"""`autoresearch sandbox ...`: build the image, check the backend, try a training folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.errors import fail
+
+sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)
+console = Console()
+
+
+@sandbox_app.command("build")
+def build(
+    from_host: bool = typer.Option(
+        False, "--from-host", help="Offline image: empty root file system + read-only host mounts."
+    ),
+    gpu: bool = typer.Option(False, "--gpu", help="GPU image from sandbox/images/Dockerfile."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the image exists."),
+) -> None:
+    """Build the image trials run in."""
+    if from_host == gpu:
+        raise fail("say which image: --from-host (offline) or --gpu (needs a registry)", 2)
+    from sandbox.base import SandboxError
+    from sandbox.docker import GPU_IMAGE, connect
+
+    try:
+        client = connect()
+    except SandboxError as e:
+        raise fail(str(e)) from None
+    if from_host:
+        from sandbox.images.host import build_host_image
+
+        typer.echo(f"built {build_host_image(client, force=force)}")
+        return
+    import docker.errors
+
+    context = Path(__file__).resolve().parent.parent / "sandbox" / "images"
+    try:
+        client.images.build(path=str(context), tag=GPU_IMAGE, rm=True, pull=force)
+    except (docker.errors.BuildError, docker.errors.APIError) as e:
+        raise fail(f"building {GPU_IMAGE} failed ({e}); without a registry use --from-host") \
+            from None
+    typer.echo(f"built {GPU_IMAGE}")
+
+
+def _visible_gpus() -> tuple[list[str], str]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return [], "no nvidia-smi on this host (no NVIDIA driver)"
+    out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    gpus = [ln for ln in out.stdout.splitlines() if ln.startswith("GPU ")]
+    return gpus, "" if gpus else (out.stderr.strip() or "nvidia-smi lists no GPU")
+
+
+def check_report() -> dict:
+    """What a session started now would use, and why; the same facts `--json` prints."""
+    from sandbox import select_sandbox
+    from sandbox.base import SandboxError
+    from sandbox.docker import GPU_IMAGE, image_exists
+    from sandbox.images.host import HOST_IMAGE
+
+    report: dict = {"docker": {"engine": False}, "gpus": [], "gpu_note": ""}
+    try:
+        from sandbox.docker import connect
+
+        client = connect(timeout=10)
+        info = client.version()
+        report["docker"] = {
+            "engine": True, "version": info.get("Version"),
+            "images": {HOST_IMAGE: image_exists(client, HOST_IMAGE),
+                       GPU_IMAGE: image_exists(client, GPU_IMAGE)},
+            "nvidia_runtime": "nvidia" in (client.info().get("Runtimes") or {}),
+        }
+    except SandboxError as e:
+        report["docker"]["why_not"] = str(e)
+    report["gpus"], report["gpu_note"] = _visible_gpus()
+    if report["gpus"] and report["docker"].get("engine") and not report["docker"].get(
+            "nvidia_runtime"):
+        report["gpu_note"] = ("GPUs are visible but Docker has no nvidia runtime: install the "
+                              "NVIDIA Container Toolkit to give trials GPUs")
+    try:
+        backend, why = select_sandbox("auto")
+        report["backend"], report["why"] = backend.name, why
+        report["image"] = getattr(backend, "image", None)
+    except SandboxError as e:
+        report["backend"], report["why"] = None, str(e)
+    return report
+
+
+@sandbox_app.command("check")
+def check(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
+    """Say which backend and image a session would use, and whether GPUs are visible."""
+    report = check_report()
+    if as_json:
+        typer.echo(json.dumps(report, sort_keys=True))
+        return
+    d = report["docker"]
+    table = Table(show_header=False, box=None)
+    engine = f"answers (version {d['version']})" if d.get("engine") else f"no: {d['why_not']}"
+    table.add_row("Docker engine", engine)
+    for tag, present in (d.get("images") or {}).items():
+        table.add_row(f"image {tag}", "present" if present else "missing")
+    table.add_row("GPUs", ", ".join(report["gpus"]) or f"none: {report['gpu_note']}")
+    if report["gpus"] and report["gpu_note"]:
+        table.add_row("", report["gpu_note"])
+    table.add_row("a session would use", f"{report['backend']} ({report['why']})")
+    console.print(table)
+
+
+def prepare_default_data(train_dir: Path) -> Path | None:
+    """Build (or find) the data the folder's prepare.py makes by default, on the host."""
+    prepare = train_dir / "prepare.py"
+    if not prepare.is_file():
+        return None
+    out = subprocess.run([sys.executable, str(prepare)], capture_output=True, text=True,
+                         timeout=1800)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines or not Path(lines[-1]).is_dir():
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise fail(f"{prepare} could not prepare its data: {tail}")
+    return Path(lines[-1])
+
+
+@sandbox_app.command("try")
+def try_(
+    directory: Path = typer.Argument(..., help="Folder holding train.py (and prepare.py)."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Hard wall-clock limit, seconds."),
+    memory: str = typer.Option("8g", "--memory", help="Host memory limit, e.g. 512m, 8g."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="TIME_BUDGET, s."),
+    token_budget: int | None = typer.Option(None, "--token-budget", help="AR_TOKEN_BUDGET."),
+    seed: int = typer.Option(42, "--seed", help="AR_SEED."),
+    gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
+    gpu_mem_fraction: float | None = typer.Option(None, "--gpu-mem-fraction"),
+    out: Path | None = typer.Option(None, "--out", help="Keep train.log and out/ here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
+) -> None:
+    """Run DIR/train.py once exactly as a trial would, and print the result record."""
+    from sandbox import select_sandbox
+    from sandbox.base import Limits, SandboxError, TrialRun, parse_memory
+
+    if not (directory / "train.py").is_file():
+        raise fail(f"{directory} has no train.py: pass the folder that holds it", 2)
+    try:
+        parse_memory(memory)
+        gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
+    except ValueError as e:
+        raise fail(f"{e}", 2) from None
+    try:
+        backend, why = select_sandbox(sandbox)
+    except SandboxError as e:
+        raise fail(str(e)) from None
+    if not as_json:
+        console.print(f"[dim]sandbox: {why}[/dim]")
+    env = {"AR_SEED": str(seed)}
+    if time_budget is not None:
+        env["TIME_BUDGET"] = str(time_budget)
+    if token_budget is not None:
+        env["AR_TOKEN_BUDGET"] = str(token_budget)
+    workdir = out or Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = TrialRun(tree=directory.resolve(), workdir=workdir,
+                   data_dir=prepare_default_data(directory), env=env)
+    limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids,
+                    gpu_mem_fraction=gpu_mem_fraction)
+    try:
+        status = console.status(f"running {directory}/train.py") if not as_json else nullcontext()
+        with status:
+            result = backend.run(run, limits)
+    except SandboxError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        console.print(result_table(result))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def result_table(result) -> Table:
+    table = Table(title=f"trial: {result.status}", show_header=False)
+    for key, value in result.to_dict().items():
+        if key == "metrics":
+            continue
+        if value not in (None, "", {}):
+            table.add_row(key, str(value))
+    for key, value in result.metrics.items():
+        table.add_row(f"  {key}", str(value))
+    return table

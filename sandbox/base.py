@@ -1,0 +1,80 @@
+"""The sandbox interface: limits, the environment a trial may see, the backend protocol."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sandbox.result import TrialResult
+
+LABEL = "autoresearch-sandbox"
+
+# The only variables a trial ever sees. Host variables (API keys above all) never enter: the
+# backends build the environment from these names and from nothing else.
+ALLOWED_ENV = re.compile(r"^(AR_[A-Z0-9_]+|TIME_BUDGET|OMP_NUM_THREADS|PYTHONHASHSEED)$")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself cannot run trials (no engine, no image); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one trial may use. `memory` is host memory (RAM + swap); GPU memory is capped by
+    the trial itself through AR_GPU_MEM_FRACTION, which the backends pass in."""
+
+    timeout_s: float = 900.0
+    memory: str = "8g"
+    pids: int = 512
+    cpus: float | None = None
+    gpus: tuple[int, ...] = ()
+    gpu_mem_fraction: float | None = None
+    log_cap_bytes: int = 32 * 2**20  # head of the log kept on disk; the tail is kept too
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory)
+
+
+def parse_memory(text: str | int) -> int:
+    """'8g', '512m', '256MiB', '1.5G' or a byte count -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"memory limit {text!r} is not a size like 512m or 8g")
+    number, unit = float(m.group(1)), m.group(2)
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One trial's inputs besides the limits: the code, where its files go, its data."""
+
+    tree: Path  # folder holding train.py (and prepare.py): mounted read-only
+    workdir: Path  # train.log is written here by the host; out/ is the trial's writable folder
+    data_dir: Path | None = None  # prepared data, mounted read-only as AR_DATA_DIR
+    env: dict[str, str] = field(default_factory=dict)  # TIME_BUDGET, AR_SEED, ...
+
+
+def trial_env(run: TrialRun, limits: Limits) -> dict[str, str]:
+    """The trial's whole environment, minus what each backend adds for its own paths."""
+    bad = [k for k in run.env if not ALLOWED_ENV.match(k)]
+    if bad:
+        raise ValueError(f"variables not allowed into a trial: {', '.join(sorted(bad))}")
+    env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+           **{k: str(v) for k, v in run.env.items()}}
+    if limits.cpus:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, int(limits.cpus))))
+    if limits.gpu_mem_fraction is not None:
+        env["AR_GPU_MEM_FRACTION"] = str(limits.gpu_mem_fraction)
+    env.setdefault("AR_DEVICE", "cuda" if limits.gpus else "cpu")
+    return env
+
+
+class Sandbox(Protocol):
+    name: str
+
+    def run(self, run: TrialRun, limits: Limits) -> TrialResult: ...

@@ -1,0 +1,188 @@
+"""Docker backend: one container per trial, train.py as its main process (DESIGN.md, Sandbox).
+
+Each container gets a read-only root and source, the data read-only, one writable output
+folder, no network, an unprivileged user, no capabilities, no-new-privileges,
+mem_limit == memswap_limit, a pids limit, a CPU quota and GPUs by device id. Its output is
+read from an attach stream (the log driver is off, so the engine keeps no copy) into a
+LogSink. OOM is read from State.OOMKilled, a timeout from our own clock; the container is
+removed in every case, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.types import DeviceRequest, LogConfig, Mount
+
+from sandbox.base import LABEL, Limits, SandboxError, TrialRun, trial_env
+from sandbox.images.host import HOST_IMAGE, TRIAL_GID, TRIAL_UID, host_mounts
+from sandbox.logsink import LogSink
+from sandbox.result import TrialResult, build_result
+
+GPU_IMAGE = "autoresearch-sandbox/gpu:1"
+OWNER_LABEL = f"{LABEL}.owner"  # "<hostname>:<pid>" of the process that started the container
+
+
+def connect(timeout: int = 60) -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except docker.errors.DockerException as e:
+        raise SandboxError(f"no Docker engine answers ({e.__class__.__name__}): start dockerd, "
+                           "or use --sandbox local") from None
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def cleanup_orphans(client: docker.DockerClient) -> list[str]:
+    """Remove trial containers whose owning process on this host is gone (a killed session)."""
+    removed = []
+    host = socket.gethostname()
+    for c in client.containers.list(all=True, filters={"label": f"{LABEL}=trial"}):
+        owner_host, _, pid = c.labels.get(OWNER_LABEL, ":").partition(":")
+        if owner_host == host and pid.isdigit() and _alive(int(pid)):
+            continue
+        if owner_host not in (host, ""):
+            continue  # another machine's session sharing this engine: not ours to judge
+        try:
+            c.remove(force=True)
+            removed.append(c.short_id)
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DockerSandbox:
+    name = "docker"
+
+    def __init__(self, image: str | None = None, client: docker.DockerClient | None = None,
+                 python: str | None = None):
+        self.client = client or connect()
+        if image is None:
+            image = GPU_IMAGE if image_exists(self.client, GPU_IMAGE) else HOST_IMAGE
+        if not image_exists(self.client, image):
+            hint = ("autoresearch sandbox build --from-host" if image == HOST_IMAGE
+                    else "autoresearch sandbox build --gpu")
+            raise SandboxError(f"image {image} is missing: run `{hint}`")
+        self.image = image
+        self.from_host = image == HOST_IMAGE
+        # The host image runs the host's interpreter; any other image brings its own python.
+        self.python = python or (sys.executable if self.from_host else "python")
+        cleanup_orphans(self.client)
+
+    def run(self, run: TrialRun, limits: Limits) -> TrialResult:
+        workdir = Path(run.workdir)
+        out = workdir / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        _give_to_trial_user(out)
+        env = {**trial_env(run, limits), "HOME": "/tmp", "USER": "trial", "AR_OUT_DIR": "/out"}
+        mounts = [Mount("/src", str(Path(run.tree).resolve()), type="bind", read_only=True),
+                  Mount("/out", str(out.resolve()), type="bind", read_only=False)]
+        if run.data_dir is not None:
+            mounts.append(Mount("/data", str(Path(run.data_dir).resolve()), type="bind",
+                                read_only=True))
+            env["AR_DATA_DIR"] = "/data"
+        if self.from_host:
+            mounts += [m.as_docker() for m in host_mounts()]
+        sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
+        start = time.monotonic()
+        container = None
+        timed_out = oom_killed = False
+        exit_code = None
+        try:
+            container = self.client.containers.create(
+                self.image, [self.python, "/src/train.py"], **self._options(limits, env, mounts))
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
+            reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
+            reader.start()
+            container.start()
+            remaining = limits.timeout_s - (time.monotonic() - start)
+            try:
+                exit_code = container.wait(timeout=max(remaining, 0.1))["StatusCode"]
+            except Exception:  # requests' ReadTimeout / ConnectionError: our clock ran out
+                timed_out = True
+                _kill(container)
+                exit_code = container.wait(timeout=30)["StatusCode"]
+            container.reload()
+            oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+            reader.join(timeout=10)
+        except docker.errors.ImageNotFound:
+            raise SandboxError(f"image {self.image} is missing: rebuild it") from None
+        except docker.errors.APIError as e:
+            raise SandboxError(f"the Docker engine refused the trial: {e.explanation}") from None
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+            sink.close()
+        return build_result(
+            exit_code, sink.tail_text(), oom_killed=oom_killed, timed_out=timed_out,
+            wall_s=round(time.monotonic() - start, 3), log_path=str(sink.path),
+            log_bytes=sink.total, log_truncated=sink.truncated, backend=self.name)
+
+    def _options(self, limits: Limits, env: dict[str, str], mounts: list[Mount]) -> dict:
+        mem = limits.memory_bytes
+        options = dict(
+            environment=env, mounts=mounts, working_dir="/out",
+            user=f"{TRIAL_UID}:{TRIAL_GID}", network_disabled=True, read_only=True,
+            tmpfs={"/tmp": "size=512m,mode=1777"}, security_opt=["no-new-privileges"],
+            cap_drop=["ALL"], mem_limit=mem, memswap_limit=mem, pids_limit=limits.pids,
+            labels={LABEL: "trial", OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"},
+            log_config=LogConfig(type="none"), stdin_open=False, tty=False,
+            shm_size="256m",
+        )
+        if limits.cpus:
+            options["nano_cpus"] = int(limits.cpus * 1e9)
+        if limits.gpus:
+            options["device_requests"] = [DeviceRequest(
+                device_ids=[str(g) for g in limits.gpus], capabilities=[["gpu"]])]
+        return options
+
+
+def _pump(stream, sink: LogSink) -> None:
+    try:
+        for chunk in stream:
+            sink.write(chunk)
+    except Exception:  # the stream ends with the container; nothing to report
+        pass
+
+
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except docker.errors.APIError:
+        pass  # it exited on its own between our clock and the kill
+
+
+def _give_to_trial_user(path: Path) -> None:
+    """The trial runs as an unprivileged uid: let it write its output folder."""
+    try:
+        os.chown(path, TRIAL_UID, TRIAL_GID)
+    except PermissionError:
+        os.chmod(path, 0o777)

@@ -1,0 +1,66 @@
+import json
+
+from typer.testing import CliRunner
+
+from agent.cli import app
+
+runner = CliRunner()
+SUMMARY = 'print("---"); print("val_bpb: 2.500000")\n'
+
+
+def write(tmp_path, script):
+    d = tmp_path / "trainer"
+    d.mkdir()
+    (d / "train.py").write_text(script)
+    d.chmod(0o755)
+    return d
+
+
+def test_try_prints_the_result_record_as_json(tmp_path):
+    d = write(tmp_path, SUMMARY)
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local", "--json",
+                                 "--out", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["status"] == "ok" and record["val_bpb"] == 2.5 and record["backend"] == "local"
+    assert (tmp_path / "w" / "train.log").is_file()
+
+
+def test_try_exits_nonzero_on_a_failed_trial(tmp_path):
+    d = write(tmp_path, "raise SystemExit('boom')\n")
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["status"] == "crash"
+
+
+def test_try_in_docker(tmp_path, docker_client, host_image):
+    d = write(tmp_path, SUMMARY)
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "docker", "--json",
+                                 "--memory", "512m", "--timeout", "60"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["backend"] == "docker"
+
+
+def test_try_bad_input_is_one_line(tmp_path):
+    result = runner.invoke(app, ["sandbox", "try", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "has no train.py" in result.output
+    d = write(tmp_path, SUMMARY)
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--memory", "lots"])
+    assert result.exit_code == 2 and "not a size" in result.output
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "vm"])
+    assert result.exit_code == 1 and "unknown sandbox 'vm'" in result.output
+
+
+def test_check_reports_the_backend(docker_client, host_image):
+    result = runner.invoke(app, ["sandbox", "check", "--json"])
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["backend"] == "docker" and report["docker"]["engine"] is True
+    assert report["docker"]["images"][host_image] is True
+    human = runner.invoke(app, ["sandbox", "check"])
+    assert "a session would use" in human.output
+
+
+def test_build_needs_a_kind():
+    result = runner.invoke(app, ["sandbox", "build"])
+    assert result.exit_code == 2 and "--from-host" in result.output
