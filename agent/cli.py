@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import typer
 
 from agent.cli_sandbox import sandbox_app
+from agent.errors import fail
 
 app = typer.Typer(
     help="Let classical optimizers and LLM agents tune a training script, one git commit "
@@ -37,3 +39,236 @@ def main(
     ),
 ) -> None:
     """autoresearch-sandbox."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+
+def _open_errors():
+    from agent.config import SessionConfig  # noqa: F401  (import errors surface early)
+    from agent.data import DataError
+    from agent.hpblock import SpaceError
+    from agent.session import SessionError
+    from agent.workspace import WorkspaceError
+    from sandbox.base import SandboxError
+
+    return (SessionError, SpaceError, WorkspaceError, SandboxError, DataError)
+
+
+def _run_session(session) -> None:
+    from rich.console import Console
+
+    console = Console()
+    try:
+        outcome = session.run()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: every finished trial is in git and the "
+                      f"ledger; continue with `autoresearch resume {session.run_dir}`")
+        raise typer.Exit(130) from None
+    except _open_errors() as e:
+        raise fail(f"{e} (finished trials are kept; `autoresearch resume {session.run_dir}` "
+                   "continues)") from None
+    best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
+    console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
+                  f"val_bpb {best} at {outcome.best_commit[:7]}; see `autoresearch replay "
+                  f"{session.run_dir}` and `autoresearch diff {session.run_dir}`")
+
+
+@app.command()
+def run(
+    method: str = typer.Option("tpe", "--method", help="random, tpe, cmaes (more to come)."),
+    trials: int | None = typer.Option(None, "--trials", help="Trials after the baseline."),
+    budget: str | None = typer.Option(None, "--budget", help="Wall clock, e.g. 2h, 90m."),
+    seed: int = typer.Option(0, "--seed"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
+    preset: str | None = typer.Option(None, "--preset", help="cpu or gpu: rewrites the block."),
+    train_dir: Path | None = typer.Option(None, "--train-dir", help="Your training folder."),
+    model: str | None = typer.Option(None, "--model", help="litellm model (LLM methods)."),
+    api_base: str | None = typer.Option(None, "--api-base"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Default runs/METHOD-TIME."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/trial."),
+    token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per trial."),
+    trial_timeout: float | None = typer.Option(None, "--trial-timeout", help="Hard s/trial."),
+    memory: str = typer.Option("8g", "--memory", help="Host memory per trial."),
+    gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
+    workers: int = typer.Option(1, "--workers", help="Trials at once (1 in this version)."),
+    eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
+    quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
+) -> None:
+    """Start an autonomous research session (the embedded default with no options)."""
+    from datetime import datetime
+
+    from agent.config import SessionConfig, parse_duration
+    from agent.optimizers import METHODS
+    from agent.report import RichReporter
+    from agent.session import QuietReporter, Session
+    from sandbox.base import parse_memory
+
+    if method not in METHODS:
+        raise fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}", 2)
+    if workers != 1:
+        raise fail("--workers above 1 is not available yet: run one session per GPU", 2)
+    try:
+        budget_s = parse_duration(budget) if budget else None
+        parse_memory(memory)
+        gpu_ids = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError as e:
+        raise fail(str(e), 2) from None
+    if trials is None and budget_s is None:
+        trials = 3  # the embedded default: a short session
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir or Path("runs") / f"{method}-{stamp}"
+    config = SessionConfig(
+        method=method, seed=seed, trials=trials, budget_s=budget_s, preset=preset,
+        train_dir=str(train_dir) if train_dir else "", model=model, api_base=api_base,
+        sandbox=sandbox, time_budget=time_budget, token_budget=token_budget,
+        trial_timeout=trial_timeout, memory=memory, gpus=gpu_ids, workers=workers,
+        eval_tokens=eval_tokens)
+    reporter = QuietReporter() if quiet else RichReporter()
+    try:
+        session = Session.create(run_dir, config, reporter)
+    except _open_errors() as e:
+        raise fail(str(e), 2) from None
+    if not quiet:
+        typer.echo(f"session {run_dir}: {method}, seed {seed}, preset {session.space.preset}, "
+                   f"{f'{trials} trials' if trials is not None else budget}")
+    _run_session(session)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="The session folder, e.g. runs/NAME."),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Continue a stopped or killed session exactly where it stopped."""
+    from agent.report import RichReporter
+    from agent.session import QuietReporter, Session
+
+    try:
+        session = Session.open(run_dir, QuietReporter() if quiet else RichReporter())
+    except _open_errors() as e:
+        raise fail(str(e), 2) from None
+    _run_session(session)
+
+
+def _records(run_dir: Path, rebuild: bool = False) -> list[dict]:
+    from agent.ledger import Ledger
+    from agent.workspace import Workspace
+
+    if not (run_dir / "session.toml").exists():
+        raise fail(f"{run_dir} is not a session folder (no session.toml): check the path", 2)
+    ledger = Ledger(run_dir)
+    if rebuild or not ledger.jsonl.exists():
+        try:
+            records = sorted(Workspace(run_dir / "repo").notes().values(),
+                             key=lambda r: r["trial"])
+        except _open_errors() as e:
+            raise fail(str(e), 2) from None
+        ledger.rewrite(records)
+        return records
+    return ledger.records()
+
+
+@app.command()
+def replay(
+    run_dir: Path = typer.Argument(..., help="The session folder."),
+    trial: int | None = typer.Option(None, "--trial", help="Show one trial."),
+    show_diff: bool = typer.Option(False, "--diff", help="With --trial: its diff and log."),
+    as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the ledger from git."),
+) -> None:
+    """The session's trials, from the ledger (or from git with --rebuild)."""
+    import json
+
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from agent.report import replay_rows, replay_table, replay_text
+
+    records = _records(run_dir, rebuild)
+    rows = replay_rows(records)
+    if trial is not None:
+        picked = [r for r in records if r["trial"] == trial]
+        if not picked:
+            raise fail(f"{run_dir} has no trial {trial} (it has 0..{len(records) - 1})", 2)
+        if as_json:
+            typer.echo(json.dumps(picked[0], sort_keys=True))
+            return
+        console = Console()
+        console.print(replay_table(replay_rows(picked), f"{run_dir} trial {trial}",
+                                   console.width))
+        if show_diff:
+            console.print(Syntax(picked[0].get("diff") or "(no diff: the baseline)", "diff"))
+            log = run_dir / "trials" / f"{trial:04d}" / "train.log"
+            if log.exists():
+                tail = log.read_text(errors="replace").splitlines()[-25:]
+                console.print("[bold]train.log (last 25 lines)[/bold]")
+                console.print("\n".join(tail), markup=False, highlight=False)
+        return
+    if as_json:
+        typer.echo(json.dumps(rows, sort_keys=True))
+        return
+    console = Console()
+    title = f"{run_dir}: {len(rows)} trials"
+    if len(rows) > 200:  # a rich Table is too slow for thousands of rows
+        import sys
+
+        sys.stdout.write(replay_text(rows, title + " (* = new best)", console.width))
+        return
+    console.print(replay_table(rows, title, console.width))
+
+
+@app.command()
+def diff(
+    run_dir: Path = typer.Argument(..., help="The session folder."),
+    a: str = typer.Argument("baseline", help="From: a trial number, baseline, best or a rev."),
+    b: str = typer.Argument("best", help="To: a trial number, baseline, best or a rev."),
+) -> None:
+    """The code change between two trials (default: baseline .. best)."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from agent.workspace import Workspace, WorkspaceError
+
+    try:
+        ws = Workspace(run_dir / "repo")
+        revs = []
+        for name in (a, b):
+            sha = ws.trial_commit(int(name)) if name.isdigit() else ws.rev(name)
+            if sha is None:
+                raise WorkspaceError(f"{run_dir} has no trial {name}")
+            revs.append(sha)
+    except WorkspaceError as e:
+        raise fail(str(e), 2) from None
+    text = ws.diff(*revs)
+    console = Console()
+    if console.is_terminal:
+        console.print(Syntax(text or "(no change)", "diff"))
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Session folders."),
+    as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
+) -> None:
+    """One row per run: method, seed, trials, best val_bpb, failed share, wall time, cost."""
+    import json
+
+    from rich.console import Console
+
+    from agent.config import SessionConfig
+    from agent.report import compare_row, compare_table
+
+    rows = []
+    for run_dir in run_dirs:
+        records = _records(run_dir)
+        config = SessionConfig.load(run_dir / "session.toml")
+        clock = run_dir / "optimizer" / "clock.json"
+        elapsed = json.loads(clock.read_text())["elapsed_s"] if clock.exists() else None
+        rows.append(compare_row(run_dir, config, records, elapsed))
+    if as_json:
+        typer.echo(json.dumps(rows, sort_keys=True))
+    else:
+        Console().print(compare_table(rows))

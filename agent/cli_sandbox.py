@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
@@ -118,20 +117,6 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print the report a
     console.print(table)
 
 
-def prepare_default_data(train_dir: Path) -> Path | None:
-    """Build (or find) the data the folder's prepare.py makes by default, on the host."""
-    prepare = train_dir / "prepare.py"
-    if not prepare.is_file():
-        return None
-    out = subprocess.run([sys.executable, str(prepare)], capture_output=True, text=True,
-                         timeout=1800)
-    lines = out.stdout.strip().splitlines()
-    if out.returncode != 0 or not lines or not Path(lines[-1]).is_dir():
-        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        raise fail(f"{prepare} could not prepare its data: {tail}")
-    return Path(lines[-1])
-
-
 @sandbox_app.command("try")
 def try_(
     directory: Path = typer.Argument(..., help="Folder holding train.py (and prepare.py)."),
@@ -171,7 +156,7 @@ def try_(
     workdir = out or Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
     workdir.mkdir(parents=True, exist_ok=True)
     run = TrialRun(tree=directory.resolve(), workdir=workdir,
-                   data_dir=prepare_default_data(directory), env=env)
+                   data_dir=_data(directory), env=env)
     limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids,
                     gpu_mem_fraction=gpu_mem_fraction)
     try:
@@ -185,6 +170,15 @@ def try_(
     else:
         console.print(result_table(result))
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _data(directory: Path) -> Path | None:
+    from agent.data import DataError, prepare_default_data
+
+    try:
+        return prepare_default_data(directory)
+    except DataError as e:
+        raise fail(str(e)) from None
 
 
 def result_table(result) -> Table:

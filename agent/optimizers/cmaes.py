@@ -1,0 +1,169 @@
+"""CMA-ES (the `cmaes` library's CMA) in the unit cube of the search space."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from cmaes import CMA
+
+from agent.actions import Action, EditHyperparameters
+from agent.hpblock import SearchSpace, SpaceError, Value
+from agent.optimizers.base import TrialRecord, failure_value
+from agent.optimizers.encoding import (
+    MAX_ATTEMPTS,
+    Encoding,
+    Observation,
+    config_key,
+    told_config,
+    told_value,
+    trimmed,
+    unmeetable,
+)
+
+# Initial step size in the unit cube: one standard deviation is a fifth of every range (a
+# fifth of each log range for learning rates), so the first generation explores around the
+# baseline without most samples landing on the cube's walls.
+SIGMA0 = 0.2
+
+
+class CMAES:
+    """CMA-ES from `cmaes.CMA` over the unit cube of `Encoding`, bounds [0, 1]^d, mean at the
+    encoded baseline, sigma0 = 0.2, the library's default population size (4 + 3 ln d, 11 for
+    the 14 hyperparameters) and seed = seed.
+
+    Asks are one solution at a time; the x of each is kept until its tell arrives, matched by
+    configuration (not by order), and once a generation's worth (population_size) of (x, value)
+    pairs is collected they go to `CMA.tell`. A told configuration that was not asked (the
+    baseline; Centaur's LLM proposals) is encoded and counted as a member of the generation.
+    `ask_batch(k)` returns k candidates of the current distribution; when k is more than the
+    generation has slots left, the later ones are counted into the next generation.
+    A candidate that breaks a constraint of the space is told as a failure at once and
+    CMA-ES samples again, without spending a trial (at most 100 samples, then RuntimeError).
+
+    Centaur reads `mean_config()`, `sigma` and `covariance`, injects proposals through `tell`,
+    and sees CMA-ES's own next candidate through `peek()`, which changes nothing.
+
+    Failure policy: a failed trial (and an infeasible candidate) is told as the worst success
+    seen so far plus a margin, so it ranks last in its generation without the far-off constant
+    (100.0) that dragged the published CMA-ES into out-of-memory regions.
+    """
+
+    name = "cmaes"
+    failure_policy = ("A failed trial, or a candidate that breaks the space's constraints, is "
+                      "told as the worst success seen so far plus a margin, so it ranks last in "
+                      "its generation without a far-off constant that distorts the update.")
+    max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
+
+    def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value],
+                 sigma0: float = SIGMA0, population_size: int | None = None):
+        self.space = space
+        self.seed = int(seed)
+        self.baseline = dict(baseline)
+        self.encoding = Encoding(space)
+        d = self.encoding.dim
+        # RandomState takes seeds in [0, 2**32); every usual seed passes through unchanged.
+        self.cma = CMA(mean=self.encoding.encode(baseline), sigma=sigma0,
+                       bounds=np.tile([0.0, 1.0], (d, 1)), seed=self.seed % 2**32,
+                       population_size=population_size)
+        self.n_asked = 0
+        self.pending: list[tuple[tuple, np.ndarray]] = []  # (config key, x), asked, not told
+        self.solutions: list[tuple[np.ndarray, float]] = []  # this generation's told members
+        self.observations: list[Observation] = []
+        self.seen: list[TrialRecord] = []
+
+    # -- what Centaur shows an LLM -----------------------------------------------------------
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The distribution's mean in the unit cube (a copy)."""
+        return self.cma.mean.copy()
+
+    def mean_config(self) -> dict[str, Value]:
+        """The mean in real units: every value in its bounds; constraints not guaranteed."""
+        return self.encoding.decode(self.cma.mean)
+
+    @property
+    def sigma(self) -> float:
+        """The step size, in unit-cube coordinates."""
+        return float(self.cma._sigma)
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """C, d x d in unit-cube coordinates (the sampling covariance is sigma**2 * C);
+        a read-only copy."""
+        c = np.array(self.cma._C, copy=True)
+        c.flags.writeable = False
+        return c
+
+    @property
+    def population_size(self) -> int:
+        return self.cma.population_size
+
+    @property
+    def generation(self) -> int:
+        """Generations completed (CMA.tell calls)."""
+        return self.cma.generation
+
+    def peek(self) -> dict[str, Value]:
+        """The configuration the next `ask` will return, without changing this optimizer."""
+        return copy.deepcopy(self).ask([]).values
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def ask(self, history: list[TrialRecord]) -> Action:
+        for _ in range(self.max_attempts):
+            x = self.cma.ask()
+            config = self.encoding.decode(x)
+            if not self.space.errors(config):
+                slot = len(self.solutions) + len(self.pending)
+                generation = self.cma.generation + slot // self.population_size + 1
+                candidate = slot % self.population_size + 1
+                self.pending.append((config_key(self.space, config), x))
+                self.n_asked += 1
+                return EditHyperparameters(config, f"cmaes: generation {generation}, candidate "
+                                                   f"{candidate}/{self.population_size}")
+            self._learn(x, config, failure_value(self.seen), "infeasible", None)
+        raise unmeetable(self.name, self.max_attempts, self.space)
+
+    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
+        return [self.ask(history) for _ in range(k)]
+
+    def tell(self, action: Action, record: TrialRecord) -> None:
+        config = told_config(self.space, self.baseline, action, record)
+        value = told_value(record, self.seen)
+        self.seen.append(trimmed(record))
+        if config is None:
+            return
+        key = config_key(self.space, config)
+        match = next((i for i, (asked, _) in enumerate(self.pending) if asked == key), None)
+        if match is not None:
+            x = self.pending.pop(match)[1]
+        else:
+            try:
+                x = self.encoding.encode(config)
+            except SpaceError:
+                return  # an unknown category: nothing CMA-ES can place in its cube
+        self._learn(x, config, value, record.status, record.number)
+
+    def _learn(self, x: np.ndarray, config: dict[str, Value], value: float, status: str,
+               trial: int | None) -> None:
+        self.observations.append(Observation(config, value, status, trial))
+        self.solutions.append((x, value))
+        if len(self.solutions) >= self.population_size:
+            self.cma.tell(self.solutions[: self.population_size])
+            self.solutions = self.solutions[self.population_size:]
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        # cmaes pickles CMA without its random generator and with C re-symmetrised from one
+        # triangle, so a resumed run would sample differently; keep its attributes exactly.
+        state = self.__dict__.copy()
+        state["cma"] = dict(self.cma.__dict__)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        cma = CMA.__new__(CMA)
+        cma.__dict__.update(state.pop("cma"))
+        self.__dict__.update(state, cma=cma)

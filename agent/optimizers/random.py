@@ -1,0 +1,66 @@
+"""Random search: every configuration drawn independently of every result."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.actions import Action, EditHyperparameters
+from agent.hpblock import SearchSpace, Value
+from agent.optimizers.base import TrialRecord
+from agent.optimizers.encoding import (
+    MAX_ATTEMPTS,
+    Encoding,
+    Observation,
+    derive_seed,
+    told_config,
+    told_value,
+    trimmed,
+    unmeetable,
+)
+
+
+class RandomSearch:
+    """Uniform draws from the space: a uniform point of the unit cube, decoded (so log
+    parameters are log-uniform, powers of two uniform over their exponent, ints and the
+    categorical uniform over their values). A draw that breaks a constraint of the space is
+    drawn again, without spending a trial (at most 100 draws per ask, then RuntimeError).
+    Each ask's generator is seeded from (seed, number of asks so far), so the sequence is fixed
+    by the seed alone and a pickle resumes it exactly.
+
+    Failure policy: random search ignores outcomes; a failure is recorded as the worst success
+    seen so far plus a margin only so that its observations read like every other optimizer's.
+    """
+
+    name = "random"
+    failure_policy = ("Random search ignores outcomes; a failure is recorded as the worst "
+                      "success seen so far plus a margin only so its observations read like "
+                      "every other optimizer's.")
+    max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
+
+    def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value]):
+        self.space = space
+        self.seed = int(seed)
+        self.baseline = dict(baseline)
+        self.encoding = Encoding(space)
+        self.n_asked = 0
+        self.observations: list[Observation] = []
+        self.seen: list[TrialRecord] = []
+
+    def ask(self, history: list[TrialRecord]) -> Action:
+        rng = np.random.default_rng(derive_seed(self.seed, self.n_asked))
+        for _ in range(self.max_attempts):
+            config = self.encoding.decode(rng.random(self.encoding.dim))
+            if not self.space.errors(config):
+                self.n_asked += 1
+                return EditHyperparameters(config, f"random: sample {self.n_asked}")
+        raise unmeetable(self.name, self.max_attempts, self.space)
+
+    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
+        return [self.ask(history) for _ in range(k)]
+
+    def tell(self, action: Action, record: TrialRecord) -> None:
+        config = told_config(self.space, self.baseline, action, record)
+        value = told_value(record, self.seen)
+        self.seen.append(trimmed(record))
+        if config is not None:
+            self.observations.append(Observation(config, value, record.status, record.number))

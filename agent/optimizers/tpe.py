@@ -1,0 +1,162 @@
+"""TPE (Optuna's TPESampler) over the search space, rebuilt from our own observations."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState, create_trial
+
+from agent.actions import Action, EditHyperparameters
+from agent.hpblock import Param, SearchSpace, Value
+from agent.optimizers.base import TrialRecord, failure_value
+from agent.optimizers.encoding import (
+    MAX_ATTEMPTS,
+    Encoding,
+    Observation,
+    config_key,
+    derive_seed,
+    told_config,
+    told_value,
+    trimmed,
+    unmeetable,
+)
+
+N_STARTUP_TRIALS = 10  # Optuna's default: this many completed trials are sampled at random
+
+
+class TPE:
+    """Tree-structured Parzen Estimator, Optuna's `TPESampler` with its defaults
+    (n_startup_trials=10, so the told baseline plus nine random draws come before any
+    modelling; multivariate for a single objective) and `constant_liar=True`: configurations
+    asked but not yet told (parallel workers, `ask_batch`) enter the model as RUNNING trials,
+    which the liar counts among the worst, so a batch spreads out.
+
+    No Optuna study or storage is kept (they hold locks and do not pickle): the optimizer keeps
+    its own (config, value) observations and builds an in-memory study for every sample, with
+    a sampler seeded from (seed, number of samples so far). An ask therefore depends only on the
+    seed and the tells before it, and the pickle of this object is its whole resume state.
+
+    Distributions: ints are IntDistribution, floats FloatDistribution (log where the space says
+    so), powers of two an IntDistribution over the exponent, the categorical a
+    CategoricalDistribution. A sample that breaks a constraint of the space (e.g.
+    TOTAL_BATCH_SIZE < DEVICE_BATCH_SIZE * SEQ_LEN) is told to the model as a failure and TPE
+    samples again, without spending a trial (at most 100 samples per ask, then RuntimeError).
+
+    Failure policy: a failed trial (and an infeasible sample) is told as the worst success seen
+    so far plus a margin, so TPE ranks it among the worst without a far-off constant.
+    """
+
+    name = "tpe"
+    failure_policy = ("A failed trial, or a sample that breaks the space's constraints, is told "
+                      "as the worst success seen so far plus a margin, so TPE ranks it among "
+                      "the worst without a far-off constant.")
+    max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
+
+    def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value]):
+        self.space = space
+        self.seed = int(seed)
+        self.baseline = dict(baseline)
+        self.encoding = Encoding(space)
+        self.distributions = {n: _distribution(p) for n, p in space.params.items()}
+        self.n_asked = 0  # proposals returned
+        self.n_samples = 0  # samples drawn, infeasible ones included; seeds the next one
+        self.observations: list[Observation] = []
+        self.pending: list[dict[str, Value]] = []  # asked, not yet told
+        self.seen: list[TrialRecord] = []
+
+    # -- the study, rebuilt ------------------------------------------------------------------
+
+    def study(self) -> optuna.Study:
+        """A fresh in-memory study holding every observation (COMPLETE) and every pending
+        ask (RUNNING), with the sampler the next sample will use."""
+        sampler = optuna.samplers.TPESampler(seed=derive_seed(self.seed, self.n_samples),
+                                             constant_liar=True)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # one "study created" per sample
+        try:
+            study = optuna.create_study(direction="minimize", sampler=sampler)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        for obs in self.observations:
+            study.add_trial(create_trial(params=self._params(obs.config),
+                                         distributions=self.distributions, value=obs.value))
+        for config in self.pending:
+            study.add_trial(create_trial(state=TrialState.RUNNING, params=self._params(config),
+                                         distributions=self.distributions))
+        return study
+
+    def _sample(self) -> dict[str, Value]:
+        trial = self.study().ask(self.distributions)
+        self.n_samples += 1
+        return self._config(trial.params)
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def ask(self, history: list[TrialRecord]) -> Action:
+        for _ in range(self.max_attempts):
+            startup = len(self.observations) < N_STARTUP_TRIALS
+            config = self._sample()
+            if not self.space.errors(config):
+                self.pending.append(config)
+                self.n_asked += 1
+                note = " (random start-up)" if startup else ""
+                return EditHyperparameters(config, f"tpe: sample {self.n_asked}{note}")
+            self.observations.append(
+                Observation(config, failure_value(self.seen), "infeasible", None))
+        raise unmeetable(self.name, self.max_attempts, self.space)
+
+    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
+        return [self.ask(history) for _ in range(k)]
+
+    def tell(self, action: Action, record: TrialRecord) -> None:
+        config = told_config(self.space, self.baseline, action, record)
+        value = told_value(record, self.seen)
+        self.seen.append(trimmed(record))
+        if config is None:
+            return
+        key = config_key(self.space, config)
+        for i, asked in enumerate(self.pending):
+            if config_key(self.space, asked) == key:
+                del self.pending[i]
+                break
+        config = self.encoding.project(config)  # a foreign config may have left the space
+        if config is not None:
+            self.observations.append(Observation(config, value, record.status, record.number))
+
+    # -- configs <-> Optuna params -----------------------------------------------------------
+
+    def _params(self, config: dict[str, Value]) -> dict[str, Value]:
+        """Optuna's view of a configuration in the space (exponents for powers of two)."""
+        return {n: int(config[n]).bit_length() - 1 if p.power_of_two else config[n]
+                for n, p in self.space.params.items()}
+
+    def _config(self, params: dict[str, Value]) -> dict[str, Value]:
+        config: dict[str, Value] = {}
+        for n, p in self.space.params.items():
+            v = params[n]
+            if p.type == "categorical":
+                config[n] = v
+            elif p.power_of_two:
+                config[n] = 2 ** int(v)
+            elif p.type == "int":
+                config[n] = int(v)
+            else:
+                config[n] = min(max(float(p.snap(v)), float(p.low)), float(p.high))
+        return config
+
+
+def _distribution(p: Param) -> BaseDistribution:
+    if p.type == "categorical":
+        return CategoricalDistribution(p.choices)
+    if p.power_of_two:
+        return IntDistribution(math.ceil(math.log2(p.low)), math.floor(math.log2(p.high)))
+    if p.type == "int":
+        return IntDistribution(math.ceil(p.low), math.floor(p.high), log=p.log)
+    return FloatDistribution(float(p.low), float(p.high), log=p.log)

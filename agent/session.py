@@ -1,0 +1,333 @@
+"""The loop: propose -> patch -> commit -> sandbox -> record -> tell (DESIGN.md).
+
+Write order per trial makes a kill at any point recoverable: commit + ref, run, note (git, the
+source of truth), ledger line, tell, optimizer pickle. `resume` rebuilds the ledger from the
+notes, loads the pickle, replays the few trials recorded after it (ask + tell), and re-runs an
+interrupted trial on its existing commit when the optimizer proposes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from agent.actions import Action, ApplyDiff, EditHyperparameters, action_to_dict, edit_to_diff
+from agent.config import SessionConfig
+from agent.hpblock import SearchSpace, SpaceError, apply_preset, load_space, read_block
+from agent.ledger import Ledger
+from agent.optimizers import make_optimizer
+from agent.optimizers.base import TrialRecord
+from agent.patching import PatchError, apply_patch
+from agent.workspace import Workspace
+from sandbox.base import Limits, TrialRun
+from sandbox.result import TrialResult
+
+
+class SessionError(RuntimeError):
+    """A session cannot start or go on; the message says what to do."""
+
+
+@dataclass
+class Outcome:
+    trials_run: int
+    best_val_bpb: float | None
+    best_commit: str
+    stopped_by: str  # "trials", "budget"
+
+
+class Session:
+    def __init__(self, run_dir: Path, config: SessionConfig, reporter=None):
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.ws = Workspace(self.run_dir / "repo")
+        self.ledger = Ledger(self.run_dir)
+        self.space: SearchSpace = load_space(self.run_dir / "repo" / "search_space.toml",
+                                             config.preset)
+        self.reporter = reporter or QuietReporter()
+        self.state_path = self.run_dir / "optimizer" / "state.pkl"
+        self.clock_path = self.run_dir / "optimizer" / "clock.json"
+        self.history: list[TrialRecord] = []
+        self.records: list[dict] = []
+        self.optimizer = None
+        self.sandbox = None
+
+    # -- creating and opening ----------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: Path, config: SessionConfig, reporter=None) -> Session:
+        from agent.paths import baseline_dir
+
+        run_dir = Path(run_dir)
+        if (run_dir / "session.toml").exists():
+            raise SessionError(f"{run_dir} already holds a session: `autoresearch resume "
+                               f"{run_dir}` continues it, or pick another --run-dir")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise SessionError(f"{run_dir} exists and is not empty: pick another --run-dir")
+        train_dir = Path(config.train_dir) if config.train_dir else baseline_dir()
+        if not (train_dir / "train.py").is_file():
+            raise SessionError(f"{train_dir} has no train.py: --train-dir takes the folder "
+                               "that holds train.py and search_space.toml")
+        space = load_space(train_dir / "search_space.toml", config.preset)
+        source = (train_dir / "train.py").read_text()
+        block = read_block(source, space.names)  # every searched constant must be there
+        train_py = apply_preset(source, space) if config.preset else None
+        baseline = {n: a.value for n, a in read_block(train_py or source, space.names).items()}
+        errors = space.errors(baseline)
+        if errors:
+            raise SessionError("the baseline train.py lies outside its own search space: "
+                               + "; ".join(errors))
+        del block
+        config = config.model_copy(update={"train_dir": str(train_dir.resolve())})
+        Workspace.create(run_dir / "repo", train_dir, train_py)
+        (run_dir / "optimizer").mkdir()
+        (run_dir / "trials").mkdir()
+        config.save(run_dir / "session.toml")
+        return cls(run_dir, config, reporter)
+
+    @classmethod
+    def open(cls, run_dir: Path, reporter=None) -> Session:
+        run_dir = Path(run_dir)
+        path = run_dir / "session.toml"
+        if not path.exists():
+            raise SessionError(f"{run_dir} is not a session folder (no session.toml): "
+                               "check the path, or start one with `autoresearch run`")
+        return cls(run_dir, SessionConfig.load(path), reporter)
+
+    # -- settings derived once -------------------------------------------------------------
+    @property
+    def time_budget(self) -> float:
+        return self.config.time_budget or self.space.time_budget or 60.0
+
+    def limits(self) -> Limits:
+        timeout = self.config.trial_timeout or 3 * self.time_budget + 120
+        return Limits(timeout_s=timeout, memory=self.config.memory,
+                      gpus=tuple(self.config.gpus), gpu_mem_fraction=self.config.gpu_mem_fraction)
+
+    def trial_env(self) -> dict[str, str]:
+        env = {"TIME_BUDGET": f"{self.time_budget:g}", "AR_SEED": str(self.config.seed)}
+        if self.config.token_budget:
+            env["AR_TOKEN_BUDGET"] = str(self.config.token_budget)
+        if self.config.eval_tokens:
+            env["AR_EVAL_TOKENS"] = str(self.config.eval_tokens)
+        return env
+
+    def baseline_config(self) -> dict:
+        source = self.ws.source(self.ws.baseline)
+        return {n: a.value for n, a in read_block(source, self.space.names).items()}
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        self._start()
+        started = time.monotonic()
+        elapsed_before = self._load_clock()
+        stopped_by = "trials"
+        try:
+            n = len(self.records)
+            total = self.config.trials
+            self.reporter.start(n, total)
+            if n == 0:
+                self._trial(0)
+                n = 1
+            while True:
+                if total is not None and n > total:
+                    break
+                spent = elapsed_before + time.monotonic() - started
+                if self.config.budget_s is not None and spent + self._expected_trial_s() > \
+                        self.config.budget_s:
+                    stopped_by = "budget"
+                    break
+                self._trial(n)
+                n += 1
+        finally:
+            self._save_clock(elapsed_before + time.monotonic() - started)
+            self.reporter.stop()
+        best = self._best_val()
+        return Outcome(len(self.records) - 1, best, self.ws.best, stopped_by)
+
+    def _start(self) -> None:
+        from agent.data import prepare_default_data
+        from sandbox import select_sandbox
+
+        repo = self.run_dir / "repo"
+        if self.config.data_dir is None:
+            data = prepare_default_data(repo)
+            if data is not None:
+                self.config = self.config.model_copy(update={"data_dir": str(data)})
+                self.config.save(self.run_dir / "session.toml")
+        self.sandbox, why = select_sandbox(self.config.sandbox)
+        self.reporter.note(f"sandbox: {why}")
+        self._restore()
+
+    def _restore(self) -> None:
+        """Ledger from git; optimizer from its pickle, then the trials recorded after it."""
+        notes = self.ws.notes()
+        self.records = sorted(notes.values(), key=lambda r: r["trial"])
+        numbers = [r["trial"] for r in self.records]
+        if numbers != list(range(len(numbers))):
+            raise SessionError(f"the trial notes in {self.run_dir}/repo are not contiguous "
+                               f"({numbers[:10]}...): the repository was changed by hand")
+        if [r.get("trial") for r in self.ledger.records()] != numbers:
+            self.ledger.rewrite(self.records)
+        after = -1
+        if self.state_path.exists():
+            state = pickle.loads(self.state_path.read_bytes())
+            self.optimizer, after = state["optimizer"], state["after_trial"]
+        else:
+            self.optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
+                                            self.baseline_config())
+        for record in self.records:
+            trial = to_trial_record(record)
+            if record["trial"] > after:  # recorded, but the optimizer had not been told
+                action = (EditHyperparameters(self.baseline_config(), "baseline")
+                          if record["trial"] == 0 else self.optimizer.ask(self.history))
+                self.optimizer.tell(action, trial)
+            self.history.append(trial)
+        if self.records and self.records[-1]["trial"] > after:
+            self._save_state(self.records[-1]["trial"])
+
+    def _trial(self, n: int) -> None:
+        t0 = time.monotonic()
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        incumbent = self.ws.best
+        source = self.ws.source(incumbent)
+        rejected = None
+        if n == 0:
+            action: Action = EditHyperparameters(self.baseline_config(), "baseline")
+            commit, content, diff, parent = self.ws.baseline, source, "", None
+        else:
+            action = self.optimizer.ask(self.history)
+            parent = incumbent
+            try:
+                diff, content = self._patch(action, source)
+            except (PatchError, SpaceError) as e:
+                rejected, content = str(e), None
+                diff = action.patch if isinstance(action, ApplyDiff) else ""
+            commit = self._commit(n, action, parent, content, rejected)
+        self.reporter.running(n, action)
+        if rejected is not None:
+            result = TrialResult(status="rejected", reason=rejected)
+        else:
+            result = self._run_sandbox(n, commit)
+        config = self._config_of(content)
+        best_before = self._best_val()
+        is_best = result.ok and (best_before is None or result.val_bpb < best_before)
+        record = {
+            "v": 1, "trial": n, "commit": commit, "parent": parent,
+            "method": "baseline" if n == 0 else self.config.method, "seed": self.config.seed,
+            "action": action_to_dict(action), "rationale": one_line(action.rationale),
+            "config": config, "diff": diff, "status": result.status, "val_bpb": result.val_bpb,
+            "result": result.to_dict(), "is_best": is_best,
+            "best_val_bpb": result.val_bpb if is_best else best_before,
+            "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0.0,
+            "started_at": started_at, "wall_s": round(time.monotonic() - t0, 3),
+        }
+        self.ws.add_note(commit, record)
+        self.ledger.append(record)
+        if is_best and n > 0:
+            self.ws.move_best(commit)
+        trial = to_trial_record(record)
+        self.optimizer.tell(action, trial)
+        self.history.append(trial)
+        self.records.append(record)
+        self._save_state(n)
+        self.reporter.finished(record)
+
+    def _patch(self, action: Action, source: str) -> tuple[str, str]:
+        """(diff, new train.py) for either tool, through the one patch path."""
+        if isinstance(action, EditHyperparameters):
+            diff = edit_to_diff(action, source, self.space)
+        else:
+            diff = action.patch
+        content = apply_patch(source, diff)
+        present = read_block(content)  # a code agent may have removed or renamed some
+        self.space.validate({n: present[n].value for n in self.space.names if n in present})
+        return diff, content
+
+    def _commit(self, n: int, action: Action, parent: str, content: str | None,
+                rejected: str | None) -> str:
+        pending = self.ws.trial_commit(n)
+        if pending is not None:  # interrupted earlier: reuse it if it is this very proposal
+            same_parent = self.ws.git.rev_parse(f"{pending}^") == parent
+            same_file = content is not None and self.ws.source(pending) == content
+            if same_parent and same_file and self.ws.note(pending) is None:
+                return pending
+            self.ws.set_aside(n)
+        title = one_line(action.rationale) or action.kind
+        message = (f"{self.config.method}: {title}\n\nTrial: {n}\nMethod: {self.config.method}\n"
+                   f"Seed: {self.config.seed}\n")
+        if rejected is not None:
+            message += f"Status: rejected\nReason: {one_line(rejected, 400)}\n"
+        return self.ws.commit_trial(n, parent, message, content)
+
+    def _run_sandbox(self, n: int, commit: str) -> TrialResult:
+        tree = self.ws.temp_tree(commit)
+        data = Path(self.config.data_dir) if self.config.data_dir else None
+        run = TrialRun(tree=tree, workdir=self.run_dir / "trials" / f"{n:04d}", data_dir=data,
+                       env=self.trial_env())
+        try:
+            return self.sandbox.run(run, self.limits())
+        finally:
+            shutil.rmtree(tree.parent, ignore_errors=True)
+
+    def _config_of(self, content: str | None) -> dict | None:
+        if content is None:
+            return None
+        try:
+            return {n: a.value for n, a in read_block(content, self.space.names).items()}
+        except SpaceError:
+            return None
+
+    def _best_val(self) -> float | None:
+        values = [r["val_bpb"] for r in self.records if r["status"] == "ok"]
+        return min(values) if values else None
+
+    def _expected_trial_s(self) -> float:
+        walls = sorted(r["wall_s"] for r in self.records if r["status"] != "rejected")
+        return walls[len(walls) // 2] if walls else 0.0
+
+    def _save_state(self, after_trial: int) -> None:
+        _atomic_bytes(self.state_path, pickle.dumps(
+            {"after_trial": after_trial, "optimizer": self.optimizer}))
+
+    def _load_clock(self) -> float:
+        if self.clock_path.exists():
+            return json.loads(self.clock_path.read_text()).get("elapsed_s", 0.0)
+        return 0.0
+
+    def _save_clock(self, elapsed: float) -> None:
+        _atomic_bytes(self.clock_path, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
+
+
+def to_trial_record(record: dict) -> TrialRecord:
+    result = record.get("result") or {}
+    return TrialRecord(number=record["trial"], status=record["status"], config=record["config"],
+                       val_bpb=record["val_bpb"], method=record.get("method", ""),
+                       reason=result.get("reason", ""), rationale=record.get("rationale", ""),
+                       diff=record.get("diff", ""))
+
+
+def one_line(text: str, limit: int = 120) -> str:
+    line = " ".join((text or "").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class QuietReporter:
+    """Reports nothing: for tests and --quiet."""
+
+    def start(self, done: int, total: int | None) -> None: ...
+    def note(self, text: str) -> None: ...
+    def running(self, n: int, action) -> None: ...
+    def finished(self, record: dict) -> None: ...
+    def stop(self) -> None: ...

@@ -1,0 +1,122 @@
+"""run / resume / replay / diff / compare through the CLI, with their --json contracts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app
+
+runner = CliRunner()
+
+REPLAY_KEYS = {"trial", "commit", "method", "status", "val_bpb", "best_val_bpb", "is_best",
+               "added", "removed", "rationale", "reason", "wall_s", "config"}
+COMPARE_KEYS = {"run", "method", "seed", "trials", "best_val_bpb", "best_trial",
+                "baseline_val_bpb", "failed_share", "statuses", "wall_s", "prompt_tokens",
+                "completion_tokens", "cost_usd"}
+
+
+@pytest.fixture
+def finished_run(tmp_path, train_dir):
+    run = tmp_path / "runs" / "r"
+    result = runner.invoke(app, ["run", "--method", "random", "--trials", "4", "--seed", "7",
+                                 "--sandbox", "local", "--train-dir", str(train_dir),
+                                 "--time-budget", "0.001", "--run-dir", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_replay_json_is_stable(finished_run):
+    result = runner.invoke(app, ["replay", str(finished_run), "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(set(r) == REPLAY_KEYS for r in rows)
+    assert rows[0]["method"] == "baseline" and rows[1]["method"] == "random"
+    one = json.loads(runner.invoke(app, ["replay", str(finished_run), "--trial", "2",
+                                         "--json"]).output)
+    assert one["trial"] == 2 and one["diff"].startswith("--- a/train.py")
+
+
+def test_replay_rebuilds_the_ledger_from_git(finished_run):
+    before = (finished_run / "results.tsv").read_text()
+    (finished_run / "results.tsv").unlink()
+    (finished_run / "trials.jsonl").unlink()
+    result = runner.invoke(app, ["replay", str(finished_run), "--json", "--rebuild"])
+    assert result.exit_code == 0
+    assert (finished_run / "results.tsv").read_text() == before
+
+
+def test_replay_table_and_trial_diff(finished_run):
+    result = runner.invoke(app, ["replay", str(finished_run)])
+    assert result.exit_code == 0 and "baseline" in result.output
+    result = runner.invoke(app, ["replay", str(finished_run), "--trial", "1", "--diff"])
+    assert result.exit_code == 0 and "train.log" in result.output and "+++ b/train.py" in \
+        result.output
+    result = runner.invoke(app, ["replay", str(finished_run), "--trial", "9"])
+    assert result.exit_code == 2 and "has no trial 9" in result.output
+
+
+def test_diff_defaults_to_baseline_best_and_takes_trial_numbers(finished_run):
+    records = [json.loads(x) for x in (finished_run / "trials.jsonl").read_text().splitlines()]
+    result = runner.invoke(app, ["diff", str(finished_run), "0", "2"])
+    assert result.exit_code == 0
+    assert result.output.strip() == "\n".join(records[2]["diff"].splitlines()[2:]).strip() or \
+        "+++ b/train.py" in result.output
+    result = runner.invoke(app, ["diff", str(finished_run)])
+    assert result.exit_code == 0
+    result = runner.invoke(app, ["diff", str(finished_run), "0", "77"])
+    assert result.exit_code == 2 and "no trial 77" in result.output
+
+
+def test_compare_json_is_stable(finished_run, tmp_path, train_dir):
+    other = tmp_path / "runs" / "s"
+    assert runner.invoke(app, ["run", "--method", "tpe", "--trials", "2", "--sandbox", "local",
+                               "--train-dir", str(train_dir), "--time-budget", "0.001",
+                               "--run-dir", str(other), "--quiet"]).exit_code == 0
+    result = runner.invoke(app, ["compare", str(finished_run), str(other), "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    assert [set(r) for r in rows] == [COMPARE_KEYS, COMPARE_KEYS]
+    assert [r["method"] for r in rows] == ["random", "tpe"] and rows[0]["seed"] == 7
+    assert rows[0]["trials"] == 4 and rows[1]["trials"] == 2
+    assert 0.0 <= rows[0]["failed_share"] <= 1.0
+    table = runner.invoke(app, ["compare", str(finished_run), str(other)])
+    assert table.exit_code == 0 and "random" in table.output
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path, train_dir):
+    cases = [
+        (["resume", str(tmp_path / "missing")], "not a session folder"),
+        (["replay", str(tmp_path / "missing")], "not a session folder"),
+        (["run", "--method", "nope"], "unknown method 'nope'"),
+        (["run", "--budget", "soon"], "not a duration"),
+        (["run", "--memory", "lots"], "not a size"),
+        (["run", "--train-dir", str(tmp_path), "--run-dir", str(tmp_path / "x")],
+         "has no train.py"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_replay_reads_a_thousand_trial_ledger(tmp_path):
+    """Correctness on a long synthetic ledger; its speed is benchmarks/replay_speed.py's job."""
+    from benchmarks.replay_speed import make_run
+
+    run = make_run(tmp_path, 1000)
+    result = runner.invoke(app, ["replay", str(run), "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.output)
+    assert len(rows) == 1001 and rows[-1]["trial"] == 1000
+    rebuilt = json.loads(runner.invoke(app, ["replay", str(run), "--json", "--rebuild"]).output)
+    # the synthetic notes were written before their commits existed, so they lack the sha
+    assert [{**r, "commit": ""} for r in rebuilt] == [{**r, "commit": ""} for r in rows]
+    table = runner.invoke(app, ["replay", str(run)])
+    assert table.exit_code == 0
+    body = [ln for ln in table.output.splitlines() if ln.strip()[:1].isdigit()]
+    assert len(body) == 1001 and body[-1].split()[0] == "1000"

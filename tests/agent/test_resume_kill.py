@@ -1,0 +1,71 @@
+"""kill -9 of a session mid-trial, then `autoresearch resume` (issue 4's acceptance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.base import LABEL
+
+
+def autoresearch(*args, **kw):
+    exe = shutil.which("autoresearch", path=os.path.dirname(sys.executable))
+    return subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kw)
+
+
+def configs(run: Path) -> list[dict]:
+    return [json.loads(x)["config"] for x in (run / "trials.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, train_dir, sandbox,
+                                                                    request):
+    if sandbox == "docker":
+        client = request.getfixturevalue("docker_client")
+        request.getfixturevalue("host_image")
+    common = ["--method", "cmaes", "--seed", "5", "--trials", "5", "--sandbox", sandbox,
+              "--train-dir", str(train_dir), "--quiet"]
+    # the reference: the same session, never interrupted
+    ref = autoresearch("run", *common, "--time-budget", "0.001", "--run-dir",
+                       str(tmp_path / "ref"))
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+
+    run = tmp_path / "killed"
+    proc = autoresearch("run", *common, "--time-budget", "1.5", "--run-dir", str(run))
+    deadline = time.monotonic() + 120
+    while not (run / "trials" / "0003" / "train.log").exists():  # trial 3 is running
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if sandbox == "docker":  # the killed session left its trial container behind
+        orphans = client.containers.list(all=True, filters={"label": f"{LABEL}=trial"})
+        assert orphans
+    recorded = len((run / "trials.jsonl").read_text().splitlines())
+    assert recorded == 3  # baseline + trials 1, 2; trial 3 was cut
+
+    resumed = autoresearch("resume", str(run), "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    records = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
+    assert [r["trial"] for r in records] == list(range(6))
+    assert configs(run) == configs(tmp_path / "ref")  # the optimizer continued its sequence
+    refs = subprocess.run(["git", "-C", str(run / "repo"), "for-each-ref", "--format=%(refname)"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert [r for r in refs if r.startswith("refs/trials/")] == [
+        f"refs/trials/{n:04d}" for n in range(1, 6)]
+    assert not [r for r in refs if r.startswith("refs/interrupted/")]  # commit 3 was reused
+    if sandbox == "docker":
+        mine = client.containers.list(all=True, filters={"label": f"{LABEL}=trial"})
+        assert mine == []
