@@ -34,7 +34,17 @@ class ApplyDiff:
     kind: str = field(default="apply_diff", init=False)
 
 
-Action = EditHyperparameters | ApplyDiff
+@dataclass(frozen=True)
+class NoAction:
+    """An LLM gave no usable answer, even after repair turns: the trial is recorded as
+    `rejected` with this reason and nothing runs (no silent fallback to another proposal)."""
+
+    reason: str
+    rationale: str = ""
+    kind: str = field(default="none", init=False)
+
+
+Action = EditHyperparameters | ApplyDiff | NoAction
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:
@@ -44,6 +54,8 @@ def action_to_dict(action: Action) -> dict[str, Any]:
 def action_from_dict(data: dict[str, Any]) -> Action:
     if data.get("kind") == "apply_diff":
         return ApplyDiff(data["patch"], data.get("rationale", ""))
+    if data.get("kind") == "none":
+        return NoAction(data.get("reason", ""), data.get("rationale", ""))
     return EditHyperparameters(dict(data["values"]), data.get("rationale", ""))
 
 

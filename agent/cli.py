@@ -48,11 +48,14 @@ def _open_errors():
     from agent.config import SessionConfig  # noqa: F401  (import errors surface early)
     from agent.data import DataError
     from agent.hpblock import SpaceError
+    from agent.llm import LLMError
+    from agent.local_llm import LocalModelError
     from agent.session import SessionError
     from agent.workspace import WorkspaceError
     from sandbox.base import SandboxError
 
-    return (SessionError, SpaceError, WorkspaceError, SandboxError, DataError)
+    return (SessionError, SpaceError, WorkspaceError, SandboxError, DataError, LLMError,
+            LocalModelError)
 
 
 def _run_session(session) -> None:
@@ -76,7 +79,8 @@ def _run_session(session) -> None:
 
 @app.command()
 def run(
-    method: str = typer.Option("tpe", "--method", help="random, tpe, cmaes (more to come)."),
+    method: str = typer.Option("tpe", "--method",
+                               help="random, tpe, cmaes, centaur, llm-hpo, code-agent."),
     trials: int | None = typer.Option(None, "--trials", help="Trials after the baseline."),
     budget: str | None = typer.Option(None, "--budget", help="Wall clock, e.g. 2h, 90m."),
     seed: int = typer.Option(0, "--seed"),
@@ -93,6 +97,9 @@ def run(
     gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
     workers: int = typer.Option(1, "--workers", help="Trials at once (1 in this version)."),
     eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
+    llm_ratio: float = typer.Option(0.2, "--llm-ratio", help="centaur: LLM share of trials."),
+    llm_warmup: int = typer.Option(10, "--llm-warmup", help="centaur: CMA-ES-only trials."),
+    max_repairs: int = typer.Option(2, "--max-repairs", help="LLM repair turns per trial."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -106,6 +113,8 @@ def run(
 
     if method not in METHODS:
         raise fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}", 2)
+    if not 0.0 <= llm_ratio <= 1.0:
+        raise fail(f"--llm-ratio {llm_ratio} must lie between 0 and 1", 2)
     if workers != 1:
         raise fail("--workers above 1 is not available yet: run one session per GPU", 2)
     try:
@@ -123,7 +132,8 @@ def run(
         train_dir=str(train_dir) if train_dir else "", model=model, api_base=api_base,
         sandbox=sandbox, time_budget=time_budget, token_budget=token_budget,
         trial_timeout=trial_timeout, memory=memory, gpus=gpu_ids, workers=workers,
-        eval_tokens=eval_tokens)
+        eval_tokens=eval_tokens, llm_ratio=llm_ratio, llm_warmup=llm_warmup,
+        max_repairs=max_repairs)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)
@@ -138,6 +148,9 @@ def run(
 @app.command()
 def resume(
     run_dir: Path = typer.Argument(..., help="The session folder, e.g. runs/NAME."),
+    model: str | None = typer.Option(None, "--model", help="Switch to this litellm model."),
+    api_base: str | None = typer.Option(None, "--api-base", help="The model's new address."),
+    trials: int | None = typer.Option(None, "--trials", help="Raise the trial count."),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Continue a stopped or killed session exactly where it stopped."""
@@ -146,6 +159,11 @@ def resume(
 
     try:
         session = Session.open(run_dir, QuietReporter() if quiet else RichReporter())
+        changes = {k: v for k, v in (("model", model), ("api_base", api_base),
+                                     ("trials", trials)) if v is not None}
+        if changes:
+            session.config = session.config.model_copy(update=changes)
+            session.config.save(run_dir / "session.toml")
     except _open_errors() as e:
         raise fail(str(e), 2) from None
     _run_session(session)

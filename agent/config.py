@@ -35,6 +35,10 @@ class SessionConfig(BaseModel):
     workers: int = 1
     data_dir: str | None = None  # the prepared data, filled in at session start
     eval_tokens: int | None = None  # AR_EVAL_TOKENS for every trial (None: prepare.py's)
+    llm_ratio: float = 0.2  # centaur: share of post-warm-up trials the LLM proposes
+    llm_warmup: int = 10  # centaur: trials CMA-ES proposes alone first
+    max_repairs: int = 2  # LLM methods: repair turns after an invalid answer
+    temperature: float = 0.7
 
     @field_validator("trials")
     @classmethod

@@ -145,6 +145,8 @@ def compare_row(run_dir: Path, config, records: list[dict], elapsed_s: float | N
         "prompt_tokens": sum((r.get("tokens") or {}).get("prompt", 0) for r in records),
         "completion_tokens": sum((r.get("tokens") or {}).get("completion", 0) for r in records),
         "cost_usd": sum(r.get("cost_usd") or 0.0 for r in records),
+        "llm_proposals": sum(r.get("llm_valid") is not None for r in records),
+        "llm_valid": sum(r.get("llm_valid") is True for r in records),
     }
 
 
@@ -152,7 +154,7 @@ def compare_table(rows: list[dict]) -> Table:
     llm = any(r["prompt_tokens"] or r["completion_tokens"] or r["cost_usd"] for r in rows)
     table = Table(title="runs")
     columns = ["run", "method", "seed", "trials", "best", "baseline", "failed", "wall"]
-    columns += ["tokens", "cost $"] if llm else []
+    columns += ["llm valid", "tokens", "cost $"] if llm else []
     for col in columns:
         table.add_column(col, justify="left" if col in ("run", "method") else "right",
                          no_wrap=col != "run", overflow="fold")
@@ -165,7 +167,8 @@ def compare_table(rows: list[dict]) -> Table:
         cells = [Path(r["run"]).name, r["method"], str(r["seed"]), str(r["trials"]), val, base,
                  f"{100 * r['failed_share']:.0f}%", _duration(r["wall_s"])]
         if llm:
-            cells += [str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
+            cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
+                      str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
         table.add_row(*cells)
     return table
 

@@ -17,11 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agent.actions import Action, ApplyDiff, EditHyperparameters, action_to_dict, edit_to_diff
+from agent.actions import (
+    Action,
+    ApplyDiff,
+    EditHyperparameters,
+    NoAction,
+    action_from_dict,
+    action_to_dict,
+    edit_to_diff,
+)
 from agent.config import SessionConfig
 from agent.hpblock import SearchSpace, SpaceError, apply_preset, load_space, read_block
 from agent.ledger import Ledger
-from agent.optimizers import make_optimizer
+from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord
 from agent.patching import PatchError, apply_patch
 from agent.workspace import Workspace
@@ -56,6 +64,8 @@ class Session:
         self.records: list[dict] = []
         self.optimizer = None
         self.sandbox = None
+        self.llm = None
+        self.server = None  # the built-in model's server, when this session started one
 
     # -- creating and opening ----------------------------------------------------------------
     @classmethod
@@ -146,6 +156,8 @@ class Session:
         finally:
             self._save_clock(elapsed_before + time.monotonic() - started)
             self.reporter.stop()
+            if self.server is not None:
+                self.server.stop()
         best = self._best_val()
         return Outcome(len(self.records) - 1, best, self.ws.best, stopped_by)
 
@@ -161,6 +173,8 @@ class Session:
                 self.config.save(self.run_dir / "session.toml")
         self.sandbox, why = select_sandbox(self.config.sandbox)
         self.reporter.note(f"sandbox: {why}")
+        if self.config.method in LLM_METHODS:
+            self.llm = self._connect_llm()
         self._restore()
 
     def _restore(self) -> None:
@@ -177,14 +191,21 @@ class Session:
         if self.state_path.exists():
             state = pickle.loads(self.state_path.read_bytes())
             self.optimizer, after = state["optimizer"], state["after_trial"]
+            if self.llm is not None:
+                self.optimizer.attach(self.llm)
         else:
             self.optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
-                                            self.baseline_config())
+                                            self.baseline_config(), **self._method_options())
         for record in self.records:
             trial = to_trial_record(record)
             if record["trial"] > after:  # recorded, but the optimizer had not been told
-                action = (EditHyperparameters(self.baseline_config(), "baseline")
-                          if record["trial"] == 0 else self.optimizer.ask(self.history))
+                if record["trial"] == 0:
+                    action = EditHyperparameters(self.baseline_config(), "baseline")
+                else:  # an LLM method replays its recorded answer instead of asking again
+                    replay = getattr(self.optimizer, "replay_ask", None)
+                    recorded = action_from_dict(record["action"])
+                    action = (replay(self.history, recorded) if replay is not None
+                              else self.optimizer.ask(self.history))
                 self.optimizer.tell(action, trial)
             self.history.append(trial)
         if self.records and self.records[-1]["trial"] > after:
@@ -199,14 +220,24 @@ class Session:
         if n == 0:
             action: Action = EditHyperparameters(self.baseline_config(), "baseline")
             commit, content, diff, parent = self.ws.baseline, source, "", None
+            llm = {"calls": 0, "valid": None, "prompt": 0, "completion": 0, "cost_usd": 0.0}
         else:
+            prepare = getattr(self.optimizer, "prepare", None)
+            if prepare is not None:
+                prepare(self._context(n, source))
             action = self.optimizer.ask(self.history)
+            llm = self._save_calls(n)
+            if llm["calls"]:
+                llm["valid"] = not isinstance(action, NoAction)
             parent = incumbent
-            try:
-                diff, content = self._patch(action, source)
-            except (PatchError, SpaceError) as e:
-                rejected, content = str(e), None
-                diff = action.patch if isinstance(action, ApplyDiff) else ""
+            if isinstance(action, NoAction):
+                rejected, content, diff = action.reason, None, ""
+            else:
+                try:
+                    diff, content = self._patch(action, source)
+                except (PatchError, SpaceError) as e:
+                    rejected, content = str(e), None
+                    diff = action.patch if isinstance(action, ApplyDiff) else ""
             commit = self._commit(n, action, parent, content, rejected)
         self.reporter.running(n, action)
         if rejected is not None:
@@ -223,7 +254,8 @@ class Session:
             "config": config, "diff": diff, "status": result.status, "val_bpb": result.val_bpb,
             "result": result.to_dict(), "is_best": is_best,
             "best_val_bpb": result.val_bpb if is_best else best_before,
-            "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0.0,
+            "tokens": {"prompt": llm["prompt"], "completion": llm["completion"]},
+            "cost_usd": llm["cost_usd"], "llm_calls": llm["calls"], "llm_valid": llm["valid"],
             "started_at": started_at, "wall_s": round(time.monotonic() - t0, 3),
         }
         self.ws.add_note(commit, record)
@@ -236,6 +268,58 @@ class Session:
         self.records.append(record)
         self._save_state(n)
         self.reporter.finished(record)
+
+    def _method_options(self) -> dict:
+        if self.config.method not in LLM_METHODS:
+            return {}
+        options = {"llm": self.llm, "max_repairs": self.config.max_repairs}
+        if self.config.method == "centaur":
+            options.update(ratio=self.config.llm_ratio, warmup=self.config.llm_warmup)
+        return options
+
+    def _connect_llm(self):
+        from agent.llm import LLM, LLMConfig
+
+        if self.config.model:
+            return LLM(LLMConfig(self.config.model, self.config.api_base,
+                                 temperature=self.config.temperature))
+        from agent.local_llm import LocalModelServer
+
+        self.reporter.note("starting the built-in model (SmolLM2-135M-Instruct, llama.cpp)")
+        self.server = LocalModelServer(log_path=self.run_dir / "optimizer" / "llm-server.log")
+        self.server.start()
+        # a 135M model has no tool calling: the schema goes into the prompt instead
+        return LLM(LLMConfig(self.server.model, self.server.api_base, tools=False,
+                             max_tokens=512, temperature=self.config.temperature))
+
+    def _context(self, n: int, source: str):
+        from agent.optimizers.base import TrialContext
+
+        gpus = self.config.gpus
+        device = (f"GPU {', '.join(map(str, gpus))}" if gpus else f"cpu, {os.cpu_count()} cores")
+        if gpus and self.config.gpu_mem_fraction:
+            device += f" (capped at {self.config.gpu_mem_fraction:.0%} of its memory)"
+        budget = (f"{self.config.token_budget} training tokens" if self.config.token_budget
+                  else f"{self.time_budget:g} s of training")
+        config = {k: a.value for k, a in read_block(source, self.space.names).items()}
+        return TrialContext(trial=n, incumbent_source=source, incumbent_config=config,
+                            device=device, memory=self.config.memory, budget=budget,
+                            preset=self.space.preset)
+
+    def _save_calls(self, n: int) -> dict:
+        """Write the LLM calls behind trial n's proposal to trials/NNNN/llm.jsonl; sums."""
+        consume = getattr(self.optimizer, "consume_calls", None)
+        calls = consume() if consume is not None else []
+        if calls:
+            folder = self.run_dir / "trials" / f"{n:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            with (folder / "llm.jsonl").open("w") as f:
+                for call in calls:
+                    f.write(json.dumps(call, sort_keys=True) + "\n")
+        return {"calls": len(calls), "valid": None,
+                "prompt": sum(c["prompt_tokens"] for c in calls),
+                "completion": sum(c["completion_tokens"] for c in calls),
+                "cost_usd": sum(c["cost_usd"] for c in calls)}
 
     def _patch(self, action: Action, source: str) -> tuple[str, str]:
         """(diff, new train.py) for either tool, through the one patch path."""

@@ -10,7 +10,10 @@ from typing import Any
 
 from agent.hpblock import SearchSpace, Value
 from agent.optimizers.base import Optimizer
+from agent.optimizers.centaur import Centaur
 from agent.optimizers.cmaes import CMAES
+from agent.optimizers.code_agent import CodeAgent
+from agent.optimizers.llm_hpo import LLMHPO
 from agent.optimizers.random import RandomSearch
 from agent.optimizers.tpe import TPE
 
@@ -18,7 +21,11 @@ METHODS: dict[str, type] = {
     "random": RandomSearch,
     "tpe": TPE,
     "cmaes": CMAES,
+    "centaur": Centaur,
+    "llm-hpo": LLMHPO,
+    "code-agent": CodeAgent,
 }
+LLM_METHODS = ("centaur", "llm-hpo", "code-agent")
 
 
 def make_optimizer(name: str, space: SearchSpace, seed: int, baseline: dict[str, Value],

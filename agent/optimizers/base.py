@@ -51,6 +51,19 @@ def failure_value(history: list[TrialRecord], margin_frac: float = 0.1,
     return worst + max(min_margin, margin_frac * (worst - best))
 
 
+@dataclass
+class TrialContext:
+    """What LLM methods are shown about the trial they propose (classical ones ignore it)."""
+
+    trial: int
+    incumbent_source: str
+    incumbent_config: dict[str, Value]
+    device: str  # what the trial really runs on, e.g. "cpu, 2 cores" or "GPU 0"
+    memory: str  # the host memory limit, e.g. "8g"
+    budget: str  # "60 s of training" or "1000000 training tokens"
+    preset: str = ""
+
+
 class Optimizer(Protocol):
     name: str
     failure_policy: str

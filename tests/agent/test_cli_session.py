@@ -15,7 +15,7 @@ REPLAY_KEYS = {"trial", "commit", "method", "status", "val_bpb", "best_val_bpb",
                "added", "removed", "rationale", "reason", "wall_s", "config"}
 COMPARE_KEYS = {"run", "method", "seed", "trials", "best_val_bpb", "best_trial",
                 "baseline_val_bpb", "failed_share", "statuses", "wall_s", "prompt_tokens",
-                "completion_tokens", "cost_usd"}
+                "completion_tokens", "cost_usd", "llm_proposals", "llm_valid"}
 
 
 @pytest.fixture

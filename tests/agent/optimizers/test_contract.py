@@ -13,10 +13,13 @@ import pytest
 
 from agent.actions import ApplyDiff, EditHyperparameters
 from agent.hpblock import Constraint, load_space
-from agent.optimizers import METHODS, make_optimizer
+from agent.optimizers import LLM_METHODS, METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord, failure_value
 from agent.optimizers.encoding import Encoding
 from agent.paths import baseline_dir
+
+# LLM methods need a model; tests/agent/test_llm_methods.py runs them on a scripted one
+CLASSICAL = [m for m in METHODS if m not in LLM_METHODS]
 
 SPACE_FILE = baseline_dir() / "search_space.toml"
 PRESETS = ("cpu", "gpu")
@@ -65,7 +68,7 @@ def proposals(actions):
     return [(a.values, a.rationale) for a in actions]
 
 
-@pytest.fixture(params=list(METHODS))
+@pytest.fixture(params=CLASSICAL)
 def method(request):
     return request.param
 

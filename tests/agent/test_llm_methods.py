@@ -1,0 +1,281 @@
+"""LLM methods end to end against a scripted model behind a real local HTTP server.
+
+litellm is used for real (HTTP, JSON, tool calls, usage); only the model is scripted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from agent.actions import ApplyDiff, EditHyperparameters, NoAction
+from agent.config import SessionConfig
+from agent.hpblock import load_space
+from agent.llm import LLM, LLMConfig, LLMError
+from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.centaur import Centaur
+from agent.optimizers.code_agent import CodeAgent
+from agent.optimizers.llm_hpo import LLMHPO
+from agent.session import Session
+from agent.testing.scripted_llm import ScriptedLLM
+
+
+def fenced(obj: dict) -> str:
+    return "Here is my proposal.\n```json\n" + json.dumps(obj) + "\n```\n"
+
+
+def edit(values: dict, why: str = "scripted") -> str:
+    return fenced({"tool": "edit_hyperparameters", "values": values, "rationale": why})
+
+
+def records(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
+
+
+def session(tmp_path, train_dir, llm: ScriptedLLM, **kw) -> Session:
+    config = SessionConfig(**{"method": "llm-hpo", "trials": 3, "sandbox": "local",
+                              "train_dir": str(train_dir), "time_budget": 0.001,
+                              "model": llm.model, "api_base": llm.api_base, **kw})
+    return Session.create(tmp_path / "run", config)
+
+
+@pytest.fixture
+def space():
+    from agent.paths import baseline_dir
+
+    return load_space(baseline_dir() / "search_space.toml", "cpu")
+
+
+def context(space, trial=1) -> TrialContext:
+    return TrialContext(trial=trial, incumbent_source="", incumbent_config=space.defaults(),
+                        device="cpu, 2 cores", memory="8g", budget="60 s of training",
+                        preset="cpu")
+
+
+# -- llm.py ----------------------------------------------------------------------------------
+
+def test_llm_records_tokens_latency_and_zero_cost_for_local_models():
+    with ScriptedLLM(["hello there"]) as llm:
+        call = LLM(LLMConfig(llm.model, llm.api_base)).complete([{"role": "user",
+                                                                  "content": "x" * 400}])
+    assert call.text == "hello there"
+    assert call.prompt_tokens == 100 and call.completion_tokens == 2
+    assert call.cost_usd == 0.0 and call.latency_s > 0
+
+
+def test_a_dead_server_is_a_clear_error_after_retries():
+    llm = ScriptedLLM([]).start()
+    base = llm.api_base
+    llm.stop()
+    client = LLM(LLMConfig("openai/scripted", base, retries=1, backoff_s=0.01))
+    with pytest.raises(LLMError, match=r"cannot reach model openai/scripted at .* after 2 "
+                                       r"tries.*then resume"):
+        client.complete([{"role": "user", "content": "hi"}])
+
+
+# -- llm-hpo ---------------------------------------------------------------------------------
+
+def test_llm_hpo_session_runs_the_scripted_proposals(tmp_path, train_dir):
+    replies = [edit({"MATRIX_LR": 0.05, "DEPTH": 5}, "more depth"),
+               edit({"WARMDOWN_RATIO": 0.6}, "longer warmdown"),
+               edit({"WINDOW_PATTERN": "LLLL"}, "full attention")]
+    with ScriptedLLM(replies) as llm:
+        session(tmp_path, train_dir, llm).run()
+    rs = records(tmp_path / "run")
+    assert [r["status"] for r in rs] == ["ok"] * 4
+    assert rs[1]["config"]["MATRIX_LR"] == 0.05 and rs[1]["config"]["DEPTH"] == 5
+    assert rs[1]["rationale"] == "more depth"
+    assert rs[3]["config"]["WINDOW_PATTERN"] == "LLLL"
+    # tokens and cost per trial, the prompt and raw reply saved per trial
+    assert rs[1]["tokens"]["prompt"] > 100 and rs[1]["tokens"]["completion"] > 5
+    assert rs[1]["cost_usd"] == 0.0 and rs[1]["llm_calls"] == 1 and rs[1]["llm_valid"] is True
+    saved = [json.loads(x) for x in
+             (tmp_path / "run" / "trials" / "0001" / "llm.jsonl").read_text().splitlines()]
+    assert saved[0]["text"] == replies[0]
+    prompt = saved[0]["messages"][-1]["content"]
+    assert "cpu, " in prompt and "memory limit of 8g" in prompt  # the trial's real resources
+    assert "MATRIX_LR: float in [0.005, 0.2]" in prompt
+
+
+def test_malformed_answers_get_repair_turns_then_rejected(tmp_path, train_dir):
+    replies = ["I think depth matters.",  # no JSON: repair
+               edit({"DEPTH": 99}),  # out of range: repair quoting the bound
+               edit({"DEPTH": 6}, "fixed it"),  # valid after two repairs
+               "nonsense", "still nonsense", "more nonsense"]  # trial 2: rejected
+    with ScriptedLLM(replies) as llm:
+        session(tmp_path, train_dir, llm, trials=2).run()
+        requests = llm.requests
+    rs = records(tmp_path / "run")
+    assert [r["status"] for r in rs] == ["ok", "ok", "rejected"]
+    assert rs[1]["config"]["DEPTH"] == 6 and rs[1]["llm_calls"] == 3
+    repair_1 = requests[1]["messages"][-1]["content"]
+    repair_2 = requests[2]["messages"][-1]["content"]
+    assert "no JSON object found" in repair_1
+    assert "DEPTH = 99 is above the upper bound 8" in repair_2
+    assert rs[2]["llm_valid"] is False and "after 2 repair turns" in rs[2]["result"]["reason"]
+    assert not (tmp_path / "run" / "trials" / "0002" / "train.log").exists()
+
+
+def test_tool_calls_are_parsed_by_the_same_path(space):
+    reply = {"tool": "edit_hyperparameters",
+             "arguments": {"values": {"HEAD_DIM": "64", "DEPTH": 6.0}, "rationale": "wider"}}
+    with ScriptedLLM([reply]) as llm:
+        opt = LLMHPO(space, 0, space.defaults(),
+                     llm=LLM(LLMConfig(llm.model, llm.api_base, tools=True)))
+        opt.prepare(context(space))
+        action = opt.ask([])
+        assert llm.requests[0]["tools"][0]["function"]["name"] == "edit_hyperparameters"
+        schema = llm.requests[0]["tools"][0]["function"]["parameters"]
+    assert action == EditHyperparameters({"HEAD_DIM": 64, "DEPTH": 6}, "wider")
+    depth = schema["properties"]["values"]["properties"]["DEPTH"]
+    assert (depth["type"], depth["minimum"], depth["maximum"]) == ("integer", 2, 8)
+    assert schema["properties"]["values"]["properties"]["WINDOW_PATTERN"]["enum"][0] == "SSSL"
+
+
+def test_a_server_that_dies_mid_session_stops_it_cleanly_and_resume_goes_on(
+        tmp_path, train_dir):
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    llm = ScriptedLLM([edit({"DEPTH": 5}, "first")]).start()
+
+    def die(request):
+        threading.Thread(target=llm.stop).start()
+        return edit({"DEPTH": 6}, "last words")
+
+    llm.replies.append(die)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "run", "--method", "llm-hpo", "--trials", "4", "--sandbox", "local", "--quiet",
+        "--train-dir", str(train_dir), "--time-budget", "0.001", "--model", llm.model,
+        "--api-base", llm.api_base, "--run-dir", str(run)])
+    assert result.exit_code == 1
+    assert "cannot reach model" in result.output and "autoresearch resume" in result.output
+    assert [r["status"] for r in records(run)] == ["ok", "ok", "ok"]  # nothing lost
+    with ScriptedLLM(default=edit({"DEPTH": 3}, "back")) as again:
+        result = CliRunner().invoke(app, ["resume", str(run), "--api-base", again.api_base,
+                                          "--quiet"])
+    assert result.exit_code == 0, result.output
+    rs = records(run)
+    assert [r["trial"] for r in rs] == [0, 1, 2, 3, 4]
+    assert [r["config"]["DEPTH"] for r in rs[1:]] == [5, 6, 3, 3]
+
+
+# -- centaur ---------------------------------------------------------------------------------
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)]
+
+
+def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
+    with ScriptedLLM(default=edit({"MATRIX_LR": 0.03}, "lower lr")) as llm:
+        opt = Centaur(space, 4, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base)),
+                      ratio=0.5, warmup=2)
+        history: list[TrialRecord] = []
+        for n in range(6):
+            opt.prepare(context(space, n))
+            if n == 0:
+                action = EditHyperparameters(space.defaults(), "baseline")
+            else:
+                expect_llm = opt.is_llm_turn(n)
+                mean, sigma, cov = opt.cmaes.mean, opt.cmaes.sigma, opt.cmaes.covariance
+                candidate = opt.cmaes.peek()
+                before = len(llm.requests)
+                action = opt.ask(history)
+                assert (len(llm.requests) > before) == expect_llm
+                if expect_llm:
+                    prompt = llm.requests[-1]["messages"][-1]["content"]
+                    mean_line = prompt.split("in the unit cube:\n")[1].splitlines()[0]
+                    assert np.allclose(_numbers(mean_line), mean, atol=1e-6)
+                    assert f"Step size sigma (unit cube): {sigma:.6f}" in prompt
+                    rows = prompt.split("N(0, C)):\n")[1].splitlines()[:len(space.names)]
+                    shown = np.array([_numbers(r.split(": ", 1)[1]) for r in rows])
+                    assert np.allclose(shown, cov, atol=1e-6)
+                    real = prompt.split("The same mean in real units:\n")[1].splitlines()[0]
+                    assert f"DEPTH={opt.cmaes.mean_config()['DEPTH']}" in real
+                    cand = prompt.split("CMA-ES's own next candidate:\n")[1].splitlines()[0]
+                    assert f"DEPTH={candidate['DEPTH']}" in cand
+                    assert action.values["MATRIX_LR"] == 0.03  # the LLM's, told to CMA-ES
+                    assert action.rationale.startswith("centaur llm:")
+            value = 2.0 + 0.01 * n
+            record = TrialRecord(n, "ok", action.values, value)
+            opt.tell(action, record)
+            history.append(record)
+    assert any(o.config.get("MATRIX_LR") == 0.03 for o in opt.cmaes.observations)
+
+
+def test_centaur_ratio_is_a_fraction_not_every_kth():
+    from agent.paths import baseline_dir
+
+    space = load_space(baseline_dir() / "search_space.toml", "cpu")
+    for ratio, warmup in ((0.3, 10), (0.15, 5), (0.5, 0), (1.0, 3)):
+        opt = Centaur(space, 0, space.defaults(), ratio=ratio, warmup=warmup)
+        turns = [opt.is_llm_turn(t) for t in range(1, warmup + 101)]
+        assert not any(turns[:warmup])
+        assert sum(turns[warmup:]) == round(100 * ratio)
+
+
+def test_centaur_with_ratio_0_is_cmaes_trial_for_trial(tmp_path, train_dir):
+    with ScriptedLLM([]) as llm:
+        Session.create(tmp_path / "c", SessionConfig(
+            method="centaur", llm_ratio=0.0, trials=5, seed=9, sandbox="local",
+            train_dir=str(train_dir), time_budget=0.001, model=llm.model,
+            api_base=llm.api_base)).run()
+        assert llm.requests == []
+    Session.create(tmp_path / "m", SessionConfig(
+        method="cmaes", trials=5, seed=9, sandbox="local", train_dir=str(train_dir),
+        time_budget=0.001)).run()
+    assert [r["config"] for r in records(tmp_path / "c")] == \
+        [r["config"] for r in records(tmp_path / "m")]
+
+
+def test_centaur_session_with_llm_turns(tmp_path, train_dir):
+    with ScriptedLLM(default=edit({"MATRIX_LR": 0.06}, "try 0.06")) as llm:
+        session(tmp_path, train_dir, llm, method="centaur", trials=4, llm_warmup=1,
+                llm_ratio=0.5).run()
+    rs = records(tmp_path / "run")
+    llm_trials = [r["trial"] for r in rs if r["llm_calls"]]
+    assert llm_trials == [3]  # i = t - warmup - 1; ratio 0.5 gives the LLM i = 1, 3, ...
+    assert rs[3]["config"]["MATRIX_LR"] == 0.06 and rs[3]["status"] == "ok"
+
+
+# -- code agent ------------------------------------------------------------------------------
+
+def test_code_agent_applies_a_scripted_diff_and_repairs_a_broken_one(tmp_path, train_dir):
+    source = (train_dir / "train.py").read_text()
+    line = next(ln for ln in source.splitlines() if ln.startswith("print(\"step 1"))
+    good = (f"Print more progress.\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1,2 @@\n"
+            f" {line}\n+print(\"step 2 loss 2.9\")\n```\n")
+    broken = ("```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-THIS LINE IS NOT THERE\n"
+              "+x = 1\n```\n")
+    with ScriptedLLM([broken, good, broken, broken, broken]) as llm:
+        session(tmp_path, train_dir, llm, method="code-agent", trials=2).run()
+        repair = llm.requests[1]["messages"][-1]["content"]
+    assert "THIS LINE IS NOT THERE" in repair  # the repair quotes the unmatched lines
+    rs = records(tmp_path / "run")
+    assert [r["status"] for r in rs] == ["ok", "ok", "rejected"]
+    assert rs[1]["action"]["kind"] == "apply_diff"
+    assert "step 2 loss 2.9" in (tmp_path / "run" / "trials" / "0001" / "train.log").read_text()
+    assert "+print(\"step 2 loss 2.9\")" in rs[1]["diff"]
+
+
+def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path):
+    with ScriptedLLM(default=edit({"DEPTH": 3})) as llm:
+        opt = CodeAgent(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base)))
+        ctx = context(space, 2)
+        ctx.incumbent_source = "DEPTH = 4  # layers\nprint('hello')\n"
+        opt.prepare(ctx)
+        history = [TrialRecord(0, "ok", space.defaults(), 2.5),
+                   TrialRecord(1, "oom", None, None, reason="killed by the host memory limit",
+                               rationale="bigger batch", diff="-DEPTH = 4\n+DEPTH = 8\n")]
+        action = opt.ask(history)
+        prompt = llm.requests[0]["messages"][-1]["content"]
+    assert "print('hello')" in prompt and "+DEPTH = 8" in prompt
+    assert "[oom]" in prompt and "killed by the host memory limit" in prompt
+    assert action == EditHyperparameters({"DEPTH": 3}, "scripted")
+    assert not isinstance(action, (ApplyDiff, NoAction))
