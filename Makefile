@@ -1,10 +1,13 @@
 # Two commands a fresh clone needs: `make demo` and `make test`. Each creates .venv if it is
 # missing and installs what it needs. TORCH pins the CPU build that lies on this kind of
 # machine; on a GPU box run `make TORCH=torch demo` (or install your CUDA torch in .venv first).
+# llama-cpp-python (the built-in model's server) compiles from source once; the portable build
+# flag keeps the result runnable on any x86-64 CPU.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+EXTRAS ?= dev,local-llm
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -15,11 +18,16 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]'
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	@touch $@
 
+# A short Centaur session on the built-in model and the cpu preset (a few minutes on 2 cores):
+# CMA-ES proposes trials 1, 2 and 4, SmolLM2 trial 3; then the table and the best diff.
 demo: $(STAMP)
-	$(PY) baseline_train/train.py
+	$(VENV)/bin/autoresearch run --method centaur --trials 4 --llm-warmup 1 --llm-ratio 0.5 \
+		--time-budget 30 --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
+	@last=$$(ls -d runs/demo-* | tail -n 1); \
+		$(VENV)/bin/autoresearch replay $$last && $(VENV)/bin/autoresearch diff $$last
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -32,6 +32,8 @@ class LLMConfig:
     retries: int = 3
     backoff_s: float = 1.0
     tools: bool | None = None  # offer function-calling tools; None: ask litellm
+    compact: bool = False  # shorter prompts (less history) for small local models
+    structured: bool = False  # constrain answers to the tool's JSON schema (llama.cpp grammar)
 
     @property
     def local(self) -> bool:
@@ -70,7 +72,10 @@ class LLM:
         except Exception:  # unknown to litellm's model list: ask for JSON in the prompt
             return False
 
-    def complete(self, messages: list[dict], tools: list[dict] | None = None) -> Call:
+    def complete(self, messages: list[dict], tools: list[dict] | None = None,
+                 schema: dict | None = None) -> Call:
+        """One completion. `schema` (used only where `structured` is set and no tools are
+        offered) asks the server to constrain the answer to that JSON schema."""
         import litellm
 
         litellm.suppress_debug_info = True
@@ -85,6 +90,8 @@ class LLM:
             kwargs["api_key"] = cfg.api_key
         if tools:
             kwargs["tools"] = tools
+        elif schema is not None and cfg.structured:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         transient = (litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout,
                      litellm.exceptions.RateLimitError,
                      litellm.exceptions.ServiceUnavailableError,

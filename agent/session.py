@@ -192,7 +192,7 @@ class Session:
             state = pickle.loads(self.state_path.read_bytes())
             self.optimizer, after = state["optimizer"], state["after_trial"]
             if self.llm is not None:
-                self.optimizer.attach(self.llm)
+                self.optimizer.seat.llm = self.llm
         else:
             self.optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
                                             self.baseline_config(), **self._method_options())
@@ -222,9 +222,9 @@ class Session:
             commit, content, diff, parent = self.ws.baseline, source, "", None
             llm = {"calls": 0, "valid": None, "prompt": 0, "completion": 0, "cost_usd": 0.0}
         else:
-            prepare = getattr(self.optimizer, "prepare", None)
-            if prepare is not None:
-                prepare(self._context(n, source))
+            seat = getattr(self.optimizer, "seat", None)  # LLM methods: see llm_seat.py
+            if seat is not None:
+                seat.ctx = self._context(n, source)
             action = self.optimizer.ask(self.history)
             llm = self._save_calls(n)
             if llm["calls"]:
@@ -290,7 +290,8 @@ class Session:
         self.server.start()
         # a 135M model has no tool calling: the schema goes into the prompt instead
         return LLM(LLMConfig(self.server.model, self.server.api_base, tools=False,
-                             max_tokens=512, temperature=self.config.temperature))
+                             max_tokens=256, temperature=self.config.temperature,
+                             compact=True, structured=True))
 
     def _context(self, n: int, source: str):
         from agent.optimizers.base import TrialContext
@@ -308,8 +309,8 @@ class Session:
 
     def _save_calls(self, n: int) -> dict:
         """Write the LLM calls behind trial n's proposal to trials/NNNN/llm.jsonl; sums."""
-        consume = getattr(self.optimizer, "consume_calls", None)
-        calls = consume() if consume is not None else []
+        seat = getattr(self.optimizer, "seat", None)
+        calls = seat.consume() if seat is not None else []
         if calls:
             folder = self.run_dir / "trials" / f"{n:04d}"
             folder.mkdir(parents=True, exist_ok=True)

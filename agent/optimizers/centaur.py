@@ -24,7 +24,7 @@ import math
 
 from agent.actions import Action, EditHyperparameters, NoAction
 from agent.hpblock import SearchSpace, Value
-from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.base import TrialRecord
 from agent.optimizers.cmaes import CMAES
 from agent.optimizers.encoding import trimmed
 from agent.optimizers.llm_common import (
@@ -32,6 +32,7 @@ from agent.optimizers.llm_common import (
     converse,
     edit_tool,
     edit_validator,
+    example_values,
     history_view,
     render,
 )
@@ -55,15 +56,6 @@ class Centaur:
         self.ratio, self.warmup = ratio, warmup
         self.seat = LLMSeat(llm, max_repairs)
 
-    def attach(self, llm) -> None:
-        self.seat.llm = llm
-
-    def prepare(self, ctx: TrialContext) -> None:
-        self.seat.ctx = ctx
-
-    def consume_calls(self) -> list[dict]:
-        return self.seat.consume()
-
     def is_llm_turn(self, trial: int) -> bool:
         i = trial - self.warmup - 1
         if i < 0 or self.ratio <= 0:
@@ -80,8 +72,9 @@ class Centaur:
         llm, ctx = self.seat.require()
         state = self.shared_state()
         tools = llm.supports_tools()
-        prompt = render("centaur.j2", space=self.space, ctx=ctx, hist=history_view(history),
-                        tools=tools, **state)
+        prompt = render("centaur.j2", space=self.space, ctx=ctx,
+                        hist=history_view(history, llm), tools=tools,
+                        example=example_values(self.space, state["candidate"]), **state)
         messages = [{"role": "system", "content": render("system.j2")},
                     {"role": "user", "content": prompt}]
         base = state["candidate"]
@@ -99,7 +92,8 @@ class Centaur:
     def shared_state(self) -> dict:
         """What the LLM is shown of CMA-ES, exactly as the CMA object holds it now."""
         names = self.cmaes.encoding.names
-        return {"names": names, "legend": self.cmaes.encoding.legend(),
+        legend = [line.split(": ", 1)[1] for line in self.cmaes.encoding.legend()]
+        return {"names": names, "legend": legend,
                 "mean_unit": list(zip(names, self.cmaes.mean.tolist(), strict=True)),
                 "mean_real": self.cmaes.mean_config(), "sigma": self.cmaes.sigma,
                 "covariance": self.cmaes.covariance.tolist(), "candidate": self.cmaes.peek()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from agent.actions import Action, ApplyDiff
 from agent.hpblock import SearchSpace, SpaceError, Value, read_block
-from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.base import TrialRecord
 from agent.optimizers.llm_common import (
     DIFF,
     EDIT,
@@ -25,6 +25,7 @@ from agent.optimizers.llm_common import (
     diff_tool,
     edit_tool,
     edit_validator,
+    example_values,
     history_view,
     render,
 )
@@ -44,21 +45,13 @@ class CodeAgent:
         self.space, self.seed, self.baseline = space, seed, baseline
         self.seat = LLMSeat(llm, max_repairs)
 
-    def attach(self, llm) -> None:
-        self.seat.llm = llm
-
-    def prepare(self, ctx: TrialContext) -> None:
-        self.seat.ctx = ctx
-
-    def consume_calls(self) -> list[dict]:
-        return self.seat.consume()
-
     def ask(self, history: list[TrialRecord]) -> Action:
         llm, ctx = self.seat.require()
         tools = llm.supports_tools()
         best = min((t for t in history if t.ok), key=lambda t: t.val_bpb, default=None)
         attempts = [t for t in history if t.diff][-RECENT_DIFFS:]
-        prompt = render("code_agent.j2", space=self.space, ctx=ctx, hist=history_view(history),
+        prompt = render("code_agent.j2", space=self.space, ctx=ctx, hist=history_view(history, llm),
+                        example=example_values(self.space, ctx.incumbent_config),
                         tools=tools, attempts=attempts,
                         best_trial=best.number if best else 0)
         messages = [{"role": "system", "content": render("system.j2")},

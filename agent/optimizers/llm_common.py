@@ -36,8 +36,14 @@ def edit_tool(space: SearchSpace) -> dict:
         if p.type == "categorical":
             props[name] = {"type": "string", "enum": list(p.choices), "description": p.help}
             continue
-        help_ = p.help + (" (a power of two)" if p.power_of_two else "") + (
-            " (log scale)" if p.log else "")
+        help_ = p.help + (" (log scale)" if p.log else "")
+        if p.type == "int" and (p.power_of_two or p.high - p.low <= 64):
+            # the allowed integers themselves: a constrained decoder can then only pick these
+            allowed = ([2 ** e for e in range(int(p.low).bit_length() - 1,
+                                             int(p.high).bit_length())]
+                       if p.power_of_two else list(range(int(p.low), int(p.high) + 1)))
+            props[name] = {"type": "integer", "enum": allowed, "description": help_}
+            continue
         props[name] = {"type": "integer" if p.type == "int" else "number",
                        "minimum": p.low, "maximum": p.high, "description": help_}
     return {"type": "function", "function": {
@@ -79,12 +85,21 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def history_view(history: list[TrialRecord], top: int = 5, recent: int = 20) -> dict:
+def history_view(history: list[TrialRecord], llm=None) -> dict:
     """The bounded slice of history a prompt shows (constant size, whatever the session's
-    length): the best `top` successes and the last `recent` trials, failures included."""
+    length): the best 5 successes and the last 20 trials, failures included (3 and 8 for a
+    small local model, whose prompt processing is slow and whose attention is short)."""
+    compact = bool(llm is not None and getattr(llm.config, "compact", False))
+    top, recent = (3, 8) if compact else (5, 20)
     ok = sorted((t for t in history if t.ok), key=lambda t: t.val_bpb)[:top]
     return {"top": ok, "recent": history[-recent:], "count": len(history),
             "failed": sum(not t.ok for t in history)}
+
+
+def example_values(space: SearchSpace, config: dict[str, Value], k: int = 2) -> dict:
+    """A concrete `values` object for the answer format: small models copy examples, so it
+    holds real names with values taken from a valid configuration."""
+    return {n: config[n] for n in space.names[:k]}
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -211,15 +226,27 @@ class Proposal:
     repairs: int
 
 
+def answer_schema(tool: dict) -> dict:
+    """The JSON answer of the prompt path as a schema: {"tool": name, ...its arguments}."""
+    fn = tool["function"]
+    params = fn["parameters"]
+    return {"type": "object",
+            "properties": {"tool": {"type": "string", "enum": [fn["name"]]},
+                           **params["properties"]},
+            "required": ["tool", *params.get("required", [])]}
+
+
 def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, ...],
              validate: Callable[[dict], Action], max_repairs: int, calls: list[dict]) -> Proposal:
     """Ask, validate, and on an invalid answer repair up to `max_repairs` times quoting the
-    error. Every call (prompt, raw reply, tokens) is appended to `calls`."""
+    error. Every call (prompt, raw reply, tokens) is appended to `calls`. With one tool and a
+    model without tool calls, a server that can is asked to hold the answer to its schema."""
     use_tools = llm.supports_tools()
+    schema = answer_schema(tools[0]) if len(tools) == 1 and not use_tools else None
     messages = list(messages)
     error = ""
     for attempt in range(max_repairs + 1):
-        call = llm.complete(messages, tools=tools if use_tools else None)
+        call = llm.complete(messages, tools=tools if use_tools else None, schema=schema)
         calls.append(call.to_dict())
         try:
             return Proposal(validate(parse_answer(call.to_dict(), allowed)), True, attempt)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from agent.actions import Action
 from agent.hpblock import SearchSpace, Value
-from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.base import TrialRecord
 from agent.optimizers.llm_common import (
     EDIT,
     converse,
     edit_tool,
     edit_validator,
+    example_values,
     history_view,
     render,
 )
@@ -35,19 +36,11 @@ class LLMHPO:
         self.space, self.seed, self.baseline = space, seed, baseline
         self.seat = LLMSeat(llm, max_repairs)
 
-    def attach(self, llm) -> None:
-        self.seat.llm = llm
-
-    def prepare(self, ctx: TrialContext) -> None:
-        self.seat.ctx = ctx
-
-    def consume_calls(self) -> list[dict]:
-        return self.seat.consume()
-
     def ask(self, history: list[TrialRecord]) -> Action:
         llm, ctx = self.seat.require()
         tools = llm.supports_tools()
-        prompt = render("llm_hpo.j2", space=self.space, ctx=ctx, hist=history_view(history),
+        prompt = render("llm_hpo.j2", space=self.space, ctx=ctx, hist=history_view(history, llm),
+                        example=example_values(self.space, ctx.incumbent_config),
                         tools=tools)
         messages = [{"role": "system", "content": render("system.j2")},
                     {"role": "user", "content": prompt}]

@@ -1,7 +1,9 @@
 """The LLM side of a method: the client, the trial's context, and the calls of the last ask.
 
-Composed into each LLM method (llm-hpo, centaur, code-agent). The client is not part of the
-method's pickle: `resume` attaches a fresh one (a restarted local server has a new port).
+Composed into each LLM method (llm-hpo, centaur, code-agent) as `method.seat`; the session
+sets `seat.ctx` before each ask, reads `seat.consume()` after it, and sets `seat.llm` on
+resume. The client is not part of the method's pickle: a restarted local server has a new
+port, so `resume` attaches a fresh one.
 """
 
 from __future__ import annotations

