@@ -1,0 +1,301 @@
+"""
+Data, tokenizer and evaluation for baseline_train/train.py. Read-only to every optimizer:
+the metric is computed here, so no edit of train.py can change what val_bpb means.
+
+Tokenizer: bytes. A token is one byte of the utf-8 text (VOCAB_SIZE = 256); documents are
+joined with a 0 byte before each one, so val_bpb is plain bits per byte.
+
+Default corpus, offline on any machine with Python: the .py sources of the running Python's
+standard library (tests, site-packages and build-specific files left out), split into train
+and val by a hash of each file's relative path.
+
+Usage:
+    python prepare.py                       # build the default corpus (cached)
+    python prepare.py --dataset PATH        # any text file, or every text file under a folder
+    python prepare.py --out DIR [--force]   # where to write it (then run with AR_DATA_DIR=DIR)
+
+Model contract of evaluate_bpb: `model(idx)` with idx a (B, T) int64 tensor of bytes returns
+logits of shape (B, T, VOCAB_SIZE); position t predicts byte t + 1. The cross-entropy is
+computed here, not by the model.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# torch is imported inside the functions that need it: building the data (the command line)
+# runs where the orchestrator runs, which does not need torch.
+
+# ---------------------------------------------------------------------------
+# Constants (fixed: changing them changes the metric)
+# ---------------------------------------------------------------------------
+
+VOCAB_SIZE = 256  # one token per byte
+SEPARATOR = 0  # byte written before every document
+EVAL_TOKENS = int(os.environ.get("AR_EVAL_TOKENS", 2**18))  # val bytes the metric reads
+VAL_PERCENT = 10  # share of files that go to val, chosen by a hash of the relative path
+MIN_VAL_BYTES = 2**19  # the default corpus must give at least this much val
+SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+SKIP_FILE_PREFIXES = ("_sysconfigdata",)  # build-specific: would differ between machines
+
+# ---------------------------------------------------------------------------
+# Where the data lives
+# ---------------------------------------------------------------------------
+
+
+def default_data_dir():
+    """The cache folder of the default corpus for the running Python version."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    name = f"pystdlib-{sys.version_info.major}.{sys.version_info.minor}"
+    return Path(cache) / "autoresearch-sandbox" / "data" / name
+
+
+def fallback_data_dir():
+    """Used when the cache folder cannot be written (read-only or missing HOME)."""
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"autoresearch-sandbox-{uid}" / default_data_dir().name
+
+
+def has_data(folder):
+    folder = Path(folder)
+    return all((folder / name).is_file() for name in ("train.bin", "val.bin", "meta.json"))
+
+
+def ensure_data():
+    """Return the prepared data folder, building the default corpus on first use."""
+    env_dir = os.environ.get("AR_DATA_DIR")
+    if env_dir:
+        # May be mounted read-only: only ever read it.
+        if not has_data(env_dir):
+            sys.exit(f"AR_DATA_DIR={env_dir} holds no prepared data (train.bin, val.bin, "
+                     f"meta.json); run `python prepare.py --out {env_dir}` first")
+        return Path(env_dir)
+    for folder in (default_data_dir(), fallback_data_dir()):
+        if has_data(folder):
+            return folder
+        try:
+            return build(stdlib_documents(), folder, source=stdlib_source())
+        except OSError as exc:
+            print(f"prepare: cannot write {folder} ({exc.strerror or exc}); trying the next place")
+    sys.exit("prepare: no writable place for the data cache; run `python prepare.py --out DIR` "
+             "and set AR_DATA_DIR=DIR")
+
+
+# ---------------------------------------------------------------------------
+# Corpus: collect documents, split by file, write train.bin / val.bin / meta.json
+# ---------------------------------------------------------------------------
+
+
+def stdlib_source():
+    return f"python-stdlib {sys.version_info.major}.{sys.version_info.minor}"
+
+
+def stdlib_documents():
+    """(relative posix path, bytes) of every stdlib .py file, in sorted path order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return text_documents(root, suffix=".py")
+
+
+def text_documents(root, suffix=None):
+    """(relative posix path, bytes) of the text files under root (or root itself), sorted."""
+    root = Path(root)
+    if root.is_file():
+        paths = [(root.name, root)]
+    else:
+        paths = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".")
+                           and not d.startswith("config-")]
+            for name in filenames:
+                if name.startswith(".") or name.startswith(SKIP_FILE_PREFIXES):
+                    continue
+                if suffix and not name.endswith(suffix):
+                    continue
+                path = Path(dirpath) / name
+                paths.append((path.relative_to(root).as_posix(), path))
+    docs = []
+    for rel, path in sorted(paths):
+        try:
+            data = path.read_bytes()
+            data.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # unreadable or not utf-8 text
+        if data and bytes([SEPARATOR]) not in data:  # a 0 byte means binary
+            docs.append((rel, data))
+    return docs
+
+
+def is_val(rel_path):
+    digest = hashlib.sha256(rel_path.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < VAL_PERCENT
+
+
+def split_documents(docs):
+    """Join documents into the train and val byte streams (a separator before each)."""
+    sep = bytes([SEPARATOR])
+    train = b"".join(sep + data for rel, data in docs if not is_val(rel))
+    val = b"".join(sep + data for rel, data in docs if is_val(rel))
+    if not train or not val:
+        # Too few files to split by file (a single file, say): split the stream instead.
+        stream = train + val
+        cut = len(stream) - max(1, len(stream) * VAL_PERCENT // 100)
+        train, val = stream[:cut], stream[cut:]
+    return train, val
+
+
+def build(docs, out, source, force=False):
+    """Write train.bin / val.bin / meta.json into out, atomically; return out."""
+    out = Path(out)
+    if has_data(out) and not force:
+        return out
+    if not docs:
+        sys.exit(f"prepare: no utf-8 text files found in {source}")
+    train, val = split_documents(docs)
+    if source == stdlib_source() and len(val) < MIN_VAL_BYTES:
+        sys.exit(f"prepare: val split has {len(val)} bytes, fewer than {MIN_VAL_BYTES}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target, then rename: a reader never sees a half-written folder, and
+    # of two processes racing, the first rename wins and the second drops its copy.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; other users (a sandbox) must read it
+        (tmp / "train.bin").write_bytes(train)
+        (tmp / "val.bin").write_bytes(val)
+        meta = {
+            "source": source,
+            "python": sys.version.split()[0],
+            "vocab_size": VOCAB_SIZE,
+            "separator": SEPARATOR,
+            "num_documents": len(docs),
+            "bytes": {"train": len(train), "val": len(val)},
+            "sha256": {"train": hashlib.sha256(train).hexdigest(),
+                       "val": hashlib.sha256(val).hexdigest()},
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if force and out.exists():
+            shutil.rmtree(out)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not has_data(out):  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Loading and batches
+# ---------------------------------------------------------------------------
+
+
+def load_split(split, data_dir=None):
+    """The bytes of 'train' or 'val' as a read-only uint8 array."""
+    data_dir = Path(data_dir) if data_dir else ensure_data()
+    return np.memmap(data_dir / f"{split}.bin", dtype=np.uint8, mode="r")
+
+
+def train_batches(batch_size, seq_len, seed, device, data_dir=None):
+    """Yield (x, y) int64 tensors of shape (batch_size, seq_len) forever.
+
+    Each row is a random window of seq_len + 1 bytes of train; y is x shifted by one.
+    The windows come from a numpy Generator seeded with `seed`: same seed, same batches.
+    """
+    import torch
+
+    data = load_split("train", data_dir)
+    if len(data) <= seq_len + 1:
+        sys.exit(f"prepare: train has {len(data)} bytes, too few for seq_len={seq_len}")
+    rng = np.random.default_rng(seed)
+    offsets = np.arange(seq_len + 1)
+    pin = torch.device(device).type == "cuda"
+    while True:
+        starts = rng.integers(0, len(data) - seq_len, size=batch_size)
+        window = torch.from_numpy(data[starts[:, None] + offsets].astype(np.int64))
+        if pin:
+            window = window.pin_memory()
+        window = window.to(device, non_blocking=pin)
+        yield window[:, :-1], window[:, 1:]
+
+
+# ---------------------------------------------------------------------------
+# Evaluation (the metric)
+# ---------------------------------------------------------------------------
+
+
+def evaluate_bpb(model, batch_size, seq_len, device, data_dir=None):
+    """Validation bits per byte of `model` (see the contract at the top of this file).
+
+    Reads the first EVAL_TOKENS bytes of val (or all of val if shorter) as contiguous,
+    non-overlapping windows of seq_len predicted bytes, forward only, in a fixed order.
+    Returns summed cross-entropy in nats / (ln 2 * number of predicted bytes).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    val = load_split("val", data_dir)
+    n = min(EVAL_TOKENS, len(val))
+    num_windows = (n - 1) // seq_len
+    if num_windows < 1:
+        sys.exit(f"prepare: val has {len(val)} bytes, too few for seq_len={seq_len}")
+    tokens = torch.from_numpy(np.asarray(val[: num_windows * seq_len + 1]).astype(np.int64))
+    inputs = tokens[:-1].view(num_windows, seq_len)
+    targets = tokens[1:].view(num_windows, seq_len)
+    was_training = model.training
+    model.eval()
+    total_nats = 0.0
+    with torch.no_grad():
+        for i in range(0, num_windows, batch_size):
+            x = inputs[i : i + batch_size].to(device)
+            y = targets[i : i + batch_size].to(device)
+            logits = model(x)
+            nats = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                   reduction="none")
+            total_nats += nats.double().sum().item()  # float64: no drift over long sums
+    model.train(was_training)
+    return total_nats / (math.log(2) * num_windows * seq_len)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Build the byte-level dataset for train.py.")
+    parser.add_argument("--dataset", help="a text file or a folder of text files "
+                        "(default: the Python standard library's .py sources)")
+    parser.add_argument("--out", help="output folder (default: the cache folder)")
+    parser.add_argument("--force", action="store_true", help="rebuild if OUT already has data")
+    args = parser.parse_args(argv)
+    if args.dataset:
+        src = Path(args.dataset).resolve()
+        if not src.exists():
+            sys.exit(f"prepare: --dataset {args.dataset} does not exist")
+        docs, source = text_documents(src), str(src)
+        tag = hashlib.sha256(str(src).encode()).hexdigest()[:8]
+        out = args.out or default_data_dir().parent / f"{src.name}-{tag}"
+    else:
+        docs, source = stdlib_documents(), stdlib_source()
+        out = args.out or default_data_dir()
+    try:
+        out = build(docs, out, source, force=args.force)
+    except OSError as exc:
+        sys.exit(f"prepare: cannot write {out} ({exc.strerror or exc}); choose another --out")
+    meta = json.loads((Path(out) / "meta.json").read_text())
+    print(f"prepare: {meta['source']}: {meta['bytes']['train']:,} train bytes, "
+          f"{meta['bytes']['val']:,} val bytes", file=sys.stderr)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

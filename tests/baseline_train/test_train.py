@@ -1,0 +1,321 @@
+"""baseline_train: train.py as a trial runs it (a subprocess on a copy), and prepare.py.
+
+Training runs use a token budget (AR_TOKEN_BUDGET), so results do not depend on the speed of
+the machine, and a small AR_EVAL_TOKENS; the data is the session's prepared corpus.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+BASELINE = Path(__file__).resolve().parents[2] / "baseline_train"
+STEP_TOKENS = 8192  # TOTAL_BATCH_SIZE of the packaged cpu preset
+BUDGET = 4 * STEP_TOKENS  # four optimizer steps
+EVAL_TOKENS = 16384
+
+
+def load_prepare():
+    spec = importlib.util.spec_from_file_location("baseline_prepare", BASELINE / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_tree(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("train.py", "prepare.py"):
+        shutil.copy(BASELINE / name, folder / name)
+    return folder
+
+
+def set_param(tree: Path, name: str, value) -> None:
+    """Rewrite the `NAME = value  # comment` line of tree/train.py."""
+    path = tree / "train.py"
+    pattern = re.compile(rf"^({name} = )[^#\n]*?(\s*#.*)?$", re.M)
+    text, count = pattern.subn(lambda m: f"{m.group(1)}{value!r}{m.group(2) or ''}",
+                               path.read_text(), count=1)
+    assert count == 1, f"no line for {name} in train.py"
+    path.write_text(text)
+
+
+def run_train(tree: Path, data_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("AR_") and k != "TIME_BUDGET"}
+    full_env = {**clean, "AR_DATA_DIR": str(data_dir), "AR_DEVICE": "cpu",
+                "AR_TOKEN_BUDGET": str(BUDGET), "AR_EVAL_TOKENS": str(EVAL_TOKENS),
+                "PYTHONDONTWRITEBYTECODE": "1", **env}
+    return subprocess.run([sys.executable, str(tree / "train.py")], cwd=tree, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def summary(proc: subprocess.CompletedProcess) -> dict:
+    """The `key: value` lines after the last `---` line, numbers as floats."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "---" in lines, proc.stdout[-3000:]
+    start = len(lines) - 1 - lines[::-1].index("---")
+    result = {}
+    for line in lines[start + 1:]:
+        key, _, value = line.partition(":")
+        try:
+            result[key.strip()] = float(value)
+        except ValueError:
+            result[key.strip()] = value.strip()
+    return result
+
+
+@pytest.fixture(scope="session")
+def baseline_run(prepared_data, tmp_path_factory):
+    """The packaged train.py, seed 42, four steps: the reference the other tests vary."""
+    tree = make_tree(tmp_path_factory.mktemp("baseline") / "tree")
+    return summary(run_train(tree, prepared_data, AR_SEED="42"))
+
+
+# ---------------------------------------------------------------------------
+# train.py
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_summary_block_parses(baseline_run):
+    for key in ("val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "num_steps",
+                "num_params_M", "total_tokens_M", "tokens_per_second", "mfu_percent", "depth"):
+        assert key in baseline_run, key
+    assert math.isfinite(baseline_run["val_bpb"]) and 0 < baseline_run["val_bpb"] < 8.0
+    assert baseline_run["num_params_M"] > 0 and baseline_run["peak_memory_mb"] > 0
+    assert baseline_run["num_steps"] == BUDGET // STEP_TOKENS
+    assert baseline_run["total_tokens_M"] == pytest.approx(BUDGET / 1e6, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_same_seed_same_val_bpb_and_another_seed_differs(baseline_run, prepared_data, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    again = summary(run_train(tree, prepared_data, AR_SEED="42"))
+    other = summary(run_train(tree, prepared_data, AR_SEED="43"))
+    assert abs(again["val_bpb"] - baseline_run["val_bpb"]) <= 1e-4
+    assert abs(other["val_bpb"] - baseline_run["val_bpb"]) > 1e-4
+
+
+@pytest.mark.slow
+def test_matrix_lr_changes_val_bpb(baseline_run, prepared_data, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    set_param(tree, "MATRIX_LR", 0.4)
+    changed = summary(run_train(tree, prepared_data, AR_SEED="42"))
+    assert abs(changed["val_bpb"] - baseline_run["val_bpb"]) > 1e-3
+
+
+@pytest.mark.slow
+def test_depth_changes_num_params(baseline_run, prepared_data, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    set_param(tree, "DEPTH", 2)
+    changed = summary(run_train(tree, prepared_data, AR_TOKEN_BUDGET=str(STEP_TOKENS)))
+    assert changed["depth"] == 2
+    assert 0 < changed["num_params_M"] < baseline_run["num_params_M"]
+
+
+@pytest.mark.slow
+def test_overlapping_warmup_and_warmdown_train(prepared_data, tmp_path):
+    """The space allows WARMUP_RATIO 0.3 with WARMDOWN_RATIO 0.8: a valid trial, not an error."""
+    tree = make_tree(tmp_path / "tree")
+    set_param(tree, "WARMUP_RATIO", 0.3)
+    set_param(tree, "WARMDOWN_RATIO", 0.8)
+    run = summary(run_train(tree, prepared_data, AR_TOKEN_BUDGET=str(2 * STEP_TOKENS)))
+    assert math.isfinite(run["val_bpb"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "value", "named"), [
+    ("TOTAL_BATCH_SIZE", 2048, ("TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "SEQ_LEN")),
+    ("TOTAL_BATCH_SIZE", 6144, ("TOTAL_BATCH_SIZE", "DEVICE_BATCH_SIZE", "SEQ_LEN")),
+    ("WINDOW_PATTERN", "SXL", ("WINDOW_PATTERN",)),
+    ("WINDOW_PATTERN", "", ("WINDOW_PATTERN",)),
+])
+def test_invalid_config_exits_2_with_one_line(prepared_data, tmp_path, name, value, named):
+    tree = make_tree(tmp_path / "tree")
+    set_param(tree, name, value)
+    proc = run_train(tree, prepared_data)
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if line.startswith("config error:")]
+    assert proc.returncode == 2, output[-3000:]
+    assert len(errors) == 1 and "Traceback" not in output, output[-3000:]
+    for param in named:
+        assert param in errors[0]
+
+
+@pytest.mark.slow
+def test_bad_environment_is_a_config_error(prepared_data, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    proc = run_train(tree, prepared_data, AR_TOKEN_BUDGET="lots")
+    assert proc.returncode == 2 and "config error: AR_TOKEN_BUDGET" in proc.stderr
+
+
+@pytest.mark.slow
+def test_exploding_loss_prints_fail_and_exits_1(prepared_data, tmp_path):
+    # Muon steps of size 1e30 overflow float32 in the first updated step, every time.
+    tree = make_tree(tmp_path / "tree")
+    set_param(tree, "MATRIX_LR", 1e30)
+    proc = run_train(tree, prepared_data)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert any(line.startswith("FAIL") for line in proc.stdout.splitlines())
+    assert "---" not in proc.stdout.splitlines()
+
+
+def test_packaged_block_is_the_cpu_preset():
+    source = (BASELINE / "train.py").read_text().splitlines()
+    start = source.index("# --- hyperparameters ---")
+    end = source.index("# --- end hyperparameters ---")
+    block = {}
+    for line in source[start + 1:end]:
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]* = [^#]+?  # \S.*", line), line
+        node = ast.parse(line).body[0]
+        block[node.targets[0].id] = ast.literal_eval(node.value)
+    space = tomllib.loads((BASELINE / "search_space.toml").read_text())
+    cpu = space["presets"]["cpu"]
+    expected = {name: spec["default"] for name, spec in space["params"].items()}
+    expected.update(cpu.get("defaults", {}))
+    expected.update(cpu["fixed"])
+    assert block == expected
+    for name, value in block.items():
+        assert type(value) is type(expected[name]), name
+
+
+# ---------------------------------------------------------------------------
+# prepare.py
+# ---------------------------------------------------------------------------
+
+
+def test_default_corpus_is_reproducible(prepared_data, tmp_path):
+    out = tmp_path / "again"
+    proc = subprocess.run([sys.executable, str(BASELINE / "prepare.py"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    first = json.loads((prepared_data / "meta.json").read_text())
+    second = json.loads((out / "meta.json").read_text())
+    assert first["sha256"] == second["sha256"] and first["bytes"] == second["bytes"]
+    assert second["bytes"]["val"] >= 2**19
+    assert (out / "val.bin").stat().st_size == second["bytes"]["val"]
+
+
+def test_two_builds_racing_leave_one_complete_folder(tmp_path):
+    out = tmp_path / "data"
+    procs = []
+
+    def build():
+        procs.append(subprocess.run(
+            [sys.executable, str(BASELINE / "prepare.py"), "--out", str(out)],
+            capture_output=True, text=True, timeout=300))
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [p.returncode for p in procs] == [0, 0], [p.stderr for p in procs]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folder left
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+
+
+@pytest.mark.slow
+def test_dataset_folder_builds_and_trains(tmp_path):
+    src = tmp_path / "texts"
+    (src / "sub").mkdir(parents=True)
+    (src / ".git").mkdir()
+    words = "the quick brown fox jumps over the lazy dog while ".split()
+    for i in range(40):
+        text = " ".join(words[(i + j) % len(words)] for j in range(300)) + "\n"
+        (src / ("sub" if i % 2 else "") / f"doc{i:02d}.txt").write_text(text)
+    (src / ".git" / "config").write_text("hidden, skipped\n")
+    (src / "blob.bin").write_bytes(b"\x00\x01\x02binary")
+    (src / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))  # not utf-8: skipped
+    out = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, str(BASELINE / "prepare.py"), "--dataset", str(src), "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    meta = json.loads((out / "meta.json").read_text())
+    texts = sorted(src.rglob("doc*.txt"))
+    assert meta["num_documents"] == len(texts) == 40
+    assert sum(meta["bytes"].values()) == sum(p.stat().st_size + 1 for p in texts)
+    assert meta["bytes"]["val"] > 0 and meta["bytes"]["train"] > 0
+
+    tree = make_tree(tmp_path / "tree")
+    result = summary(run_train(tree, out, AR_TOKEN_BUDGET=str(STEP_TOKENS),
+                               AR_EVAL_TOKENS="4096"))
+    assert math.isfinite(result["val_bpb"])
+
+
+def test_uniform_logits_score_8_bits_per_byte(prepared_data, monkeypatch):
+    prepare = load_prepare()
+    monkeypatch.setattr(prepare, "EVAL_TOKENS", 5000)
+    monkeypatch.setenv("AR_DATA_DIR", str(prepared_data))
+
+    class Uniform(torch.nn.Module):
+        def forward(self, idx):
+            return torch.zeros(*idx.shape, prepare.VOCAB_SIZE)
+
+    bpb = prepare.evaluate_bpb(Uniform(), batch_size=8, seq_len=64, device="cpu")
+    assert abs(bpb - 8.0) < 1e-6
+
+
+def test_evaluate_bpb_reads_contiguous_windows(prepared_data, monkeypatch):
+    """A model that knows the next byte of val scores 0; the windows are the val stream."""
+    prepare = load_prepare()
+    monkeypatch.setattr(prepare, "EVAL_TOKENS", 3000)
+    val = torch.from_numpy(prepare.load_split("val", prepared_data)[:3000].astype("int64"))
+    seen = []
+
+    class Oracle(torch.nn.Module):
+        def forward(self, idx):
+            seen.append(idx.clone())
+            n = sum(x.numel() for x in seen[:-1])
+            nxt = val[n + 1: n + 1 + idx.numel()].view_as(idx)
+            return torch.nn.functional.one_hot(nxt, prepare.VOCAB_SIZE).float() * 1e4
+
+    bpb = prepare.evaluate_bpb(Oracle(), batch_size=4, seq_len=100, device="cpu",
+                               data_dir=prepared_data)
+    assert bpb == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(torch.cat(seen).flatten(), val[: 29 * 100])  # (3000 - 1) // 100 windows
+
+
+def test_train_batches_are_seeded(prepared_data):
+    prepare = load_prepare()
+
+    def first(seed, n=3):
+        batches = prepare.train_batches(4, 32, seed, "cpu", prepared_data)
+        return [next(batches) for _ in range(n)]
+
+    a, b, c = first(7), first(7), first(8)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(a[0][0], c[0][0])
+    x, y = a[0]
+    assert x.shape == (4, 32) and x.dtype == torch.int64
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_empty_data_dir_says_run_prepare(tmp_path, monkeypatch):
+    prepare = load_prepare()
+    monkeypatch.setenv("AR_DATA_DIR", str(tmp_path))
+    with pytest.raises(SystemExit, match=r"prepare\.py --out"):
+        prepare.ensure_data()
+    assert list(tmp_path.iterdir()) == []  # nothing written into it
