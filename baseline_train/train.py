@@ -39,10 +39,10 @@ DEPTH = 4  # number of transformer layers
 ASPECT_RATIO = 32  # model width = DEPTH * ASPECT_RATIO, rounded up to a multiple of HEAD_DIM
 HEAD_DIM = 32  # attention head dimension (number of heads = width // HEAD_DIM)
 DEVICE_BATCH_SIZE = 16  # sequences per forward/backward pass
-TOTAL_BATCH_SIZE = 8192  # tokens per optimizer step (gradient accumulation makes up the rest)
+TOTAL_BATCH_SIZE = 4096  # tokens per optimizer step (gradient accumulation makes up the rest)
 EMBEDDING_LR = 0.6  # AdamW learning rate of the token and value embeddings
 UNEMBEDDING_LR = 0.004  # AdamW learning rate of the output head
-MATRIX_LR = 0.04  # Muon learning rate of the transformer matrices
+MATRIX_LR = 0.08  # Muon learning rate of the transformer matrices
 SCALAR_LR = 0.5  # AdamW learning rate of the per-layer residual scalars
 WEIGHT_DECAY = 0.2  # decoupled weight decay of the Muon matrices
 WARMUP_RATIO = 0.0  # share of the budget spent warming the learning rate up

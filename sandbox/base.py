@@ -13,7 +13,8 @@ LABEL = "autoresearch-sandbox"
 
 # The only variables a trial ever sees. Host variables (API keys above all) never enter: the
 # backends build the environment from these names and from nothing else.
-ALLOWED_ENV = re.compile(r"^(AR_[A-Z0-9_]+|TIME_BUDGET|OMP_NUM_THREADS|PYTHONHASHSEED)$")
+ALLOWED_ENV = re.compile(
+    r"^(AR_[A-Z0-9_]+|TIME_BUDGET|OMP_NUM_THREADS|OMP_WAIT_POLICY|PYTHONHASHSEED)$")
 
 
 class SandboxError(RuntimeError):

@@ -97,7 +97,7 @@ def test_llm_hpo_session_runs_the_scripted_proposals(tmp_path, train_dir):
     assert saved[0]["text"] == replies[0]
     prompt = saved[0]["messages"][-1]["content"]
     assert "cpu, " in prompt and "memory limit of 8g" in prompt  # the trial's real resources
-    assert "- MATRIX_LR: float 0.005..0.2, log scale; now 0.04" in prompt
+    assert "- MATRIX_LR: float 0.005..0.2, log scale; now 0.08" in prompt
 
 
 def test_malformed_answers_get_repair_turns_then_rejected(tmp_path, train_dir):

@@ -27,7 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 BASELINE = Path(__file__).resolve().parents[2] / "baseline_train"
-STEP_TOKENS = 8192  # TOTAL_BATCH_SIZE of the packaged cpu preset
+STEP_TOKENS = 4096  # TOTAL_BATCH_SIZE of the packaged cpu preset
 BUDGET = 4 * STEP_TOKENS  # four optimizer steps
 EVAL_TOKENS = 16384
 
