@@ -123,12 +123,17 @@ class DockerSandbox:
             remaining = limits.timeout_s - (time.monotonic() - start)
             try:
                 exit_code = container.wait(timeout=max(remaining, 0.1))["StatusCode"]
+            except docker.errors.NotFound:  # removed behind our back (docker rm -f)
+                exit_code = None
             except Exception:  # requests' ReadTimeout / ConnectionError: our clock ran out
                 timed_out = True
                 _kill(container)
                 exit_code = container.wait(timeout=30)["StatusCode"]
-            container.reload()
-            oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+            try:
+                container.reload()
+                oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+            except docker.errors.NotFound:  # removed behind our back: classified from the log
+                pass
             reader.join(timeout=10)
         except docker.errors.ImageNotFound:
             raise SandboxError(f"image {self.image} is missing: rebuild it") from None
@@ -138,7 +143,7 @@ class DockerSandbox:
             if container is not None:
                 try:
                     container.remove(force=True)
-                except docker.errors.NotFound:
+                except docker.errors.APIError:  # gone already, or being removed by someone
                     pass
             sink.close()
         return build_result(

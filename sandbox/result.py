@@ -94,6 +94,8 @@ def classify(exit_code: int | None, log_tail: str, *, oom_killed: bool = False,
     if _FAIL.search(log_tail) or (exit_code != 0 and _NAN.search(log_tail)):
         line = next((ln for ln in reversed(log_tail.splitlines()) if ln.startswith("FAIL")), "")
         return "diverged", line.strip()[:200] or "loss became NaN"
+    if exit_code is None:
+        return "crash", "no exit status: the trial's container was removed while it ran"
     if exit_code != 0:
         return "crash", _last_error_line(log_tail) or f"exited with code {exit_code}"
     metrics = parse_summary(log_tail)

@@ -51,7 +51,11 @@ def gone(pid: int, wait_s: float = 3.0) -> bool:
 
 
 def trial_containers(client):
-    return client.containers.list(all=True, filters={"label": f"{LABEL}=trial"})
+    """This test process's trial containers (other sessions on the engine are not ours)."""
+    from sandbox.docker import OWNER_LABEL
+
+    owner = f"{OWNER_LABEL}={socket.gethostname()}:{os.getpid()}"
+    return client.containers.list(all=True, filters={"label": [f"{LABEL}=trial", owner]})
 
 
 def test_ok_trial_reports_the_summary(backend, tmp_path):
@@ -286,7 +290,8 @@ def test_orphaned_trial_containers_are_removed(docker_client, host_image):
         labels={LABEL: "trial", OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}"})
     try:
         DockerSandbox(client=docker_client)
-        ids = {c.id for c in trial_containers(docker_client)}
+        ids = {c.id for c in docker_client.containers.list(
+            all=True, filters={"label": f"{LABEL}=trial"})}
         assert orphan.id not in ids and mine.id in ids
     finally:
         for c in (orphan, mine):
@@ -324,3 +329,21 @@ def test_the_real_baseline_runs_ok(backend, tmp_path, prepared_data):
     assert 0 < result.val_bpb < 8.0
     assert result.metrics["num_params_M"] > 0 and result.peak_memory_mb > 0
     assert sorted(p.name for p in tree.iterdir()) == ["prepare.py", "train.py"]
+
+
+def test_a_container_removed_behind_our_back_is_a_crash_not_an_exception(docker_backend,
+                                                                         docker_client, tmp_path):
+    run = make_trial(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
+    results = []
+    worker = threading.Thread(target=lambda: results.append(docker_backend.run(run, limits())))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not trial_containers(docker_client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    for c in trial_containers(docker_client):
+        c.remove(force=True)  # what `docker rm -f` by another hand does
+    worker.join(timeout=60)
+    (result,) = results
+    assert result.status == "crash", result
+    assert trial_containers(docker_client) == []
