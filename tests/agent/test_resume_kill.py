@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,8 +52,11 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, tra
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     if sandbox == "docker":  # the killed session left its trial container behind
-        orphans = client.containers.list(all=True, filters={"label": f"{LABEL}=trial"})
-        assert orphans
+        from sandbox.docker import OWNER_LABEL
+
+        owner = f"{OWNER_LABEL}={socket.gethostname()}:{proc.pid}"
+        left = {"label": [f"{LABEL}=trial", owner]}  # its own, not a session beside it
+        assert client.containers.list(all=True, filters=left)
     recorded = len((run / "trials.jsonl").read_text().splitlines())
     assert recorded == 3  # baseline + trials 1, 2; trial 3 was cut
 
@@ -67,5 +71,4 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, tra
         f"refs/trials/{n:04d}" for n in range(1, 6)]
     assert not [r for r in refs if r.startswith("refs/interrupted/")]  # commit 3 was reused
     if sandbox == "docker":
-        mine = client.containers.list(all=True, filters={"label": f"{LABEL}=trial"})
-        assert mine == []
+        assert client.containers.list(all=True, filters=left) == []
