@@ -61,11 +61,12 @@ def test_an_injected_proposal_is_a_member_of_the_generation(space):
     opt, history = start("cmaes", space)
     drive(opt, space, history, 2)
     nxt = opt.peek()
-    proposal = {**space.defaults(), "MATRIX_LR": 0.08, "DEPTH": space.params["DEPTH"].high}
+    members = len(opt.solutions)  # baseline, two trials, and any infeasible samples told
+    proposal = {**space.defaults(), "MATRIX_LR": 0.0123, "DEPTH": space.params["DEPTH"].high}
     opt.tell(EditHyperparameters(proposal, "llm"), TrialRecord(3, "ok", proposal, 0.9))
     x, value = opt.solutions[-1]
     np.testing.assert_array_equal(x, opt.encoding.encode(proposal))
-    assert value == 0.9 and len(opt.solutions) == 4
+    assert value == 0.9 and len(opt.solutions) == members + 1
     assert space.errors(nxt) == []  # the candidate it would have run, shown to the LLM
 
 
