@@ -39,9 +39,9 @@ class Ledger:
     def rewrite(self, records: list[dict]) -> None:
         """Replace both files with `records` (atomic per file)."""
         records = sorted(records, key=lambda r: r["trial"])
-        _atomic_write(self.tsv, "\t".join(TSV_COLUMNS) + "\n"
+        atomic_write(self.tsv, "\t".join(TSV_COLUMNS) + "\n"
                       + "".join(tsv_row(r) + "\n" for r in records))
-        _atomic_write(self.jsonl, "".join(json.dumps(r, sort_keys=True) + "\n"
+        atomic_write(self.jsonl, "".join(json.dumps(r, sort_keys=True) + "\n"
                                           for r in records))
 
 
@@ -72,7 +72,9 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write beside `path`, then rename: a kill leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)

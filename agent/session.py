@@ -28,7 +28,7 @@ from agent.actions import (
 )
 from agent.config import SessionConfig
 from agent.hpblock import SearchSpace, SpaceError, apply_preset, load_space, read_block
-from agent.ledger import Ledger
+from agent.ledger import Ledger, atomic_write
 from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord
 from agent.patching import PatchError, apply_patch
@@ -84,14 +84,13 @@ class Session:
                                "that holds train.py and search_space.toml")
         space = load_space(train_dir / "search_space.toml", config.preset)
         source = (train_dir / "train.py").read_text()
-        block = read_block(source, space.names)  # every searched constant must be there
+        read_block(source, space.names)  # raises unless every searched constant is there
         train_py = apply_preset(source, space) if config.preset else None
         baseline = {n: a.value for n, a in read_block(train_py or source, space.names).items()}
         errors = space.errors(baseline)
         if errors:
             raise SessionError("the baseline train.py lies outside its own search space: "
                                + "; ".join(errors))
-        del block
         config = config.model_copy(update={"train_dir": str(train_dir.resolve())})
         Workspace.create(run_dir / "repo", train_dir, train_py)
         (run_dir / "optimizer").mkdir()
@@ -376,7 +375,7 @@ class Session:
         return walls[len(walls) // 2] if walls else 0.0
 
     def _save_state(self, after_trial: int) -> None:
-        _atomic_bytes(self.state_path, pickle.dumps(
+        atomic_write(self.state_path, pickle.dumps(
             {"after_trial": after_trial, "optimizer": self.optimizer}))
 
     def _load_clock(self) -> float:
@@ -385,7 +384,7 @@ class Session:
         return 0.0
 
     def _save_clock(self, elapsed: float) -> None:
-        _atomic_bytes(self.clock_path, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
+        atomic_write(self.clock_path, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
 
 
 def to_trial_record(record: dict) -> TrialRecord:
@@ -399,13 +398,6 @@ def to_trial_record(record: dict) -> TrialRecord:
 def one_line(text: str, limit: int = 120) -> str:
     line = " ".join((text or "").split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class QuietReporter:
