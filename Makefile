@@ -11,7 +11,7 @@ EXTRAS ?= dev,local-llm
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -36,6 +36,19 @@ test: $(STAMP)
 	@scripts/ensure-docker.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+# The GPU path end to end on one GPU (scripts/gpu_check.py; ~5 min on an H100). Uses .venv where
+# there is one; on an offline GPU machine with a CUDA torch in its python3, the wheels that
+# `make gpu-wheels` put into .whl/ are installed into .site/ and put on PYTHONPATH.
+GPU ?= 0
+gpu-check:
+	@if [ ! -x $(PY) ] && [ -d .whl ] && [ ! -d .site ]; then \
+		$(PYTHON) -m pip install -q --no-index --no-deps --target .site .whl/*.whl; fi
+	@py=$$( [ -x $(PY) ] && echo $(PY) || echo $(PYTHON) ); \
+		PYTHONPATH="$(CURDIR)/.site:$(CURDIR)" $$py scripts/gpu_check.py --gpu $(GPU)
+
+gpu-wheels:
+	scripts/gpu-wheels.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -93,7 +93,8 @@ def run(
     time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/trial."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per trial."),
     trial_timeout: float | None = typer.Option(None, "--trial-timeout", help="Hard s/trial."),
-    memory: str = typer.Option("8g", "--memory", help="Host memory per trial."),
+    memory: str | None = typer.Option(None, "--memory",
+                                      help="Host memory per trial (default: the preset's)."),
     gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
     workers: int = typer.Option(1, "--workers", help="Trials at once (1 in this version)."),
     eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
@@ -119,7 +120,8 @@ def run(
         raise fail("--workers above 1 is not available yet: run one session per GPU", 2)
     try:
         budget_s = parse_duration(budget) if budget else None
-        parse_memory(memory)
+        if memory is not None:
+            parse_memory(memory)
         gpu_ids = [int(g) for g in gpus.split(",") if g.strip()]
     except ValueError as e:
         raise fail(str(e), 2) from None

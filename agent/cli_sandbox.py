@@ -84,14 +84,20 @@ def check_report() -> dict:
     except SandboxError as e:
         report["docker"]["why_not"] = str(e)
     report["gpus"], report["gpu_note"] = _visible_gpus()
-    if report["gpus"] and report["docker"].get("engine") and not report["docker"].get(
-            "nvidia_runtime"):
-        report["gpu_note"] = ("GPUs are visible but Docker has no nvidia runtime: install the "
-                              "NVIDIA Container Toolkit to give trials GPUs")
+    from sandbox.memguard import cgroup_available
+
+    cgroup = cgroup_available()
+    report["local_memory_limit"] = cgroup or "watchdog"
+    report["local_memory_why"] = (
+        f"each local trial gets its own memory {cgroup}" if cgroup else
+        "no writable memory cgroup here: a watchdog samples the trial's resident memory")
     try:
         backend, why = select_sandbox("auto")
         report["backend"], report["why"] = backend.name, why
         report["image"] = getattr(backend, "image", None)
+        if backend.name == "docker":
+            mode, how = backend.gpu_mode()
+            report["docker"]["gpu_mode"], report["docker"]["gpu_mode_why"] = mode, how
     except SandboxError as e:
         report["backend"], report["why"] = None, str(e)
     return report
@@ -111,8 +117,10 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print the report a
     for tag, present in (d.get("images") or {}).items():
         table.add_row(f"image {tag}", "present" if present else "missing")
     table.add_row("GPUs", ", ".join(report["gpus"]) or f"none: {report['gpu_note']}")
-    if report["gpus"] and report["gpu_note"]:
-        table.add_row("", report["gpu_note"])
+    if d.get("gpu_mode"):
+        table.add_row("GPUs in Docker", f"{d['gpu_mode']} ({d['gpu_mode_why']})")
+    table.add_row("local memory limit",
+                  f"{report['local_memory_limit']} ({report['local_memory_why']})")
     table.add_row("a session would use", f"{report['backend']} ({report['why']})")
     console.print(table)
 
@@ -129,6 +137,8 @@ def try_(
     gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
     gpu_mem_fraction: float | None = typer.Option(None, "--gpu-mem-fraction"),
     out: Path | None = typer.Option(None, "--out", help="Keep train.log and out/ here."),
+    cache: Path | None = typer.Option(None, "--cache", help="Compile cache (default: OUT/cache)."),
+    env_vars: list[str] = typer.Option([], "--env", help="AR_NAME=VALUE for the trial; repeat."),
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
 ) -> None:
     """Run DIR/train.py once exactly as a trial would, and print the result record."""
@@ -149,14 +159,19 @@ def try_(
     if not as_json:
         console.print(f"[dim]sandbox: {why}[/dim]")
     env = {"AR_SEED": str(seed)}
+    for item in env_vars:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("AR_"):
+            raise fail(f"--env {item!r} must look like AR_NAME=VALUE", 2)
+        env[key] = value
     if time_budget is not None:
         env["TIME_BUDGET"] = str(time_budget)
     if token_budget is not None:
         env["AR_TOKEN_BUDGET"] = str(token_budget)
     workdir = out or Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    run = TrialRun(tree=directory.resolve(), workdir=workdir,
-                   data_dir=_data(directory), env=env)
+    run = TrialRun(tree=directory.resolve(), workdir=workdir, data_dir=_data(directory),
+                   env=env, cache_dir=cache or workdir / "cache")
     limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids,
                     gpu_mem_fraction=gpu_mem_fraction)
     try:

@@ -29,7 +29,7 @@ class SessionConfig(BaseModel):
     time_budget: float | None = None  # TIME_BUDGET of each trial; None: the preset's
     token_budget: int | None = None  # AR_TOKEN_BUDGET instead of a time budget
     trial_timeout: float | None = None  # hard limit per trial; None: 3 * time budget + 120
-    memory: str = "8g"
+    memory: str | None = None  # host memory per trial; None: the preset's, else Limits'
     gpus: list[int] = Field(default_factory=list)
     gpu_mem_fraction: float | None = None
     workers: int = 1

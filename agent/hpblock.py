@@ -94,6 +94,7 @@ class SearchSpace:
     fixed: dict[str, Value] = field(default_factory=dict)
     preset: str = ""
     time_budget: float | None = None
+    memory: str | None = None  # the preset's host-memory limit per trial, e.g. "48g"
 
     @property
     def names(self) -> list[str]:
@@ -154,7 +155,7 @@ def load_space(path: str | Path, preset: str | None = None) -> SearchSpace:
     for name, value in spec.get("defaults", {}).items():
         params[name] = replace(params[name], default=value)
     space = SearchSpace(params, constraints, dict(spec.get("fixed", {})), preset,
-                        spec.get("time_budget"))
+                        spec.get("time_budget"), spec.get("memory"))
     space.validate(space.defaults())
     return space
 

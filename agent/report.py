@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from rich import box
@@ -80,7 +81,7 @@ def replay_rows(records: list[dict]) -> list[dict]:
             "best_val_bpb": r.get("best_val_bpb"), "is_best": r.get("is_best", False),
             "added": added, "removed": removed, "rationale": r.get("rationale", ""),
             "reason": result.get("reason", ""), "wall_s": result.get("wall_s"),
-            "config": r.get("config"),
+            "overhead_s": result.get("overhead_s"), "config": r.get("config"),
         })
     return rows
 
@@ -131,6 +132,8 @@ def compare_row(run_dir: Path, config, records: list[dict], elapsed_s: float | N
     ok = [r for r in records if r["status"] == "ok"]
     best = min(ok, key=lambda r: r["val_bpb"]) if ok else None
     baseline = next((r for r in records if r["trial"] == 0), None)
+    overheads = [o for r in records if (o := (r.get("result") or {}).get("overhead_s"))
+                 is not None]
     return {
         "run": str(run_dir), "method": config.method, "seed": config.seed,
         "trials": len(ran),
@@ -147,13 +150,18 @@ def compare_row(run_dir: Path, config, records: list[dict], elapsed_s: float | N
         "cost_usd": sum(r.get("cost_usd") or 0.0 for r in records),
         "llm_proposals": sum(r.get("llm_valid") is not None for r in records),
         "llm_valid": sum(r.get("llm_valid") is True for r in records),
+        # seconds around training (start, compile, data, eval): the first ok trial fills the
+        # compile cache, the later ones should pay less
+        "overhead_first_s": overheads[0] if overheads else None,
+        "overhead_s": statistics.median(overheads[1:]) if len(overheads) > 1 else None,
     }
 
 
 def compare_table(rows: list[dict]) -> Table:
     llm = any(r["prompt_tokens"] or r["completion_tokens"] or r["cost_usd"] for r in rows)
     table = Table(title="runs")
-    columns = ["run", "method", "seed", "trials", "best", "baseline", "failed", "wall"]
+    columns = ["run", "method", "seed", "trials", "best", "baseline", "failed", "wall",
+               "overhead s"]
     columns += ["llm valid", "tokens", "cost $"] if llm else []
     for col in columns:
         table.add_column(col, justify="left" if col in ("run", "method") else "right",
@@ -165,12 +173,20 @@ def compare_table(rows: list[dict]) -> Table:
             val = f"[bold green]{val}[/bold green]"
         base = "-" if r["baseline_val_bpb"] is None else f"{r['baseline_val_bpb']:.6f}"
         cells = [Path(r["run"]).name, r["method"], str(r["seed"]), str(r["trials"]), val, base,
-                 f"{100 * r['failed_share']:.0f}%", _duration(r["wall_s"])]
+                 f"{100 * r['failed_share']:.0f}%", _duration(r["wall_s"]), _overhead(r)]
         if llm:
             cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
                       str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
         table.add_row(*cells)
     return table
+
+
+def _overhead(row: dict) -> str:
+    """'first / later' seconds around training."""
+    first, later = row.get("overhead_first_s"), row.get("overhead_s")
+    if first is None:
+        return "-"
+    return f"{first:.1f}" if later is None else f"{first:.1f} / {later:.1f}"
 
 
 def _duration(seconds: float) -> str:

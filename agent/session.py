@@ -114,8 +114,12 @@ class Session:
 
     def limits(self) -> Limits:
         timeout = self.config.trial_timeout or 3 * self.time_budget + 120
-        return Limits(timeout_s=timeout, memory=self.config.memory,
+        return Limits(timeout_s=timeout, memory=self.memory,
                       gpus=tuple(self.config.gpus), gpu_mem_fraction=self.config.gpu_mem_fraction)
+
+    @property
+    def memory(self) -> str:
+        return self.config.memory or self.space.memory or Limits.memory
 
     def trial_env(self) -> dict[str, str]:
         env = {"TIME_BUDGET": f"{self.time_budget:g}", "AR_SEED": str(self.config.seed)}
@@ -303,7 +307,7 @@ class Session:
                   else f"{self.time_budget:g} s of training")
         config = {k: a.value for k, a in read_block(source, self.space.names).items()}
         return TrialContext(trial=n, incumbent_source=source, incumbent_config=config,
-                            device=device, memory=self.config.memory, budget=budget,
+                            device=device, memory=self.memory, budget=budget,
                             preset=self.space.preset)
 
     def _save_calls(self, n: int) -> dict:
@@ -352,7 +356,7 @@ class Session:
         tree = self.ws.temp_tree(commit)
         data = Path(self.config.data_dir) if self.config.data_dir else None
         run = TrialRun(tree=tree, workdir=self.run_dir / "trials" / f"{n:04d}", data_dir=data,
-                       env=self.trial_env())
+                       env=self.trial_env(), cache_dir=self.run_dir / "cache")
         try:
             return self.sandbox.run(run, self.limits())
         finally:

@@ -122,6 +122,16 @@ def pick_device():
                  "mps": torch.backends.mps.is_available()}
     if device.type not in available:
         config_error(f"AR_DEVICE={name!r} must be cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not available["cuda"]:
+        # is_available() hides why; init() raises the driver's own error (no driver, a CPU
+        # build of torch, "Error 2: out of memory" under an address-space limit, ...).
+        try:
+            torch.cuda.init()
+            reason = "torch finds no cuda device"
+        except Exception as e:  # noqa: BLE001 - any failure is the answer we report
+            reason = " ".join(str(e).split()) or type(e).__name__
+        print(f"CUDA init failed: {reason}", file=sys.stderr, flush=True)
+        sys.exit(3)
     if not available[device.type]:
         config_error(f"AR_DEVICE={name!r} but torch finds no {device.type} device")
     if device.type == "cuda" and device.index is not None \

@@ -58,6 +58,14 @@ class TrialRun:
     workdir: Path  # train.log is written here by the host; out/ is the trial's writable folder
     data_dir: Path | None = None  # prepared data, mounted read-only as AR_DATA_DIR
     env: dict[str, str] = field(default_factory=dict)  # TIME_BUDGET, AR_SEED, ...
+    cache_dir: Path | None = None  # the session's compile cache, shared by its trials (rw)
+
+
+def cache_env(cache_dir: Path | str) -> dict[str, str]:
+    """Where torch.compile (Inductor) and Triton keep what they compiled: one folder per
+    session, so only its first trial pays the whole compile."""
+    return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/inductor",
+            "TRITON_CACHE_DIR": f"{cache_dir}/triton"}
 
 
 def trial_env(run: TrialRun, limits: Limits) -> dict[str, str]:
@@ -72,6 +80,8 @@ def trial_env(run: TrialRun, limits: Limits) -> dict[str, str]:
     if limits.gpu_mem_fraction is not None:
         env["AR_GPU_MEM_FRACTION"] = str(limits.gpu_mem_fraction)
     env.setdefault("AR_DEVICE", "cuda" if limits.gpus else "cpu")
+    if limits.gpus:  # GPU ids mean what nvidia-smi shows, not CUDA's fastest-first order
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
 
 

@@ -2,7 +2,9 @@
 
 Each container gets a read-only root and source, the data read-only, one writable output
 folder, no network, an unprivileged user, no capabilities, no-new-privileges,
-mem_limit == memswap_limit, a pids limit, a CPU quota and GPUs by device id. Its output is
+mem_limit == memswap_limit, a pids limit, a CPU quota, the session's compile cache read-write,
+and GPUs: by DeviceRequest where the NVIDIA container toolkit is installed, else as device
+nodes plus the driver's libraries (sandbox/gpus.py). Its output is
 read from an attach stream (the log driver is off, so the engine keeps no copy) into a
 LogSink. OOM is read from State.OOMKilled, a timeout from our own clock; the container is
 removed in every case, Ctrl-C included.
@@ -21,7 +23,8 @@ import docker
 import docker.errors
 from docker.types import DeviceRequest, LogConfig, Mount
 
-from sandbox.base import LABEL, Limits, SandboxError, TrialRun, trial_env
+from sandbox.base import LABEL, Limits, SandboxError, TrialRun, cache_env, trial_env
+from sandbox.gpus import GPUError, device_passthrough, toolkit_available
 from sandbox.images.host import HOST_IMAGE, TRIAL_GID, TRIAL_UID, host_mounts
 from sandbox.logsink import LogSink
 from sandbox.result import TrialResult, build_result
@@ -92,7 +95,18 @@ class DockerSandbox:
         self.from_host = image == HOST_IMAGE
         # The host image runs the host's interpreter; any other image brings its own python.
         self.python = python or (sys.executable if self.from_host else "python")
+        self._toolkit: tuple[bool, str] | None = None
         cleanup_orphans(self.client)
+
+    def gpu_mode(self) -> tuple[str, str]:
+        """("toolkit" | "device-nodes", why): how GPUs reach this engine's trials."""
+        if self._toolkit is None:
+            self._toolkit = toolkit_available(self.client)
+        has, why = self._toolkit
+        if has:
+            return "toolkit", f"DeviceRequest: {why}"
+        return "device-nodes", (f"{why}: /dev/nvidia* nodes and the driver's libraries are "
+                                "passed in read-only instead")
 
     def run(self, run: TrialRun, limits: Limits) -> TrialResult:
         workdir = Path(run.workdir)
@@ -106,6 +120,12 @@ class DockerSandbox:
             mounts.append(Mount("/data", str(Path(run.data_dir).resolve()), type="bind",
                                 read_only=True))
             env["AR_DATA_DIR"] = "/data"
+        if run.cache_dir is not None:
+            cache = Path(run.cache_dir)
+            cache.mkdir(parents=True, exist_ok=True)
+            _give_to_trial_user(cache)
+            mounts.append(Mount("/cache", str(cache.resolve()), type="bind", read_only=False))
+            env.update(cache_env("/cache"))
         if self.from_host:
             mounts += [m.as_docker() for m in host_mounts()]
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
@@ -114,8 +134,9 @@ class DockerSandbox:
         timed_out = oom_killed = False
         exit_code = None
         try:
+            options = self._options(limits, env, mounts)
             container = self.client.containers.create(
-                self.image, [self.python, "/src/train.py"], **self._options(limits, env, mounts))
+                self.image, [self.python, "/src/train.py"], **options)
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
             reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
             reader.start()
@@ -164,9 +185,18 @@ class DockerSandbox:
         )
         if limits.cpus:
             options["nano_cpus"] = int(limits.cpus * 1e9)
-        if limits.gpus:
+        if limits.gpus and self.gpu_mode()[0] == "toolkit":
             options["device_requests"] = [DeviceRequest(
                 device_ids=[str(g) for g in limits.gpus], capabilities=[["gpu"]])]
+        elif limits.gpus:
+            try:
+                gpu = device_passthrough(limits.gpus, libs_in_place=self.from_host)
+            except GPUError as e:
+                raise SandboxError(str(e)) from None
+            options["devices"] = gpu.devices
+            mounts += [Mount(target, source, type="bind", read_only=True)
+                       for source, target in gpu.mounts]
+            env.update(gpu.env)
         return options
 
 

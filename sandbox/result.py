@@ -16,7 +16,15 @@ STATUSES = ("ok", "oom", "cuda_oom", "timeout", "diverged", "crash", "rejected")
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(\S.*?)\s*$")
 _CUDA_OOM = re.compile(r"torch\.OutOfMemoryError|CUDA out of memory|"
-                       r"torch\.cuda\.OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED")
+                       r"torch\.cuda\.OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|"
+                       r"CUDA error: out of memory")
+# torch's warning when the driver cannot be initialised (then no cuda device is found), and
+# the line our train.py prints for it; either names the real cause of a "no cuda device".
+_CUDA_INIT = re.compile(r"CUDA initialization: (.*?)\s*(?:\(Triggered internally.*)?$|"
+                        r"^CUDA init failed: (.*)$", re.M)
+# Lines that follow an exception but are advice, not the error.
+_HINTS = ("Set TORCHDYNAMO_VERBOSE", "For even more developer context", "You can suppress",
+          "To execute this test", "Exception raised from", "frame #", "Compile with `TORCH_USE")
 _HOST_OOM = re.compile(r"^MemoryError\b|DefaultCPUAllocator: can't allocate memory|"
                        r"std::bad_alloc|Cannot allocate memory", re.M)
 _FAIL = re.compile(r"^FAIL\b", re.M)
@@ -53,8 +61,10 @@ class TrialResult:
     val_bpb: float | None = None
     metrics: dict[str, float | str] = field(default_factory=dict)
     peak_memory_mb: float | None = None
+    host_peak_mb: float | None = None  # the trial's host memory peak, as its limit measured it
     wall_s: float = 0.0
     training_s: float | None = None
+    overhead_s: float | None = None  # wall_s - training_s: start-up, compile, data, eval
     log_path: str | None = None
     log_bytes: int = 0
     log_truncated: bool = False
@@ -97,7 +107,7 @@ def classify(exit_code: int | None, log_tail: str, *, oom_killed: bool = False,
     if exit_code is None:
         return "crash", "no exit status: the trial's container was removed while it ran"
     if exit_code != 0:
-        return "crash", _last_error_line(log_tail) or f"exited with code {exit_code}"
+        return "crash", crash_reason(log_tail) or f"exited with code {exit_code}"
     metrics = parse_summary(log_tail)
     val = metrics.get("val_bpb")
     if not isinstance(val, float) or not math.isfinite(val):
@@ -105,11 +115,25 @@ def classify(exit_code: int | None, log_tail: str, *, oom_killed: bool = False,
     return "ok", ""
 
 
-def _last_error_line(log: str) -> str:
-    for line in reversed(log.strip().splitlines()):
+def crash_reason(log: str) -> str:
+    """One line naming the error: a CUDA init failure, else the exception line of the last
+    traceback (`SomeError: message`), else the last line that is not advice or a frame."""
+    init = None
+    for m in _CUDA_INIT.finditer(log):
+        init = m
+    if init is not None:
+        return ("CUDA init failed: " + (init.group(1) or init.group(2)).strip())[:300]
+    lines = log.splitlines()
+    start = max((i for i, ln in enumerate(lines)
+                 if ln.startswith("Traceback (most recent call last)")), default=None)
+    if start is not None:
+        for line in lines[start + 1:]:
+            if line.strip() and not line[0].isspace():
+                return line.strip()[:300]
+    for line in reversed(lines):
         line = line.strip()
-        if line and not line.startswith(("File ", "^", "~")):
-            return line[:200]
+        if line and not line.startswith(("File ", "^", "~", *_HINTS)):
+            return line[:300]
     return ""
 
 
@@ -124,6 +148,8 @@ def build_result(exit_code: int | None, log_tail: str, **kw) -> TrialResult:
         result.val_bpb = float(metrics["val_bpb"])
         ts = metrics.get("training_seconds")
         result.training_s = float(ts) if isinstance(ts, float) else None
+        if result.training_s is not None:
+            result.overhead_s = round(max(result.wall_s - result.training_s, 0.0), 3)
     peak = metrics.get("peak_memory_mb")
     if isinstance(peak, float) and result.peak_memory_mb is None:
         result.peak_memory_mb = peak

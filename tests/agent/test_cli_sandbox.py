@@ -57,8 +57,22 @@ def test_check_reports_the_backend(docker_client, host_image):
     report = json.loads(result.output)
     assert report["backend"] == "docker" and report["docker"]["engine"] is True
     assert report["docker"]["images"][host_image] is True
+    # this machine has no NVIDIA toolkit, and as root a writable cgroup v1 memory controller
+    assert report["docker"]["gpu_mode"] == "device-nodes"
+    assert "no NVIDIA container toolkit" in report["docker"]["gpu_mode_why"]
+    assert report["local_memory_limit"] == "cgroup v1"
     human = runner.invoke(app, ["sandbox", "check"])
-    assert "a session would use" in human.output
+    assert "a session would use" in human.output and "GPUs in Docker" in human.output
+
+
+def test_try_passes_ar_variables_and_refuses_others(tmp_path):
+    d = write(tmp_path, "import os; print('flag', os.environ.get('AR_FLAG'))\n" + SUMMARY)
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local", "--json",
+                                 "--env", "AR_FLAG=on", "--out", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert "flag on" in (tmp_path / "w" / "train.log").read_text()
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--env", "OPENAI_API_KEY=x"])
+    assert result.exit_code == 2 and "must look like AR_NAME=VALUE" in result.output
 
 
 def test_build_needs_a_kind():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 from typer.testing import CliRunner
@@ -12,10 +13,11 @@ from agent.cli import app
 runner = CliRunner()
 
 REPLAY_KEYS = {"trial", "commit", "method", "status", "val_bpb", "best_val_bpb", "is_best",
-               "added", "removed", "rationale", "reason", "wall_s", "config"}
+               "added", "removed", "rationale", "reason", "wall_s", "overhead_s", "config"}
 COMPARE_KEYS = {"run", "method", "seed", "trials", "best_val_bpb", "best_trial",
                 "baseline_val_bpb", "failed_share", "statuses", "wall_s", "prompt_tokens",
-                "completion_tokens", "cost_usd", "llm_proposals", "llm_valid"}
+                "completion_tokens", "cost_usd", "llm_proposals", "llm_valid",
+                "overhead_first_s", "overhead_s"}
 
 
 @pytest.fixture
@@ -35,6 +37,11 @@ def test_replay_json_is_stable(finished_run):
     assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(set(r) == REPLAY_KEYS for r in rows)
     assert rows[0]["method"] == "baseline" and rows[1]["method"] == "random"
+    for r in rows:  # the synthetic train.py reports 0.1 s of training
+        if r["status"] == "ok":
+            assert r["overhead_s"] == pytest.approx(max(r["wall_s"] - 0.1, 0.0), abs=1e-3)
+        else:
+            assert r["overhead_s"] is None
     one = json.loads(runner.invoke(app, ["replay", str(finished_run), "--trial", "2",
                                          "--json"]).output)
     assert one["trial"] == 2 and one["diff"].startswith("--- a/train.py")
@@ -83,8 +90,12 @@ def test_compare_json_is_stable(finished_run, tmp_path, train_dir):
     assert [r["method"] for r in rows] == ["random", "tpe"] and rows[0]["seed"] == 7
     assert rows[0]["trials"] == 4 and rows[1]["trials"] == 2
     assert 0.0 <= rows[0]["failed_share"] <= 1.0
+    replayed = json.loads(runner.invoke(app, ["replay", str(finished_run), "--json"]).output)
+    overheads = [r["overhead_s"] for r in replayed if r["overhead_s"] is not None]
+    assert rows[0]["overhead_first_s"] == overheads[0]
+    assert rows[0]["overhead_s"] == pytest.approx(statistics.median(overheads[1:]))
     table = runner.invoke(app, ["compare", str(finished_run), str(other)])
-    assert table.exit_code == 0 and "random" in table.output
+    assert table.exit_code == 0 and "random" in table.output and "overhead" in table.output
 
 
 def test_bad_input_is_one_line_and_nonzero(tmp_path, train_dir):
