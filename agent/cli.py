@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from agent.cli_sandbox import sandbox_app
-from agent.errors import fail
+from agent.errors import UserError, fail
 
 app = typer.Typer(
     help="Let classical optimizers and LLM agents tune a training script, one git commit "
@@ -44,37 +44,69 @@ def main(
 # ---------------------------------------------------------------------------------------------
 # Sessions
 
-def _open_errors():
-    from agent.config import SessionConfig  # noqa: F401  (import errors surface early)
-    from agent.data import DataError
-    from agent.hpblock import SpaceError
-    from agent.llm import LLMError
-    from agent.local_llm import LocalModelError
-    from agent.session import SessionError
-    from agent.workspace import WorkspaceError
-    from sandbox.base import SandboxError
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (the trial is stopped and removed, nothing is lost)."""
 
-    return (SessionError, SpaceError, WorkspaceError, SandboxError, DataError, LLMError,
-            LocalModelError)
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _run_session(session) -> None:
+    import signal
+
     from rich.console import Console
 
     console = Console()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         outcome = session.run()
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/yellow]: every finished trial is in git and the "
-                      f"ledger; continue with `autoresearch resume {session.run_dir}`")
-        raise typer.Exit(130) from None
-    except _open_errors() as e:
+    except KeyboardInterrupt as e:
+        console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}"
+                      f"[/yellow]: every finished trial is in git and the ledger; continue "
+                      f"with `autoresearch resume {session.run_dir}`")
+        raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
+    except UserError as e:
         raise fail(f"{e} (finished trials are kept; `autoresearch resume {session.run_dir}` "
                    "continues)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
                   f"val_bpb {best} at {outcome.best_commit[:7]}; see `autoresearch replay "
                   f"{session.run_dir}` and `autoresearch diff {session.run_dir}`")
+
+
+def _config_or_fail(**values):
+    """A SessionConfig from the options, or one line naming the option that is wrong."""
+    from pydantic import ValidationError
+
+    from agent.config import SessionConfig
+
+    try:
+        return SessionConfig(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
+        shown = values.get(key)
+        msg = first["msg"].removeprefix("Value error, ")
+        raise fail(f"{option} {shown!r}: {msg}", 2) from None
+
+
+OPTION_OF = {"budget_s": "--budget"}
+
+
+def _gpu_ids(text: str) -> list[int]:
+    ids = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise fail(f"--gpus {text!r}: give GPU ids as nvidia-smi numbers them, like 0,1", 2)
+        ids.append(int(part))
+    return ids
 
 
 @app.command()
@@ -95,6 +127,7 @@ def run(
     trial_timeout: float | None = typer.Option(None, "--trial-timeout", help="Hard s/trial."),
     memory: str | None = typer.Option(None, "--memory",
                                       help="Host memory per trial (default: the preset's)."),
+    disk: str = typer.Option("10g", "--disk", help="What a trial may write into out/."),
     gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
     workers: int = typer.Option(1, "--workers", help="Trials at once (1 in this version)."),
     eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
@@ -106,40 +139,34 @@ def run(
     """Start an autonomous research session (the embedded default with no options)."""
     from datetime import datetime
 
-    from agent.config import SessionConfig, parse_duration
+    from agent.config import parse_duration
     from agent.optimizers import METHODS
     from agent.report import RichReporter
     from agent.session import QuietReporter, Session
-    from sandbox.base import parse_memory
 
     if method not in METHODS:
         raise fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}", 2)
-    if not 0.0 <= llm_ratio <= 1.0:
-        raise fail(f"--llm-ratio {llm_ratio} must lie between 0 and 1", 2)
     if workers != 1:
         raise fail("--workers above 1 is not available yet: run one session per GPU", 2)
     try:
         budget_s = parse_duration(budget) if budget else None
-        if memory is not None:
-            parse_memory(memory)
-        gpu_ids = [int(g) for g in gpus.split(",") if g.strip()]
     except ValueError as e:
         raise fail(str(e), 2) from None
     if trials is None and budget_s is None:
         trials = 3  # the embedded default: a short session
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir or Path("runs") / f"{method}-{stamp}"
-    config = SessionConfig(
+    config = _config_or_fail(
         method=method, seed=seed, trials=trials, budget_s=budget_s, preset=preset,
         train_dir=str(train_dir) if train_dir else "", model=model, api_base=api_base,
         sandbox=sandbox, time_budget=time_budget, token_budget=token_budget,
-        trial_timeout=trial_timeout, memory=memory, gpus=gpu_ids, workers=workers,
-        eval_tokens=eval_tokens, llm_ratio=llm_ratio, llm_warmup=llm_warmup,
+        trial_timeout=trial_timeout, memory=memory, disk=disk, gpus=_gpu_ids(gpus),
+        workers=workers, eval_tokens=eval_tokens, llm_ratio=llm_ratio, llm_warmup=llm_warmup,
         max_repairs=max_repairs)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)
-    except _open_errors() as e:
+    except UserError as e:
         raise fail(str(e), 2) from None
     if not quiet:
         typer.echo(f"session {run_dir}: {method}, seed {seed}, preset {session.space.preset}, "
@@ -161,32 +188,42 @@ def resume(
 
     try:
         session = Session.open(run_dir, QuietReporter() if quiet else RichReporter())
-        changes = {k: v for k, v in (("model", model), ("api_base", api_base),
-                                     ("trials", trials)) if v is not None}
-        if changes:
-            session.config = session.config.model_copy(update=changes)
-            session.config.save(run_dir / "session.toml")
-    except _open_errors() as e:
+    except UserError as e:
         raise fail(str(e), 2) from None
+    changes = {k: v for k, v in (("model", model), ("api_base", api_base),
+                                 ("trials", trials)) if v is not None}
+    if changes:
+        new = _config_or_fail(**{**session.config.model_dump(), **changes})
+        session.config = new
+        new.save(session.rd.session_toml)
     _run_session(session)
 
 
 def _records(run_dir: Path, rebuild: bool = False) -> list[dict]:
+    """The ledger's records; from the git notes when asked (rewriting the ledger, under the
+    folder's lock) or when the ledger cannot be read (then nothing is written)."""
     from agent.ledger import Ledger
+    from agent.rundir import RunDir
     from agent.workspace import Workspace
 
-    if not (run_dir / "session.toml").exists():
+    rd = RunDir(run_dir)
+    if not rd.exists():
         raise fail(f"{run_dir} is not a session folder (no session.toml): check the path", 2)
     ledger = Ledger(run_dir)
-    if rebuild or not ledger.jsonl.exists():
+    if not rebuild and ledger.jsonl.exists():
         try:
-            records = sorted(Workspace(run_dir / "repo").notes().values(),
-                             key=lambda r: r["trial"])
-        except _open_errors() as e:
-            raise fail(str(e), 2) from None
-        ledger.rewrite(records)
-        return records
-    return ledger.records()
+            return ledger.records()
+        except ValueError:
+            typer.echo(f"warning: {ledger.jsonl} has a broken line: read from the git notes; "
+                       f"`autoresearch replay {run_dir} --rebuild` repairs it", err=True)
+    try:
+        records = sorted(Workspace(rd.repo).notes().values(), key=lambda r: r["trial"])
+        if rebuild or not ledger.jsonl.exists():
+            with rd:
+                ledger.rewrite(records)
+    except UserError as e:
+        raise fail(str(e), 2) from None
+    return records
 
 
 @app.command()
@@ -258,7 +295,7 @@ def diff(
             if sha is None:
                 raise WorkspaceError(f"{run_dir} has no trial {name}")
             revs.append(sha)
-    except WorkspaceError as e:
+    except UserError as e:
         raise fail(str(e), 2) from None
     text = ws.diff(*revs)
     console = Console()
@@ -284,7 +321,10 @@ def compare(
     rows = []
     for run_dir in run_dirs:
         records = _records(run_dir)
-        config = SessionConfig.load(run_dir / "session.toml")
+        try:
+            config = SessionConfig.load(run_dir / "session.toml")
+        except UserError as e:
+            raise fail(str(e), 2) from None
         clock = run_dir / "optimizer" / "clock.json"
         elapsed = json.loads(clock.read_text())["elapsed_s"] if clock.exists() else None
         rows.append(compare_row(run_dir, config, records, elapsed))

@@ -131,6 +131,7 @@ def try_(
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
     timeout: float = typer.Option(900.0, "--timeout", help="Hard wall-clock limit, seconds."),
     memory: str = typer.Option("8g", "--memory", help="Host memory limit, e.g. 512m, 8g."),
+    disk: str = typer.Option("10g", "--disk", help="What the trial may write into out/."),
     time_budget: float | None = typer.Option(None, "--time-budget", help="TIME_BUDGET, s."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="AR_TOKEN_BUDGET."),
     seed: int = typer.Option(42, "--seed", help="AR_SEED."),
@@ -147,11 +148,16 @@ def try_(
 
     if not (directory / "train.py").is_file():
         raise fail(f"{directory} has no train.py: pass the folder that holds it", 2)
-    try:
-        parse_memory(memory)
-        gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
-    except ValueError as e:
-        raise fail(f"{e}", 2) from None
+    for option, value in (("--memory", memory), ("--disk", disk)):
+        try:
+            parse_memory(value)
+        except ValueError as e:
+            raise fail(f"{option} {e}", 2) from None
+    if not (timeout > 0):
+        raise fail(f"--timeout {timeout}: must be a positive number of seconds", 2)
+    if not all(g.strip().isdigit() for g in gpus.split(",") if g.strip()):
+        raise fail(f"--gpus {gpus!r}: give GPU ids as nvidia-smi numbers them, like 0,1", 2)
+    gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
     try:
         backend, why = select_sandbox(sandbox)
     except SandboxError as e:
@@ -168,11 +174,16 @@ def try_(
         env["TIME_BUDGET"] = str(time_budget)
     if token_budget is not None:
         env["AR_TOKEN_BUDGET"] = str(token_budget)
-    workdir = out or Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if out is not None and out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file: give a folder for train.log and out/", 2)
+    try:
+        workdir = out or Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(f"--out {out}: {e.strerror or e}", 2) from None
     run = TrialRun(tree=directory.resolve(), workdir=workdir, data_dir=_data(directory),
                    env=env, cache_dir=cache or workdir / "cache")
-    limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids,
+    limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids, disk=disk,
                     gpu_mem_fraction=gpu_mem_fraction)
     try:
         status = console.status(f"running {directory}/train.py") if not as_json else nullcontext()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from agent.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -14,37 +17,47 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+class ConfigError(UserError):
+    """session.toml cannot be read; the message names the key."""
+
+
 class SessionConfig(BaseModel):
     """One session's settings. Defaults live here, once; the CLI only overrides them."""
 
     method: str = "tpe"
     seed: int = 0
-    trials: int | None = None  # trials after the baseline; None with budget_s means "until"
-    budget_s: float | None = None  # wall clock of the whole session, everything counted
+    # trials after the baseline; None with budget_s means "until the budget is spent"
+    trials: int | None = Field(None, ge=0)
+    budget_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # the whole session
     preset: str | None = None  # None: the search space's default preset, train.py as it is
     train_dir: str = ""  # where the baseline came from (informational once the repo exists)
     model: str | None = None
     api_base: str | None = None
-    sandbox: str = "auto"
-    time_budget: float | None = None  # TIME_BUDGET of each trial; None: the preset's
-    token_budget: int | None = None  # AR_TOKEN_BUDGET instead of a time budget
-    trial_timeout: float | None = None  # hard limit per trial; None: 3 * time budget + 120
+    sandbox: Literal["auto", "docker", "local"] = "auto"
+    # TIME_BUDGET of each trial; None: the preset's
+    time_budget: float | None = Field(None, gt=0, allow_inf_nan=False)
+    token_budget: int | None = Field(None, gt=0)  # AR_TOKEN_BUDGET instead of a time budget
+    # hard limit per trial; None: 3 * time budget + 120
+    trial_timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     memory: str | None = None  # host memory per trial; None: the preset's, else Limits'
-    gpus: list[int] = Field(default_factory=list)
-    gpu_mem_fraction: float | None = None
-    workers: int = 1
+    disk: str = "10g"  # what a trial may write into its out/ folder
+    gpus: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    gpu_mem_fraction: float | None = Field(None, gt=0, le=1)
+    workers: int = Field(1, ge=1)
     data_dir: str | None = None  # the prepared data, filled in at session start
-    eval_tokens: int | None = None  # AR_EVAL_TOKENS for every trial (None: prepare.py's)
-    llm_ratio: float = 0.2  # centaur: share of post-warm-up trials the LLM proposes
-    llm_warmup: int = 10  # centaur: trials CMA-ES proposes alone first
-    max_repairs: int = 2  # LLM methods: repair turns after an invalid answer
-    temperature: float = 0.7
+    eval_tokens: int | None = Field(None, gt=0)  # AR_EVAL_TOKENS (None: prepare.py's)
+    llm_ratio: float = Field(0.2, ge=0, le=1)  # centaur: LLM share of post-warm-up trials
+    llm_warmup: int = Field(10, ge=0)  # centaur: trials CMA-ES proposes alone first
+    max_repairs: int = Field(2, ge=0)  # LLM methods: repair turns after an invalid answer
+    temperature: float = Field(0.7, ge=0, allow_inf_nan=False)
 
-    @field_validator("trials")
+    @field_validator("memory", "disk")
     @classmethod
-    def _trials(cls, v):
-        if v is not None and v < 0:
-            raise ValueError("trials must be 0 or more")
+    def _size(cls, v):
+        if v is not None:
+            from sandbox.base import parse_memory
+
+            parse_memory(v)  # ValueError with the reason
         return v
 
     def save(self, path: Path) -> None:
@@ -56,7 +69,18 @@ class SessionConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> SessionConfig:
-        return cls(**tomllib.loads(path.read_text()))
+        """Read session.toml; a broken file is one line naming the key and what is wrong."""
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid TOML ({e}): fix it by hand") from None
+        try:
+            return cls(**data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            key = ".".join(str(x) for x in first["loc"]) or "?"
+            raise ConfigError(f"{path}: {key} = {data.get(key)!r}: {first['msg']} (fix the "
+                              "value, or delete the line to use the default)") from None
 
 
 def _toml(value) -> str:

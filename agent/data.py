@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent.errors import UserError
 
-class DataError(RuntimeError):
+
+class DataError(UserError):
     """prepare.py could not prepare the data; the message says what it printed."""
 
 

@@ -1,11 +1,19 @@
-"""Errors a user can cause: one line that says what to do, and a non-zero exit."""
+"""Errors a user can cause: one line that says what to do, and a non-zero exit.
+
+Every such error derives from `UserError`, so the command line catches one class and prints
+its message; anything else is our bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
-import typer
+
+class UserError(RuntimeError):
+    """Bad input or a state the user can fix; the message says what to do."""
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
+def fail(message: str, code: int = 1):
     """Print `error: message` on stderr and return the exit to raise."""
+    import typer
+
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)

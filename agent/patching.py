@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
+from agent.errors import UserError
+
 TARGET = "train.py"
 
 _QUOTED = 6  # lines quoted in a refusal: enough to locate the problem, short enough to resend
@@ -24,7 +26,7 @@ _DIFFISH = re.compile(r"^(?:@@|--- |\+\+\+ |diff --git )", re.M)
 _HUNK_HEADER = re.compile(r"^@@\s*-(\d+)(?:,(\d+))?\s+\+(\d+)(?:,(\d+))?\s*@@")
 
 
-class PatchError(ValueError):
+class PatchError(UserError, ValueError):
     """The diff cannot be applied; the one-line message says why and what to send instead."""
 
     def __init__(self, message: str):

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,17 +28,19 @@ from agent.actions import (
     edit_to_diff,
 )
 from agent.config import SessionConfig
+from agent.errors import UserError
 from agent.hpblock import SearchSpace, SpaceError, apply_preset, load_space, read_block
 from agent.ledger import Ledger, atomic_write
 from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord
 from agent.patching import PatchError, apply_patch
+from agent.rundir import RunDir
 from agent.workspace import Workspace
 from sandbox.base import Limits, TrialRun
 from sandbox.result import TrialResult
 
 
-class SessionError(RuntimeError):
+class SessionError(UserError):
     """A session cannot start or go on; the message says what to do."""
 
 
@@ -51,15 +54,13 @@ class Outcome:
 
 class Session:
     def __init__(self, run_dir: Path, config: SessionConfig, reporter=None):
-        self.run_dir = Path(run_dir)
+        self.rd = RunDir(run_dir)
+        self.run_dir = self.rd.root
         self.config = config
-        self.ws = Workspace(self.run_dir / "repo")
+        self.ws = Workspace(self.rd.repo)
         self.ledger = Ledger(self.run_dir)
-        self.space: SearchSpace = load_space(self.run_dir / "repo" / "search_space.toml",
-                                             config.preset)
+        self.space: SearchSpace = load_space(self.rd.repo / "search_space.toml", config.preset)
         self.reporter = reporter or QuietReporter()
-        self.state_path = self.run_dir / "optimizer" / "state.pkl"
-        self.clock_path = self.run_dir / "optimizer" / "clock.json"
         self.history: list[TrialRecord] = []
         self.records: list[dict] = []
         self.optimizer = None
@@ -70,12 +71,17 @@ class Session:
     # -- creating and opening ----------------------------------------------------------------
     @classmethod
     def create(cls, run_dir: Path, config: SessionConfig, reporter=None) -> Session:
+        """A new session folder, built beside its place and renamed into it, so a kill during
+        creation leaves either nothing or a whole folder; then locked for this process."""
         from agent.paths import baseline_dir
 
         run_dir = Path(run_dir)
         if (run_dir / "session.toml").exists():
             raise SessionError(f"{run_dir} already holds a session: `autoresearch resume "
                                f"{run_dir}` continues it, or pick another --run-dir")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise SessionError(f"--run-dir {run_dir} is a file: pick a folder")
+        _remove_half_created(run_dir)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise SessionError(f"{run_dir} exists and is not empty: pick another --run-dir")
         train_dir = Path(config.train_dir) if config.train_dir else baseline_dir()
@@ -92,20 +98,52 @@ class Session:
             raise SessionError("the baseline train.py lies outside its own search space: "
                                + "; ".join(errors))
         config = config.model_copy(update={"train_dir": str(train_dir.resolve())})
-        Workspace.create(run_dir / "repo", train_dir, train_py)
-        (run_dir / "optimizer").mkdir()
-        (run_dir / "trials").mkdir()
-        config.save(run_dir / "session.toml")
-        return cls(run_dir, config, reporter)
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.creating-",
+                                            dir=run_dir.parent))
+        except OSError as e:
+            raise SessionError(f"cannot create {run_dir} ({e.strerror or e}): pick another "
+                               "--run-dir") from None
+        try:
+            staging.chmod(0o755)
+            Workspace.create(staging / "repo", train_dir, train_py)
+            (staging / "optimizer").mkdir()
+            (staging / "trials").mkdir()
+            config.save(staging / "session.toml")
+            if run_dir.exists():
+                run_dir.rmdir()  # empty (checked above); the rename needs the name free
+            os.rename(staging, run_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        session = cls(run_dir, config, reporter)
+        session.rd.lock()
+        return session
 
     @classmethod
     def open(cls, run_dir: Path, reporter=None) -> Session:
-        run_dir = Path(run_dir)
-        path = run_dir / "session.toml"
-        if not path.exists():
-            raise SessionError(f"{run_dir} is not a session folder (no session.toml): "
+        """An existing session, locked for this process (RunDirBusy if another drives it)."""
+        rd = RunDir(run_dir)
+        if not rd.exists():
+            if _half_created(rd.root):
+                raise SessionError(f"{rd.root} holds a session that was killed while it was "
+                                   "being created: start it again with `autoresearch run "
+                                   f"--run-dir {rd.root} ...`")
+            raise SessionError(f"{rd.root} is not a session folder (no session.toml): "
                                "check the path, or start one with `autoresearch run`")
-        return cls(run_dir, SessionConfig.load(path), reporter)
+        rd.lock()
+        try:
+            session = cls(rd.root, SessionConfig.load(rd.session_toml), reporter)
+            session.noted_records()  # refuse at once what resume cannot repair
+        except BaseException:
+            rd.unlock()
+            raise
+        session.rd = rd
+        return session
+
+    def close(self) -> None:
+        """Release the run folder (run() does it when it ends)."""
+        self.rd.unlock()
 
     # -- settings derived once -------------------------------------------------------------
     @property
@@ -114,7 +152,7 @@ class Session:
 
     def limits(self) -> Limits:
         timeout = self.config.trial_timeout or 3 * self.time_budget + 120
-        return Limits(timeout_s=timeout, memory=self.memory,
+        return Limits(timeout_s=timeout, memory=self.memory, disk=self.config.disk,
                       gpus=tuple(self.config.gpus), gpu_mem_fraction=self.config.gpu_mem_fraction)
 
     @property
@@ -161,6 +199,8 @@ class Session:
             self.reporter.stop()
             if self.server is not None:
                 self.server.stop()
+            self.rd.clear_tmp()
+            self.close()
         best = self._best_val()
         return Outcome(len(self.records) - 1, best, self.ws.best, stopped_by)
 
@@ -168,12 +208,13 @@ class Session:
         from agent.data import prepare_default_data
         from sandbox import select_sandbox
 
-        repo = self.run_dir / "repo"
+        self.rd.lock()  # no-op when create/open took it
+        self.rd.clear_tmp()  # what a killed run of this folder left
         if self.config.data_dir is None:
-            data = prepare_default_data(repo)
+            data = prepare_default_data(self.rd.repo)
             if data is not None:
                 self.config = self.config.model_copy(update={"data_dir": str(data)})
-                self.config.save(self.run_dir / "session.toml")
+                self.config.save(self.rd.session_toml)
         self.sandbox, why = select_sandbox(self.config.sandbox)
         self.reporter.note(f"sandbox: {why}")
         if self.config.method in LLM_METHODS:
@@ -181,24 +222,13 @@ class Session:
         self._restore()
 
     def _restore(self) -> None:
-        """Ledger from git; optimizer from its pickle, then the trials recorded after it."""
-        notes = self.ws.notes()
-        self.records = sorted(notes.values(), key=lambda r: r["trial"])
-        numbers = [r["trial"] for r in self.records]
-        if numbers != list(range(len(numbers))):
-            raise SessionError(f"the trial notes in {self.run_dir}/repo are not contiguous "
-                               f"({numbers[:10]}...): the repository was changed by hand")
-        if [r.get("trial") for r in self.ledger.records()] != numbers:
-            self.ledger.rewrite(self.records)
-        after = -1
-        if self.state_path.exists():
-            state = pickle.loads(self.state_path.read_bytes())
-            self.optimizer, after = state["optimizer"], state["after_trial"]
-            if self.llm is not None:
-                self.optimizer.seat.llm = self.llm
-        else:
-            self.optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
-                                            self.baseline_config(), **self._method_options())
+        """Check the folder against git before going on (git is the truth): the ledger is
+        rebuilt from the notes when it differs, `best` is moved to the best ok note, and an
+        unreadable optimizer pickle or clock is rebuilt by replaying the notes."""
+        self.records = self.noted_records()
+        self._check_ledger()
+        self._check_best()
+        after, self.optimizer = self._load_optimizer()
         for record in self.records:
             trial = to_trial_record(record)
             if record["trial"] > after:  # recorded, but the optimizer had not been told
@@ -213,6 +243,66 @@ class Session:
             self.history.append(trial)
         if self.records and self.records[-1]["trial"] > after:
             self._save_state(self.records[-1]["trial"])
+
+    def noted_records(self) -> list[dict]:
+        """The trial records in git, in trial order; SessionError if they cannot be trusted
+        (lost, or with gaps): then nothing is changed and the user decides."""
+        notes = self.ws.notes()
+        trial_refs = self.ws.trial_refs()
+        if not notes and (trial_refs or self.ledger.jsonl.exists()):
+            raise SessionError(f"{self.rd.repo} has lost its trial notes (refs/notes/results) "
+                               f"but holds {len(trial_refs)} trial commits: restore that ref "
+                               "(the notes are the record of results); nothing was changed")
+        records = sorted(notes.values(), key=lambda r: r["trial"])
+        numbers = [r["trial"] for r in records]
+        if numbers != list(range(len(numbers))):
+            raise SessionError(f"the trial notes in {self.rd.repo} are not contiguous "
+                               f"({numbers[:10]}...): the repository was changed by hand")
+        return records
+
+    def _check_ledger(self) -> None:
+        """results.tsv and trials.jsonl must say what the notes say; else they are rebuilt
+        (the old files kept beside them when they held something else)."""
+        expected = self.ledger.render(self.records)
+        current = {path: path.read_text(errors="replace") if path.exists() else None
+                   for path in expected}
+        if all(current[path] == text for path, text in expected.items()):
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path, text in current.items():
+            if text:  # kept, never silently dropped
+                path.rename(path.with_name(f"{path.name}.replaced-{stamp}"))
+        if any(current.values()):
+            self.reporter.note(f"the ledger differed from the git notes: rebuilt from them "
+                               f"(the old files are kept as *.replaced-{stamp})")
+        self.ledger.rewrite(self.records)
+
+    def _check_best(self) -> None:
+        """Branch `best` must point at the best ok trial (the first of equals)."""
+        ok = [r for r in self.records if r["status"] == "ok"]
+        if not ok:
+            return
+        expected = min(ok, key=lambda r: (r["val_bpb"], r["trial"]))["commit"]
+        if self.ws.best != expected:
+            self.reporter.note(f"branch best pointed at {self.ws.best[:7]}, not at the best ok "
+                               f"trial {expected[:7]}: moved it back")
+            self.ws.move_best(expected)
+
+    def _load_optimizer(self):
+        """(trial the pickle was saved after, optimizer); a fresh optimizer (-1) when the
+        pickle is missing or unreadable: the notes are then replayed into it."""
+        if self.rd.state_pkl.exists():
+            try:
+                state = pickle.loads(self.rd.state_pkl.read_bytes())
+                optimizer, after = state["optimizer"], state["after_trial"]
+                if self.llm is not None:
+                    optimizer.seat.llm = self.llm
+                return after, optimizer
+            except Exception as e:  # any unreadable pickle: rebuilt from the notes
+                self.reporter.note(f"{self.rd.state_pkl} is unreadable ({type(e).__name__}): "
+                                   "rebuilding the optimizer from the trial notes")
+        return -1, make_optimizer(self.config.method, self.space, self.config.seed,
+                                  self.baseline_config(), **self._method_options())
 
     def _trial(self, n: int) -> None:
         t0 = time.monotonic()
@@ -289,7 +379,7 @@ class Session:
         from agent.local_llm import LocalModelServer
 
         self.reporter.note("starting the built-in model (SmolLM2-135M-Instruct, llama.cpp)")
-        self.server = LocalModelServer(log_path=self.run_dir / "optimizer" / "llm-server.log")
+        self.server = LocalModelServer(log_path=self.rd.llm_server_log)
         self.server.start()
         # a 135M model has no tool calling: the schema goes into the prompt instead
         return LLM(LLMConfig(self.server.model, self.server.api_base, tools=False,
@@ -315,7 +405,7 @@ class Session:
         seat = getattr(self.optimizer, "seat", None)
         calls = seat.consume() if seat is not None else []
         if calls:
-            folder = self.run_dir / "trials" / f"{n:04d}"
+            folder = self.rd.trial(n)
             folder.mkdir(parents=True, exist_ok=True)
             with (folder / "llm.jsonl").open("w") as f:
                 for call in calls:
@@ -353,10 +443,10 @@ class Session:
         return self.ws.commit_trial(n, parent, message, content)
 
     def _run_sandbox(self, n: int, commit: str) -> TrialResult:
-        tree = self.ws.temp_tree(commit)
+        tree = self.ws.temp_tree(commit, self.rd.tmp)
         data = Path(self.config.data_dir) if self.config.data_dir else None
-        run = TrialRun(tree=tree, workdir=self.run_dir / "trials" / f"{n:04d}", data_dir=data,
-                       env=self.trial_env(), cache_dir=self.run_dir / "cache")
+        run = TrialRun(tree=tree, workdir=self.rd.trial(n), data_dir=data,
+                       env=self.trial_env(), cache_dir=self.rd.cache)
         try:
             return self.sandbox.run(run, self.limits())
         finally:
@@ -379,16 +469,43 @@ class Session:
         return walls[len(walls) // 2] if walls else 0.0
 
     def _save_state(self, after_trial: int) -> None:
-        atomic_write(self.state_path, pickle.dumps(
+        atomic_write(self.rd.state_pkl, pickle.dumps(
             {"after_trial": after_trial, "optimizer": self.optimizer}))
 
     def _load_clock(self) -> float:
-        if self.clock_path.exists():
-            return json.loads(self.clock_path.read_text()).get("elapsed_s", 0.0)
-        return 0.0
+        """Seconds the session ran before; from the notes when clock.json is unreadable."""
+        try:
+            elapsed = json.loads(self.rd.clock_json.read_text())["elapsed_s"]
+            if isinstance(elapsed, (int, float)) and elapsed >= 0:
+                return float(elapsed)
+        except FileNotFoundError:
+            return 0.0
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            pass
+        self.reporter.note(f"{self.rd.clock_json} is unreadable: the session clock restarts "
+                           "from the trials' own wall time")
+        return sum(r.get("wall_s") or 0.0 for r in self.records)
 
     def _save_clock(self, elapsed: float) -> None:
-        atomic_write(self.clock_path, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
+        atomic_write(self.rd.clock_json, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
+
+
+def _half_created(run_dir: Path) -> bool:
+    """A folder an older version left when killed while creating a session: no
+    session.toml, nothing but what creation makes, and no trial recorded."""
+    if not run_dir.is_dir() or (run_dir / "session.toml").exists():
+        return False
+    names = {p.name for p in run_dir.iterdir()}
+    trials = run_dir / "trials"
+    return bool(names) and names <= {"repo", "optimizer", "trials", ".lock"} and not (
+        trials.is_dir() and any(trials.iterdir()))
+
+
+def _remove_half_created(run_dir: Path) -> None:
+    if _half_created(run_dir):
+        shutil.rmtree(run_dir)
+    for stale in run_dir.parent.glob(f".{run_dir.name}.creating-*"):  # a killed create
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def to_trial_record(record: dict) -> TrialRecord:

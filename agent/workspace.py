@@ -17,12 +17,14 @@ from pathlib import Path
 
 import git
 
+from agent.errors import UserError
+
 NOTES_REF = "refs/notes/results"
 TRIAL_REF = "refs/trials/{:04d}"
 IGNORED = {".git", "__pycache__", ".ipynb_checkpoints"}
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(UserError):
     """The run repository is missing or broken; the message says what to do."""
 
 
@@ -125,6 +127,12 @@ class Workspace:
                      train_py: str | None) -> str:
         """Commit `train_py` on top of `parent` without touching the work tree, and point
         refs/trials/NNNN at it. `None` makes an empty commit (a rejected trial)."""
+        sha = self.write_commit(parent, message, train_py)
+        self.set_ref(TRIAL_REF.format(number), sha)
+        return sha
+
+    def write_commit(self, parent: str, message: str, train_py: str | None) -> str:
+        """The commit object only (no ref points at it yet)."""
         env = {**os.environ, "GIT_INDEX_FILE": str(self.path / ".git" / "trial-index")}
         run = lambda *a, **kw: subprocess.run(  # noqa: E731
             ["git", *a], cwd=self.path, env=env, capture_output=True, check=True, **kw)
@@ -134,10 +142,18 @@ class Workspace:
             run("update-index", "--add", "--cacheinfo",
                 f"100644,{blob.decode().strip()},train.py")
         tree = run("write-tree").stdout.decode().strip()
-        sha = run("commit-tree", tree, "-p", parent, "-F", "-",
-                  input=message.encode()).stdout.decode().strip()
-        self.git.update_ref(TRIAL_REF.format(number), sha)
-        return sha
+        return run("commit-tree", tree, "-p", parent, "-F", "-",
+                   input=message.encode()).stdout.decode().strip()
+
+    def set_ref(self, name: str, sha: str) -> None:
+        self.git.update_ref(name, sha)
+
+    def has_notes_ref(self) -> bool:
+        try:
+            self.git.rev_parse("--verify", "-q", NOTES_REF)
+            return True
+        except git.GitCommandError:
+            return False
 
     def add_note(self, commit: str, record: dict) -> None:
         self.git.notes(f"--ref={NOTES_REF}", "add", "-f", "-m",
@@ -145,7 +161,7 @@ class Workspace:
 
     def move_best(self, commit: str) -> None:
         """Point `best` at `commit` and bring the checked-out files along."""
-        self.git.update_ref("refs/heads/best", commit)
+        self.set_ref("refs/heads/best", commit)
         self.git.reset("-q", "--hard", "refs/heads/best")
 
     def set_aside(self, number: int) -> str:
@@ -171,8 +187,12 @@ class Workspace:
         args = ["--stat"] if stat else []
         return self.git.diff(*args, a, b)
 
-    def temp_tree(self, commit: str) -> Path:
-        return self.materialize(commit, Path(tempfile.mkdtemp(prefix="ar-trial-")) / "src")
+    def temp_tree(self, commit: str, parent: Path | None = None) -> Path:
+        """The commit's files in a new folder `<tmp>/ar-trial-*/src`; remove its parent."""
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        return self.materialize(commit, Path(tempfile.mkdtemp(prefix="ar-trial-",
+                                                              dir=parent)) / "src")
 
 
 def _copy_tree(src: Path, dest: Path) -> None:

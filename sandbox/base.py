@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from agent.errors import UserError
 from sandbox.result import TrialResult
 
 LABEL = "autoresearch-sandbox"
@@ -17,7 +18,7 @@ ALLOWED_ENV = re.compile(
     r"^(AR_[A-Z0-9_]+|TIME_BUDGET|OMP_NUM_THREADS|OMP_WAIT_POLICY|PYTHONHASHSEED)$")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(UserError):
     """The sandbox itself cannot run trials (no engine, no image); the message says what to do."""
 
 
@@ -32,22 +33,31 @@ class Limits:
     cpus: float | None = None
     gpus: tuple[int, ...] = ()
     gpu_mem_fraction: float | None = None
+    disk: str = "10g"  # what the trial may write into out/ (and its temp folder)
     log_cap_bytes: int = 32 * 2**20  # head of the log kept on disk; the tail is kept too
 
     @property
     def memory_bytes(self) -> int:
         return parse_memory(self.memory)
 
+    @property
+    def disk_bytes(self) -> int:
+        return parse_memory(self.disk)
+
 
 def parse_memory(text: str | int) -> int:
-    """'8g', '512m', '256MiB', '1.5G' or a byte count -> bytes."""
+    """'8g', '512m', '256MiB', '1.5G' or a byte count -> bytes (more than 0)."""
     if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text).lower())
-    if not m:
-        raise ValueError(f"memory limit {text!r} is not a size like 512m or 8g")
-    number, unit = float(m.group(1)), m.group(2)
-    return int(number * 1024 ** " kmgt".index(unit or " "))
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(text).lower())
+        if not m:
+            raise ValueError(f"{text!r} is not a size like 512m or 8g")
+        number, unit = float(m.group(1)), m.group(2)
+        value = int(number * 1024 ** " kmgt".index(unit or " "))
+    if value <= 0:
+        raise ValueError(f"{text!r} is no size at all: give one like 512m or 8g")
+    return value
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class TrialRun:
     data_dir: Path | None = None  # prepared data, mounted read-only as AR_DATA_DIR
     env: dict[str, str] = field(default_factory=dict)  # TIME_BUDGET, AR_SEED, ...
     cache_dir: Path | None = None  # the session's compile cache, shared by its trials (rw)
+    script: str = "train.py"  # what runs: a file of `tree`
+    hide_val: bool = False  # the trial sees train.bin and meta.json, and an empty val.bin
 
 
 def cache_env(cache_dir: Path | str) -> dict[str, str]:

@@ -24,6 +24,7 @@ import docker.errors
 from docker.types import DeviceRequest, LogConfig, Mount
 
 from sandbox.base import LABEL, Limits, SandboxError, TrialRun, cache_env, trial_env
+from sandbox.diskguard import DiskGuard
 from sandbox.gpus import GPUError, device_passthrough, toolkit_available
 from sandbox.images.host import HOST_IMAGE, TRIAL_GID, TRIAL_UID, host_mounts
 from sandbox.logsink import LogSink
@@ -97,6 +98,7 @@ class DockerSandbox:
         self.python = python or (sys.executable if self.from_host else "python")
         self._toolkit: tuple[bool, str] | None = None
         cleanup_orphans(self.client)
+        _watch_this_session()
 
     def gpu_mode(self) -> tuple[str, str]:
         """("toolkit" | "device-nodes", why): how GPUs reach this engine's trials."""
@@ -117,8 +119,16 @@ class DockerSandbox:
         mounts = [Mount("/src", str(Path(run.tree).resolve()), type="bind", read_only=True),
                   Mount("/out", str(out.resolve()), type="bind", read_only=False)]
         if run.data_dir is not None:
-            mounts.append(Mount("/data", str(Path(run.data_dir).resolve()), type="bind",
-                                read_only=True))
+            data = Path(run.data_dir).resolve()
+            if run.hide_val:  # train.bin and meta.json only; val.bin an empty file
+                empty = workdir / ".empty-val.bin"
+                empty.touch()
+                mounts += [Mount(f"/data/{n}", str(data / n), type="bind", read_only=True)
+                           for n in ("train.bin", "meta.json")]
+                mounts.append(Mount("/data/val.bin", str(empty.resolve()), type="bind",
+                                    read_only=True))
+            else:
+                mounts.append(Mount("/data", str(data), type="bind", read_only=True))
             env["AR_DATA_DIR"] = "/data"
         if run.cache_dir is not None:
             cache = Path(run.cache_dir)
@@ -130,17 +140,18 @@ class DockerSandbox:
             mounts += [m.as_docker() for m in host_mounts()]
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
-        container = None
+        container = disk = None
         timed_out = oom_killed = False
         exit_code = None
         try:
             options = self._options(limits, env, mounts)
             container = self.client.containers.create(
-                self.image, [self.python, "/src/train.py"], **options)
+                self.image, [self.python, f"/src/{run.script}"], **options)
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
             reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
             reader.start()
             container.start()
+            disk = DiskGuard([out], limits.disk_bytes, lambda: _kill(container)).start()
             remaining = limits.timeout_s - (time.monotonic() - start)
             try:
                 exit_code = container.wait(timeout=max(remaining, 0.1))["StatusCode"]
@@ -161,16 +172,22 @@ class DockerSandbox:
         except docker.errors.APIError as e:
             raise SandboxError(f"the Docker engine refused the trial: {e.explanation}") from None
         finally:
+            if disk is not None:
+                disk.stop()
             if container is not None:
                 try:
                     container.remove(force=True)
                 except docker.errors.APIError:  # gone already, or being removed by someone
                     pass
             sink.close()
-        return build_result(
+        result = build_result(
             exit_code, sink.tail_text(), oom_killed=oom_killed, timed_out=timed_out,
             wall_s=round(time.monotonic() - start, 3), log_path=str(sink.path),
             log_bytes=sink.total, log_truncated=sink.truncated, backend=self.name)
+        if disk is not None and disk.exceeded and not oom_killed:
+            result.status, result.val_bpb = "crash", None
+            result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"
+        return result
 
     def _options(self, limits: Limits, env: dict[str, str], mounts: list[Mount]) -> dict:
         mem = limits.memory_bytes
@@ -198,6 +215,17 @@ class DockerSandbox:
                        for source, target in gpu.mounts]
             env.update(gpu.env)
         return options
+
+
+_REAPER: dict[int, object] = {}  # this process's pid -> its watcher (one per session process)
+
+
+def _watch_this_session() -> None:
+    """Start (once per process) the watcher that removes our containers if we are killed."""
+    from sandbox import reaper
+
+    if os.getpid() not in _REAPER:
+        _REAPER[os.getpid()] = reaper.start(os.getpid(), socket.gethostname())
 
 
 def _pump(stream, sink: LogSink) -> None:

@@ -1,26 +1,37 @@
 """Local backend: a subprocess for machines without Docker, with the same result record.
 
-train.py runs in its own session (process group). Host memory is limited by a cgroup of its
-own where the host allows one, else by a watchdog over the resident memory of its process
-tree (sandbox/memguard.py) -- never by RLIMIT_AS, which CUDA's address-space reservations
-break. On timeout, and after it ends in any case, every process it started is killed. Weaker
-than Docker, and said so: no network isolation, and the source is read-only only by its file
-modes (which root ignores).
+Every trial runs from a private staging folder (`$TMPDIR/ar-local-*`): a copy of its tree
+(`sandbox try DIR` never runs in DIR), its own TMPDIR, and, when the session runs as root, as
+the unprivileged user 65534 in its own mount and network namespace (sandbox/launch.py): /root
+and /home hidden, data and source read-only, out/ and the compile cache the only folders it
+may write, no network. Without root it runs as the session's user, which it can then read and
+write like any of that user's programs: use Docker for untrusted code (README, "Sandbox").
+
+Host memory is limited by a cgroup of the trial's own where the host allows one, else by a
+watchdog over the resident memory of its process tree (sandbox/memguard.py) -- never by
+RLIMIT_AS, which CUDA's address-space reservations break. What it writes is capped
+(sandbox/diskguard.py). On timeout, and after it ends in any case, every process it started
+is killed; the trial dies with the session (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 from sandbox.base import Limits, TrialRun, cache_env, trial_env
+from sandbox.diskguard import DiskGuard
+from sandbox.images.host import TRIAL_GID, TRIAL_UID, interpreter_roots
 from sandbox.logsink import LogSink
 from sandbox.memguard import memory_guard
 from sandbox.result import TrialResult, build_result
@@ -29,39 +40,90 @@ from sandbox.result import TrialResult, build_result
 # CUDA their tools. Only folders that exist are used; the interpreter's own folder comes first.
 SYSTEM_PATH = ("/usr/local/cuda/bin", "/usr/local/nvidia/bin", "/usr/local/sbin",
                "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+# Folders that hold users' own files (keys, configs, caches): hidden from root-run trials.
+HIDDEN = ("/root", "/home")
+LAUNCH = Path(__file__).with_name("launch.py")
+DATA_FILES = ("train.bin", "meta.json")
+STAGE_PREFIX = "ar-local-"  # + the pid of the session that made it
 
 
 class LocalSandbox:
     name = "local"
 
-    def __init__(self, python: str | None = None, memory_guard: str = "auto"):
+    def __init__(self, python: str | None = None, memory_guard: str = "auto",
+                 isolate: str = "auto"):
         self.python = python or sys.executable
         self.memory_guard = memory_guard  # auto (cgroup, else watchdog), cgroup, watchdog
+        # auto: as root, the trial user in its own namespaces; "none": as the session's user
+        self.isolated = isolate == "auto" and os.geteuid() == 0 and sys.platform == "linux"
+        _remove_stale_stages()
 
     def run(self, run: TrialRun, limits: Limits) -> TrialResult:
         workdir = Path(run.workdir)
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
+        try:
+            return self._run(run, limits, workdir, out, stage)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def _run(self, run: TrialRun, limits: Limits, workdir: Path, out: Path,
+             stage: Path) -> TrialResult:
+        stage.chmod(0o755)
+        src = stage / "src"
+        shutil.copytree(run.tree, src, ignore=shutil.ignore_patterns("__pycache__", ".git"))
+        _readable(src)
+        tmp = stage / "tmp"
+        tmp.mkdir()
+        binds: list[tuple[str, str, bool]] = []
+        if self.isolated:
+            for folder in (out, tmp):
+                os.chown(folder, TRIAL_UID, TRIAL_GID)
+            view_out = stage / "out"
+            binds.append((str(out.resolve()), str(view_out), True))
+        else:
+            view_out = out.resolve()
         env = {**trial_env(run, limits), **tool_env(self.python),
-               "HOME": str(out.resolve()), "AR_OUT_DIR": str(out.resolve())}
+               "HOME": str(view_out), "AR_OUT_DIR": str(view_out), "TMPDIR": str(tmp)}
         if run.data_dir is not None:
-            env["AR_DATA_DIR"] = str(Path(run.data_dir).resolve())
+            env["AR_DATA_DIR"] = str(self._data(Path(run.data_dir), run.hide_val, stage, binds))
         if run.cache_dir is not None:
-            env.update(cache_env(Path(run.cache_dir).resolve()))
+            cache = Path(run.cache_dir)
+            cache.mkdir(parents=True, exist_ok=True)
+            if self.isolated:
+                _give_tree(cache)
+                binds.append((str(cache.resolve()), str(stage / "cache"), True))
+                cache = stage / "cache"
+            env.update(cache_env(cache.resolve()))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in limits.gpus)
         guard = memory_guard(limits.memory_bytes, self.memory_guard)
         env.update(guard.env)
+        argv = [self.python, str(src / run.script)]
+        if self.isolated:
+            hide = [h for h in HIDDEN if os.path.isdir(h)]
+            keep = [r for r in interpreter_roots(self.python)
+                    if any(r == h or r.startswith(h + "/") for h in hide)]
+            spec = {"binds": binds, "hide": hide, "keep": keep, "stash": str(stage / "stash"),
+                    "uid": TRIAL_UID, "gid": TRIAL_GID, "no_network": True,
+                    "parent": os.getpid(), "cwd": str(view_out), "argv": argv, "env": env}
+            (stage / "launch.json").write_text(json.dumps(spec))
+            command, child_env = [self.python, "-I", str(LAUNCH), str(stage / "launch.json")], {}
+        else:
+            command, child_env = argv, env
 
         def in_child() -> None:  # runs in the child between fork and exec
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             guard.enter()
+            if not self.isolated:  # the launcher sets it itself, after changing uid
+                _die_with_parent()
 
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
         timed_out = False
         try:
             proc = subprocess.Popen(
-                [self.python, str(Path(run.tree).resolve() / "train.py")], cwd=out, env=env,
+                command, cwd=view_out if not self.isolated else stage, env=child_env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=in_child, close_fds=True)
         except BaseException:
@@ -69,6 +131,7 @@ class LocalSandbox:
             sink.close()
             raise
         guard.watch(proc.pid)
+        disk = DiskGuard([out, tmp], limits.disk_bytes, lambda: _kill_group(proc.pid)).start()
         reader = threading.Thread(target=_pump, args=(proc.stdout, sink), daemon=True)
         reader.start()
         try:
@@ -79,6 +142,7 @@ class LocalSandbox:
         finally:
             _kill_group(proc.pid)  # also on Ctrl-C, and stragglers after a normal exit
             proc.wait()
+            disk.stop()
             memory = guard.finish()  # kills whatever left the group, too
             reader.join(timeout=10)
             sink.close()
@@ -94,7 +158,29 @@ class LocalSandbox:
         if memory.oom_killed:
             result.reason = (f"killed by the host memory limit {limits.memory} "
                              f"({memory.how}; peak {_mb(memory.peak_bytes)})")
+        elif disk.exceeded:
+            result.status, result.val_bpb = "crash", None
+            result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"
         return result
+
+    def _data(self, data: Path, hide_val: bool, stage: Path,
+              binds: list[tuple[str, str, bool]]) -> Path:
+        """Where the trial finds its data: the folder itself, or with `hide_val` a view that
+        holds train.bin and meta.json and an empty val.bin."""
+        view = stage / "data"
+        if not hide_val:
+            if not self.isolated:
+                return data.resolve()
+            binds.append((str(data.resolve()), str(view), False))
+            return view
+        view.mkdir()
+        (view / "val.bin").touch()
+        for name in DATA_FILES:
+            if self.isolated:
+                binds.append((str((data / name).resolve()), str(view / name), False))
+            else:
+                _link_or_copy(data / name, view / name)
+        return view
 
 
 def tool_env(python: str) -> dict[str, str]:
@@ -109,6 +195,51 @@ def tool_env(python: str) -> dict[str, str]:
         if found:
             env[var] = found
     return env
+
+
+def _remove_stale_stages() -> None:
+    """Staging folders of sessions that were killed before they could remove them."""
+    from sandbox.reaper import alive
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGE_PREFIX}*"):
+        pid = folder.name[len(STAGE_PREFIX):].split("-")[0]
+        if pid.isdigit() and not alive(int(pid)) and folder.stat().st_uid == os.geteuid():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _readable(tree: Path) -> None:
+    for root, _dirs, files in os.walk(tree):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)
+
+
+def _give_tree(folder: Path) -> None:
+    """Let the trial user write the folder (and what earlier trials left in it)."""
+    if folder.stat().st_uid == TRIAL_UID:
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            try:
+                os.lchown(name, TRIAL_UID, TRIAL_GID)
+            except OSError:
+                pass
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
+# Loaded once here: dlopen between fork and exec could block on a lock held by another thread.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    if _LIBC is not None:  # elsewhere the session's own kill is all there is
+        _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _mb(value: int | None) -> str:

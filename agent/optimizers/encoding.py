@@ -196,9 +196,9 @@ def trimmed(record: TrialRecord) -> TrialRecord:
     return TrialRecord(record.number, record.status, None, record.val_bpb if ok else None)
 
 
-def unmeetable(method: str, attempts: int, space: SearchSpace) -> RuntimeError:
+def unmeetable(method: str, attempts: int, space: SearchSpace) -> SpaceError:
     rules = "; ".join(c.expr for c in space.constraints) or "none"
-    return RuntimeError(f"{method}: none of {attempts} candidates met the constraints of the "
+    return SpaceError(f"{method}: none of {attempts} candidates met the constraints of the "
                         f"{space.preset or 'default'} space ({rules}); check [[constraints]] "
                         "in search_space.toml")
 

@@ -106,6 +106,32 @@ def python_roots() -> list[str]:
     return roots
 
 
+_ROOTS: dict[str, list[str]] = {}
+
+
+def interpreter_roots(python: str) -> list[str]:
+    """The folders `python` (any interpreter, a venv's included) runs from, asked once."""
+    if python == sys.executable:
+        return python_roots() + [os.path.dirname(python)]
+    if python not in _ROOTS:
+        import json
+        import subprocess
+
+        code = ("import json, os, sys; print(json.dumps([sys.prefix, sys.base_prefix, "
+                "os.path.dirname(os.path.realpath(sys.executable))]))")
+        out = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        roots: list[str] = []
+        for p in json.loads(out) + [os.path.dirname(python)]:
+            real = os.path.realpath(p)
+            if os.path.basename(real) == "bin":
+                real = os.path.dirname(real)
+            if real not in roots:
+                roots.append(real)
+        _ROOTS[python] = roots
+    return _ROOTS[python]
+
+
 def host_mounts() -> list[HostMount]:
     """Everything the container needs from the host to run this Python, read-only."""
     paths = ["/usr"]

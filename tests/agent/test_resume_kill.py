@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,12 +52,17 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, tra
     time.sleep(0.3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    if sandbox == "docker":  # the killed session left its trial container behind
+    if sandbox == "docker":  # the session's watcher removes the container it left running
         from sandbox.docker import OWNER_LABEL
 
         owner = f"{OWNER_LABEL}={socket.gethostname()}:{proc.pid}"
         left = {"label": [f"{LABEL}=trial", owner]}  # its own, not a session beside it
-        assert client.containers.list(all=True, filters=left)
+        deadline = time.monotonic() + 15
+        while client.containers.list(all=True, filters=left):
+            assert time.monotonic() < deadline, "the killed session's container is still there"
+            time.sleep(0.2)
+    assert not list(Path(tempfile.gettempdir()).glob(f"ar-local-{proc.pid}-*")) or \
+        sandbox == "local"  # a local stage of the killed session is removed by the next one
     recorded = len((run / "trials.jsonl").read_text().splitlines())
     assert recorded == 3  # baseline + trials 1, 2; trial 3 was cut
 
@@ -72,3 +78,5 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, tra
     assert not [r for r in refs if r.startswith("refs/interrupted/")]  # commit 3 was reused
     if sandbox == "docker":
         assert client.containers.list(all=True, filters=left) == []
+    assert not list(Path(tempfile.gettempdir()).glob(f"ar-local-{proc.pid}-*"))
+    assert not list((run / "tmp").glob("*"))  # trial trees of the killed session are gone

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sandbox.base import LABEL
+from sandbox.base import LABEL, TrialRun
 from tests.sandbox.helpers import SUMMARY, limits, make_trial
 
 
@@ -84,16 +84,13 @@ def test_memory_hog_is_oom(backend, tmp_path):
 
 
 def test_sleeper_times_out_fast_and_leaves_nothing(backend, tmp_path):
-    pidfile = tmp_path / "child.pid"
-    run = make_trial(tmp_path, f"""
+    run = make_trial(tmp_path, """
         import os, signal, time
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            try:
-                open({str(pidfile)!r}, "w").write(str(os.getpid()))
-            except OSError:
-                pass
+            open(os.path.join(os.environ["AR_OUT_DIR"], "child.pid"), "w").write(
+                str(os.getpid()))
             time.sleep(600)
             os._exit(0)
         print("parent sleeping", flush=True)
@@ -107,25 +104,25 @@ def test_sleeper_times_out_fast_and_leaves_nothing(backend, tmp_path):
     if backend.name == "docker":
         assert trial_containers(backend.client) == []
     else:
-        assert gone(int(pidfile.read_text()))
+        assert gone(int((run.workdir / "out" / "child.pid").read_text()))
 
 
 def test_child_outliving_a_clean_exit_is_killed_locally(tmp_path):
     from sandbox.local import LocalSandbox
 
-    pidfile = tmp_path / "child.pid"
     run = make_trial(tmp_path, f"""
         import os, signal, time
         if os.fork() == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            open({str(pidfile)!r}, "w").write(str(os.getpid()))
+            open(os.path.join(os.environ["AR_OUT_DIR"], "child.pid"), "w").write(
+                str(os.getpid()))
             time.sleep(600)
         time.sleep(0.5)
         {SUMMARY}
     """)
     result = LocalSandbox().run(run, limits())
     assert result.status == "ok"
-    assert gone(int(pidfile.read_text()))
+    assert gone(int((run.workdir / "out" / "child.pid").read_text()))
 
 
 @pytest.mark.parametrize("log, status", [
@@ -347,3 +344,25 @@ def test_a_container_removed_behind_our_back_is_a_crash_not_an_exception(docker_
     (result,) = results
     assert result.status == "crash", result
     assert trial_containers(docker_client) == []
+
+
+def test_hide_val_shows_train_and_an_empty_val(backend, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, content in (("train.bin", b"t" * 100), ("val.bin", b"v" * 50),
+                          ("meta.json", b"{}")):
+        (data / name).write_bytes(content)
+    script = f"""
+        import os
+        d = os.environ["AR_DATA_DIR"]
+        print(sorted((n, os.path.getsize(os.path.join(d, n))) for n in os.listdir(d)))
+        {SUMMARY}
+    """
+    for hide, expected in ((True, "[('meta.json', 2), ('train.bin', 100), ('val.bin', 0)]"),
+                           (False, "[('meta.json', 2), ('train.bin', 100), ('val.bin', 50)]")):
+        run = make_trial(tmp_path, script, name=f"h{hide}")
+        run = TrialRun(run.tree, run.workdir, data_dir=data, env=run.env, hide_val=hide)
+        result = backend.run(run, limits())
+        log = (run.workdir / "train.log").read_text()
+        assert result.status == "ok", log
+        assert expected in log, log

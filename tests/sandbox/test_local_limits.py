@@ -60,24 +60,24 @@ def test_cpu_trials_have_no_rlimit_as_either(guard, tmp_path):
 
 
 def test_a_child_that_leaves_the_process_group_does_not_outlive_the_trial(guard, tmp_path):
-    pidfile = tmp_path / "escaped.pid"
     run = make_trial(tmp_path, f"""
         import os, signal, time
+        pidfile = os.path.join(os.environ["AR_OUT_DIR"], "escaped.pid")
         if os.fork() == 0:
             os.setsid()  # a new session: the process-group kill no longer reaches it
             if os.fork() == 0:  # and a grandchild, reparented to init when its parent exits
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                open({str(pidfile)!r}, "w").write(str(os.getpid()))
+                open(pidfile, "w").write(str(os.getpid()))
                 time.sleep(600)
             os._exit(0)
-        while not os.path.exists({str(pidfile)!r}):
+        while not os.path.exists(pidfile):
             time.sleep(0.05)
         time.sleep(0.3)
         {SUMMARY}
     """)
     result = LocalSandbox(memory_guard=guard).run(run, limits())
     assert result.status == "ok", result
-    pid = int(pidfile.read_text())
+    pid = int((run.workdir / "out" / "escaped.pid").read_text())
     if guard == "watchdog":  # the watchdog knows only processes it saw while sampling
         assert _gone(pid) or _wait_gone(pid), "escaped grandchild still runs"
     else:

@@ -1,0 +1,123 @@
+"""Every path of a run folder, and the lock held by the one process that drives it.
+
+    runs/NAME/
+      session.toml  repo/  results.tsv  trials.jsonl  trials/NNNN/  optimizer/  cache/  tmp/
+      .lock         held (flock) by the process driving the folder; says its pid and host
+
+The lock is an advisory `fcntl.flock` on `.lock`: the kernel drops it when its process dies
+(kill -9 included), so a stale lock is simply taken over; a live holder makes a second
+process fail at once with a line naming the holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from agent.errors import UserError
+
+
+class RunDirBusy(UserError):
+    """Another live process drives this run folder."""
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._lock_fd: int | None = None
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def session_toml(self) -> Path:
+        return self.root / "session.toml"
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def results_tsv(self) -> Path:
+        return self.root / "results.tsv"
+
+    @property
+    def trials_jsonl(self) -> Path:
+        return self.root / "trials.jsonl"
+
+    @property
+    def optimizer(self) -> Path:
+        return self.root / "optimizer"
+
+    @property
+    def state_pkl(self) -> Path:
+        return self.optimizer / "state.pkl"
+
+    @property
+    def clock_json(self) -> Path:
+        return self.optimizer / "clock.json"
+
+    @property
+    def llm_server_log(self) -> Path:
+        return self.optimizer / "llm-server.log"
+
+    @property
+    def cache(self) -> Path:
+        """The compile cache the session's trials share."""
+        return self.root / "cache"
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch space of the driving process (trial trees); emptied when a session opens."""
+        return self.root / "tmp"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def trial(self, n: int) -> Path:
+        return self.root / "trials" / f"{n:04d}"
+
+    def exists(self) -> bool:
+        return self.session_toml.is_file()
+
+    # -- the lock -----------------------------------------------------------------------
+    def lock(self) -> RunDir:
+        """Take the folder's lock or raise RunDirBusy naming the process that holds it."""
+        if self._lock_fd is not None:
+            return self
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            pid, host = (holder + ["?", "?"])[:2]
+            raise RunDirBusy(f"{self.root} is in use by pid {pid} on {host}: wait for that "
+                             "session to end or stop it, then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {int(time.time())}\n".encode(), 0)
+        self._lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_fd is None:
+            return
+        try:
+            os.ftruncate(self._lock_fd, 0)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunDir:
+        return self.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    def clear_tmp(self) -> None:
+        """Remove what a killed process left in tmp/ (only while holding the lock)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
