@@ -134,6 +134,8 @@ def run(
     llm_ratio: float = typer.Option(0.2, "--llm-ratio", help="centaur: LLM share of trials."),
     llm_warmup: int = typer.Option(10, "--llm-warmup", help="centaur: CMA-ES-only trials."),
     max_repairs: int = typer.Option(2, "--max-repairs", help="LLM repair turns per trial."),
+    score: str | None = typer.Option(
+        None, "--score", help="printed or harness (default: harness for code-agent)."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -162,7 +164,7 @@ def run(
         sandbox=sandbox, time_budget=time_budget, token_budget=token_budget,
         trial_timeout=trial_timeout, memory=memory, disk=disk, gpus=_gpu_ids(gpus),
         workers=workers, eval_tokens=eval_tokens, llm_ratio=llm_ratio, llm_warmup=llm_warmup,
-        max_repairs=max_repairs)
+        max_repairs=max_repairs, score=score)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)

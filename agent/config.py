@@ -49,6 +49,8 @@ class SessionConfig(BaseModel):
     llm_ratio: float = Field(0.2, ge=0, le=1)  # centaur: LLM share of post-warm-up trials
     llm_warmup: int = Field(10, ge=0)  # centaur: trials CMA-ES proposes alone first
     max_repairs: int = Field(2, ge=0)  # LLM methods: repair turns after an invalid answer
+    # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
+    score: Literal["printed", "harness"] | None = None
     temperature: float = Field(0.7, ge=0, allow_inf_nan=False)
 
     @field_validator("memory", "disk")
@@ -59,6 +61,12 @@ class SessionConfig(BaseModel):
 
             parse_memory(v)  # ValueError with the reason
         return v
+
+    @property
+    def scoring(self) -> str:
+        """The score in force: methods that can change code outside the block are scored
+        by the harness unless the user says otherwise."""
+        return self.score or ("harness" if self.method == "code-agent" else "printed")
 
     def save(self, path: Path) -> None:
         lines = ["# autoresearch session: `autoresearch resume` reads this file"]

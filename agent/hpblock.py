@@ -278,6 +278,42 @@ def read_block(source: str, names: list[str] | None = None) -> dict[str, Assignm
     return found
 
 
+def non_literal(source: str, names: list[str]) -> list[str]:
+    """Every binding of a searched name that is not one module-level `NAME = literal` line
+    (`float(50)`, `*=`, a tuple target, an assignment inside a block or function, ...): such a
+    value escapes the space's bounds, so a trial holding one is refused."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # read_block reports it
+    plain = {id(node) for node in tree.body if isinstance(node, ast.Assign)
+             and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
+    lines = source.splitlines()
+    problems = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)):
+            targets = [node.target]
+        else:
+            continue
+        bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        hit = sorted(bound & set(names))
+        if not hit:
+            continue
+        literal = id(node) in plain and node.value.lineno == node.value.end_lineno
+        if literal:
+            try:
+                _eval_node(node.value, {})
+            except (SpaceError, ArithmeticError, TypeError):
+                literal = False
+        if not literal:
+            text = lines[node.lineno - 1].strip()
+            problems.append(f"line {node.lineno}: `{text[:80]}` sets {', '.join(hit)} to "
+                            "something other than a literal value")
+    return problems
+
+
 def render_block(source: str, values: dict[str, Value]) -> str:
     """`source` with each named constant set to its new value; everything else untouched."""
     block = read_block(source, list(values))

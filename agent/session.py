@@ -29,7 +29,14 @@ from agent.actions import (
 )
 from agent.config import SessionConfig
 from agent.errors import UserError
-from agent.hpblock import SearchSpace, SpaceError, apply_preset, load_space, read_block
+from agent.hpblock import (
+    SearchSpace,
+    SpaceError,
+    apply_preset,
+    load_space,
+    non_literal,
+    read_block,
+)
 from agent.ledger import Ledger, atomic_write
 from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord
@@ -37,6 +44,7 @@ from agent.patching import PatchError, apply_patch
 from agent.rundir import RunDir
 from agent.workspace import Workspace
 from sandbox.base import Limits, TrialRun
+from sandbox.harness import run_scored
 from sandbox.result import TrialResult
 
 
@@ -97,6 +105,13 @@ class Session:
         if errors:
             raise SessionError("the baseline train.py lies outside its own search space: "
                                + "; ".join(errors))
+        prepare = train_dir / "prepare.py"
+        if config.scoring == "harness" and not (
+                prepare.is_file() and "def evaluate_bpb(" in prepare.read_text()):
+            raise SessionError(
+                f"--score harness scores each trial with {prepare}'s evaluate_bpb, and "
+                f"{train_dir} has none: add it, or pass --score printed to rank trials by what "
+                "train.py prints (safe only for methods that edit the block alone)")
         config = config.model_copy(update={"train_dir": str(train_dir.resolve())})
         try:
             run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +264,8 @@ class Session:
         (lost, or with gaps): then nothing is changed and the user decides."""
         notes = self.ws.notes()
         trial_refs = self.ws.trial_refs()
-        if not notes and (trial_refs or self.ledger.jsonl.exists()):
+        recorded = self.ledger.jsonl.exists() and self.ledger.jsonl.stat().st_size > 0
+        if not notes and (trial_refs or recorded):
             raise SessionError(f"{self.rd.repo} has lost its trial notes (refs/notes/results) "
                                f"but holds {len(trial_refs)} trial commits: restore that ref "
                                "(the notes are the record of results); nothing was changed")
@@ -266,6 +282,8 @@ class Session:
         expected = self.ledger.render(self.records)
         current = {path: path.read_text(errors="replace") if path.exists() else None
                    for path in expected}
+        if not self.records and not any(current.values()):
+            return  # a new session: its first trial creates the files
         if all(current[path] == text for path, text in expected.items()):
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -422,6 +440,10 @@ class Session:
         else:
             diff = action.patch
         content = apply_patch(source, diff)
+        bad = non_literal(content, self.space.names)
+        if bad:
+            raise SpaceError("hyperparameters must stay literal values in the block: "
+                             + "; ".join(bad))
         present = read_block(content)  # a code agent may have removed or renamed some
         self.space.validate({n: present[n].value for n in self.space.names if n in present})
         return diff, content
@@ -448,6 +470,9 @@ class Session:
         run = TrialRun(tree=tree, workdir=self.rd.trial(n), data_dir=data,
                        env=self.trial_env(), cache_dir=self.rd.cache)
         try:
+            if self.config.scoring == "harness":
+                return run_scored(self.sandbox, run, self.limits(),
+                                  self.space.fixed.get("SEQ_LEN"), scratch=self.rd.tmp)
             return self.sandbox.run(run, self.limits())
         finally:
             shutil.rmtree(tree.parent, ignore_errors=True)

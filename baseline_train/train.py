@@ -13,6 +13,8 @@ Environment:
     AR_GPU_MEM_FRACTION  cap on the share of GPU memory this process may allocate
     AR_COMPILE           1 to torch.compile the model; default 1 on cuda, 0 elsewhere
     AR_DATA_DIR          a prepared data folder (see prepare.py); AR_EVAL_TOKENS: val bytes
+    AR_SCORE             "harness": export the model to $AR_OUT_DIR/model.pt2 for the harness
+                         to score (val is hidden from training then) instead of evaluating
     OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
                          give the same val_bpb for the same seed and the same thread count
 """
@@ -156,6 +158,9 @@ device = pick_device()
 COMPILE = os.environ.get("AR_COMPILE", "1" if device.type == "cuda" else "0").strip()
 if COMPILE not in ("0", "1"):
     config_error(f"AR_COMPILE={COMPILE!r} must be 0 or 1")
+SCORE = os.environ.get("AR_SCORE", "printed").strip() or "printed"
+if SCORE not in ("printed", "harness"):
+    config_error(f"AR_SCORE={SCORE!r} must be printed or harness")
 
 # ---------------------------------------------------------------------------
 # GPT model: RMSNorm, rotary, QK-norm, ReLU^2 MLP, value embeddings, sliding windows
@@ -488,11 +493,28 @@ while True:
 # Evaluation and summary
 # ---------------------------------------------------------------------------
 
-with autocast:
-    val_bpb = prepare.evaluate_bpb(raw_model, DEVICE_BATCH_SIZE, SEQ_LEN, device, data_dir)
-if not math.isfinite(val_bpb):
-    print(f"FAIL: val_bpb is {val_bpb}", flush=True)
-    sys.exit(1)
+
+def export_for_harness(model, path):
+    # The harness scores a torch.export program (a graph of tensor ops: none of this file
+    # runs at scoring time), any batch size, this sequence length.
+    model.eval()
+    example = torch.randint(0, prepare.VOCAB_SIZE, (2, SEQ_LEN), device=device)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(model, (example,), dynamic_shapes={"idx": {0: batch}})
+    torch.export.save(program, path)
+
+
+if SCORE == "harness":
+    out_dir = os.environ.get("AR_OUT_DIR") or "."
+    export_for_harness(raw_model, os.path.join(out_dir, "model.pt2"))
+    val_bpb = None
+    print(f"exported the model for the harness to {out_dir}/model.pt2", flush=True)
+else:
+    with autocast:
+        val_bpb = prepare.evaluate_bpb(raw_model, DEVICE_BATCH_SIZE, SEQ_LEN, device, data_dir)
+    if not math.isfinite(val_bpb):
+        print(f"FAIL: val_bpb is {val_bpb}", flush=True)
+        sys.exit(1)
 
 tokens_per_second = timed_tokens / training_seconds if training_seconds > 0 else 0.0
 if device.type == "cuda":
@@ -510,7 +532,8 @@ else:
     mfu = 0.0  # no meaningful peak to compare with on a CPU or MPS
 
 print("---")
-print(f"val_bpb: {val_bpb:.6f}")
+if val_bpb is not None:
+    print(f"val_bpb: {val_bpb:.6f}")
 print(f"training_seconds: {training_seconds:.1f}")
 print(f"total_seconds: {time.time() - t_start:.1f}")
 print(f"peak_memory_mb: {peak_memory_mb:.1f}")

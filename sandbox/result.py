@@ -71,6 +71,9 @@ class TrialResult:
     oom_killed: bool = False
     timed_out: bool = False
     backend: str = ""
+    score: str = "printed"  # "harness": val_bpb measured by sandbox/harness_eval.py
+    printed_val_bpb: float | None = None  # what train.py printed, under harness scoring
+    score_mismatch: bool = False  # the printed val_bpb differs from the measured one
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -261,7 +261,8 @@ def test_code_agent_applies_a_scripted_diff_and_repairs_a_broken_one(tmp_path, t
     broken = ("```diff\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-THIS LINE IS NOT THERE\n"
               "+x = 1\n```\n")
     with ScriptedLLM([broken, good, broken, broken, broken]) as llm:
-        session(tmp_path, train_dir, llm, method="code-agent", trials=2).run()
+        session(tmp_path, train_dir, llm, method="code-agent", trials=2,
+                score="printed").run()
         repair = llm.requests[1]["messages"][-1]["content"]
     assert "THIS LINE IS NOT THERE" in repair  # the repair quotes the unmatched lines
     rs = records(tmp_path / "run")

@@ -80,3 +80,40 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, tra
         assert client.containers.list(all=True, filters=left) == []
     assert not list(Path(tempfile.gettempdir()).glob(f"ar-local-{proc.pid}-*"))
     assert not list((run / "tmp").glob("*"))  # trial trees of the killed session are gone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_sigterm_ends_a_session_like_ctrl_c(tmp_path, train_dir, sandbox, request):
+    """SIGTERM (what a scheduler or `kill` sends): the running trial is stopped and removed,
+    the process exits 143 with the resume hint, and resume finishes the session."""
+    if sandbox == "docker":
+        client = request.getfixturevalue("docker_client")
+        request.getfixturevalue("host_image")
+    run = tmp_path / "run"
+    proc = autoresearch("run", "--method", "random", "--trials", "3", "--sandbox", sandbox,
+                        "--train-dir", str(train_dir), "--time-budget", "30", "--run-dir",
+                        str(run), "--quiet")
+    deadline = time.monotonic() + 120
+    while not (run / "trials" / "0000" / "train.log").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert "terminated" in proc.stdout.read()
+    if sandbox == "docker":
+        from sandbox.docker import OWNER_LABEL
+
+        owner = f"{OWNER_LABEL}={socket.gethostname()}:{proc.pid}"
+        assert client.containers.list(all=True, filters={"label": [owner]}) == []
+    assert not list(Path(tempfile.gettempdir()).glob(f"ar-local-{proc.pid}-*"))
+    assert not list((run / "tmp").glob("*"))
+    out = subprocess.run(["pgrep", "-f", f"ar-local-{proc.pid}-"], capture_output=True,
+                         text=True)
+    assert out.stdout.strip() == ""  # no trial process of it is left
+    (run / "session.toml").write_text((run / "session.toml").read_text().replace(
+        "time_budget = 30.0", "time_budget = 0.001"))
+    resumed = autoresearch("resume", str(run), "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert len((run / "trials.jsonl").read_text().splitlines()) == 4

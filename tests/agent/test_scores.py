@@ -1,0 +1,82 @@
+"""Sessions scored by the harness (issue 9, point 2): the code agent's forged summary does
+not rank its trial, a look-ahead model is never best, block values must be literals."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+
+import pytest
+
+from agent.config import SessionConfig
+from agent.paths import baseline_dir
+from agent.session import Session
+from agent.testing.scripted_llm import ScriptedLLM
+
+
+def answer(old: str, new: str, why: str) -> str:
+    diff = "".join(difflib.unified_diff(old.splitlines(keepends=True),
+                                        new.splitlines(keepends=True),
+                                        "a/train.py", "b/train.py", n=2))
+    return f"{why}\n```diff\n{diff}```\n"
+
+
+def records(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_forged_and_look_ahead_trials_are_ranked_by_the_harness(tmp_path, prepared_data):
+    train_dir = tmp_path / "baseline"
+    shutil.copytree(baseline_dir(), train_dir)
+    source = (train_dir / "train.py").read_text()
+    forged = source + 'print("val_bpb: 0.000100")\n'
+    marker = "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)"
+    assert marker in source
+    look_ahead = source.replace(marker, marker.replace("is_causal=True", "is_causal=False"))
+    script = [answer(source, forged, "Report a better score."),
+              answer(source, look_ahead, "Let attention see the whole window.")]
+    with ScriptedLLM(script) as llm:
+        config = SessionConfig(method="code-agent", trials=2, sandbox="local",
+                               train_dir=str(train_dir), token_budget=16384, eval_tokens=16384,
+                               model=llm.model, api_base=llm.api_base,
+                               data_dir=str(prepared_data))
+        assert config.scoring == "harness"  # the code agent's default
+        Session.create(tmp_path / "run", config).run()
+    rs = records(tmp_path / "run")
+    assert [r["status"] for r in rs] == ["ok", "ok", "crash"], [r["result"]["reason"] for r in rs]
+    base, forge, ahead = rs
+    assert base["result"]["score"] == "harness" and 1.0 < base["val_bpb"] < 8.0
+    assert forge["result"]["printed_val_bpb"] == 0.0001 and forge["result"]["score_mismatch"]
+    assert forge["val_bpb"] > 1.0  # measured, not printed
+    assert ahead["result"]["reason"].startswith("harness: non-causal")
+    assert not ahead["is_best"] and ahead["val_bpb"] is None
+    best = min((r for r in rs if r["status"] == "ok"), key=lambda r: r["val_bpb"])
+    assert best["val_bpb"] > 1.0
+
+
+def test_a_value_that_is_not_a_literal_is_rejected_naming_the_line(tmp_path, train_dir):
+    source = (train_dir / "train.py").read_text()
+    line = next(ln for ln in source.splitlines() if ln.startswith("MATRIX_LR = "))
+    sneaky = source.replace(line, "MATRIX_LR = float(50)  # past the bound of 0.2")
+    with ScriptedLLM([answer(source, sneaky, "Hotter Muon.")] * 3) as llm:
+        config = SessionConfig(method="code-agent", trials=1, sandbox="local",
+                               train_dir=str(train_dir), time_budget=0.001, score="printed",
+                               model=llm.model, api_base=llm.api_base, max_repairs=0)
+        Session.create(tmp_path / "run", config).run()
+    trial = records(tmp_path / "run")[1]
+    assert trial["status"] == "rejected"
+    number = source.splitlines().index(line) + 1
+    assert f"line {number}: `MATRIX_LR = float(50)" in trial["result"]["reason"], trial
+    assert "literal" in trial["result"]["reason"]
+
+
+def test_harness_scoring_needs_an_evaluate_bpb(tmp_path, train_dir):
+    from agent.session import SessionError
+
+    config = SessionConfig(method="code-agent", trials=1, sandbox="local",
+                           train_dir=str(train_dir), model="openai/x", api_base="http://x")
+    with pytest.raises(SessionError, match="--score printed"):
+        Session.create(tmp_path / "run", config)
+    assert not (tmp_path / "run").exists()
