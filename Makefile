@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,local-llm
+EXTRAS ?= dev,local-llm,ray
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 

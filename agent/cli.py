@@ -87,14 +87,22 @@ def _config_or_fail(**values):
         return SessionConfig(**values)
     except ValidationError as e:
         first = e.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else "?"
-        option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
-        shown = values.get(key)
         msg = first["msg"].removeprefix("Value error, ")
-        raise fail(f"{option} {shown!r}: {msg}", 2) from None
+        if not first["loc"]:  # a rule between options
+            raise fail(msg, 2) from None
+        key = str(first["loc"][0])
+        option = OPTION_OF.get(key, "--" + key.replace("_", "-"))
+        raise fail(f"{option} {values.get(key)!r}: {msg}", 2) from None
 
 
 OPTION_OF = {"budget_s": "--budget"}
+
+
+def _default(name: str):
+    """A run option's default: the one in SessionConfig (defaults are defined once)."""
+    from agent.config import SessionConfig
+
+    return SessionConfig.model_fields[name].default
 
 
 def _gpu_ids(text: str) -> list[int]:
@@ -127,13 +135,23 @@ def run(
     trial_timeout: float | None = typer.Option(None, "--trial-timeout", help="Hard s/trial."),
     memory: str | None = typer.Option(None, "--memory",
                                       help="Host memory per trial (default: the preset's)."),
-    disk: str = typer.Option("10g", "--disk", help="What a trial may write into out/."),
+    disk: str = typer.Option(_default("disk"), "--disk", help="What a trial may write."),
     gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
-    workers: int = typer.Option(1, "--workers", help="Trials at once (1 in this version)."),
+    workers: int = typer.Option(_default("workers"), "--workers", help="Trials at once."),
+    gpus_per_trial: int | None = typer.Option(None, "--gpus-per-trial",
+                                              help="GPUs each trial gets (default 1)."),
+    cpus: float | None = typer.Option(None, "--cpus", help="CPU cores per trial."),
+    executor: str = typer.Option(_default("executor"), "--executor",
+                                 help="serial, pool (this host) or ray (a cluster)."),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="auto or ray://HOST:PORT (default: local)."),
     eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
-    llm_ratio: float = typer.Option(0.2, "--llm-ratio", help="centaur: LLM share of trials."),
-    llm_warmup: int = typer.Option(10, "--llm-warmup", help="centaur: CMA-ES-only trials."),
-    max_repairs: int = typer.Option(2, "--max-repairs", help="LLM repair turns per trial."),
+    llm_ratio: float = typer.Option(_default("llm_ratio"), "--llm-ratio",
+                                    help="centaur: LLM share of trials."),
+    llm_warmup: int = typer.Option(_default("llm_warmup"), "--llm-warmup",
+                                   help="centaur: CMA-ES-only trials."),
+    max_repairs: int = typer.Option(_default("max_repairs"), "--max-repairs",
+                                    help="LLM repair turns per trial."),
     score: str | None = typer.Option(
         None, "--score", help="printed or harness (default: harness for code-agent)."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
@@ -148,8 +166,6 @@ def run(
 
     if method not in METHODS:
         raise fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}", 2)
-    if workers != 1:
-        raise fail("--workers above 1 is not available yet: run one session per GPU", 2)
     try:
         budget_s = parse_duration(budget) if budget else None
     except ValueError as e:
@@ -163,8 +179,9 @@ def run(
         train_dir=str(train_dir) if train_dir else "", model=model, api_base=api_base,
         sandbox=sandbox, time_budget=time_budget, token_budget=token_budget,
         trial_timeout=trial_timeout, memory=memory, disk=disk, gpus=_gpu_ids(gpus),
-        workers=workers, eval_tokens=eval_tokens, llm_ratio=llm_ratio, llm_warmup=llm_warmup,
-        max_repairs=max_repairs, score=score)
+        workers=workers, gpus_per_trial=gpus_per_trial, cpus=cpus, executor=executor,
+        ray_address=ray_address, eval_tokens=eval_tokens, llm_ratio=llm_ratio,
+        llm_warmup=llm_warmup, max_repairs=max_repairs, score=score)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)
@@ -201,10 +218,11 @@ def resume(
     _run_session(session)
 
 
-def _records(run_dir: Path, rebuild: bool = False) -> list[dict]:
-    """The ledger's records; from the git notes when asked (rewriting the ledger, under the
-    folder's lock) or when the ledger cannot be read (then nothing is written)."""
+def _records(run_dir: Path, rebuild: bool = False) -> list:
+    """The session's TrialNotes from the ledger; from the git notes when asked (rewriting the
+    ledger, under the folder's lock) or when the ledger cannot be read (nothing written)."""
     from agent.ledger import Ledger
+    from agent.note import TrialNote
     from agent.rundir import RunDir
     from agent.workspace import Workspace
 
@@ -215,17 +233,18 @@ def _records(run_dir: Path, rebuild: bool = False) -> list[dict]:
     if not rebuild and ledger.jsonl.exists():
         try:
             return ledger.records()
-        except ValueError:
+        except (ValueError, TypeError):
             typer.echo(f"warning: {ledger.jsonl} has a broken line: read from the git notes; "
                        f"`autoresearch replay {run_dir} --rebuild` repairs it", err=True)
     try:
-        records = sorted(Workspace(rd.repo).notes().values(), key=lambda r: r["trial"])
+        notes = sorted((TrialNote.from_dict(r) for r in Workspace(rd.repo).notes().values()),
+                       key=lambda n: n.trial)
         if rebuild or not ledger.jsonl.exists():
             with rd:
-                ledger.rewrite(records)
+                ledger.rewrite(notes)
     except UserError as e:
         raise fail(str(e), 2) from None
-    return records
+    return notes
 
 
 @app.command()
@@ -247,17 +266,17 @@ def replay(
     records = _records(run_dir, rebuild)
     rows = replay_rows(records)
     if trial is not None:
-        picked = [r for r in records if r["trial"] == trial]
+        picked = [r for r in records if r.trial == trial]
         if not picked:
             raise fail(f"{run_dir} has no trial {trial} (it has 0..{len(records) - 1})", 2)
         if as_json:
-            typer.echo(json.dumps(picked[0], sort_keys=True))
+            typer.echo(json.dumps(picked[0].to_dict(), sort_keys=True))
             return
         console = Console()
         console.print(replay_table(replay_rows(picked), f"{run_dir} trial {trial}",
                                    console.width))
         if show_diff:
-            console.print(Syntax(picked[0].get("diff") or "(no diff: the baseline)", "diff"))
+            console.print(Syntax(picked[0].diff or "(no diff: the baseline)", "diff"))
             log = run_dir / "trials" / f"{trial:04d}" / "train.log"
             if log.exists():
                 tail = log.read_text(errors="replace").splitlines()[-25:]

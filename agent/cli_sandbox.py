@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.errors import fail
+from sandbox.base import Limits
 
 sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)
 console = Console()
@@ -130,8 +131,8 @@ def try_(
     directory: Path = typer.Argument(..., help="Folder holding train.py (and prepare.py)."),
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
     timeout: float = typer.Option(900.0, "--timeout", help="Hard wall-clock limit, seconds."),
-    memory: str = typer.Option("8g", "--memory", help="Host memory limit, e.g. 512m, 8g."),
-    disk: str = typer.Option("10g", "--disk", help="What the trial may write into out/."),
+    memory: str = typer.Option(Limits.memory, "--memory", help="Host memory, e.g. 512m, 8g."),
+    disk: str = typer.Option(Limits.disk, "--disk", help="What the trial may write into out/."),
     time_budget: float | None = typer.Option(None, "--time-budget", help="TIME_BUDGET, s."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="AR_TOKEN_BUDGET."),
     seed: int = typer.Option(42, "--seed", help="AR_SEED."),

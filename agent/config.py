@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import UserError
+from sandbox.base import Limits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,10 +41,15 @@ class SessionConfig(BaseModel):
     # hard limit per trial; None: 3 * time budget + 120
     trial_timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     memory: str | None = None  # host memory per trial; None: the preset's, else Limits'
-    disk: str = "10g"  # what a trial may write into its out/ folder
+    disk: str = Limits.disk  # what a trial may write into its out/ folder
     gpus: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     gpu_mem_fraction: float | None = Field(None, gt=0, le=1)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1)  # trials at once
+    executor: Literal["serial", "pool", "ray"] = "pool"  # pool with 1 worker runs serially
+    ray_address: str | None = None  # --executor ray: "auto", "ray://HOST:PORT"; None: local
+    # GPUs each trial gets: of --gpus on this host (default 1), or from Ray (default none)
+    gpus_per_trial: int | None = Field(None, ge=1)
+    cpus: float | None = Field(None, gt=0, allow_inf_nan=False)  # CPU share of each trial
     data_dir: str | None = None  # the prepared data, filled in at session start
     eval_tokens: int | None = Field(None, gt=0)  # AR_EVAL_TOKENS (None: prepare.py's)
     llm_ratio: float = Field(0.2, ge=0, le=1)  # centaur: LLM share of post-warm-up trials
@@ -61,6 +67,14 @@ class SessionConfig(BaseModel):
 
             parse_memory(v)  # ValueError with the reason
         return v
+
+    @model_validator(mode="after")
+    def _slots(self):
+        per = self.gpus_per_trial or 1
+        if self.gpus and self.executor != "ray" and self.workers * per > len(self.gpus):
+            raise ValueError(f"{self.workers} workers x {per} GPUs per trial need "
+                             f"{self.workers * per} GPUs, --gpus names {len(self.gpus)}")
+        return self
 
     @property
     def scoring(self) -> str:

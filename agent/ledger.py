@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from agent.note import TrialNote
+
 TSV_COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "trial", "method",
                "wall_s", "training_s", "best_val_bpb", "reason"]
 
@@ -21,48 +23,51 @@ class Ledger:
         self.tsv = self.run_dir / "results.tsv"
         self.jsonl = self.run_dir / "trials.jsonl"
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[TrialNote]:
+        """The notes in trials.jsonl, sorted by trial; ValueError on a broken line."""
         if not self.jsonl.exists():
             return []
         with self.jsonl.open() as f:
-            return [json.loads(line) for line in f if line.strip()]
+            notes = [TrialNote.from_dict(json.loads(line)) for line in f if line.strip()]
+        return sorted(notes, key=lambda n: n.trial)
 
-    def append(self, record: dict) -> None:
+    def append(self, note: TrialNote) -> None:
         new = not self.tsv.exists()
         with self.tsv.open("a") as f:
             if new:
                 f.write("\t".join(TSV_COLUMNS) + "\n")
-            f.write(tsv_row(record) + "\n")
+            f.write(tsv_row(note) + "\n")
         with self.jsonl.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(json.dumps(note.to_dict(), sort_keys=True) + "\n")
 
-    def render(self, records: list[dict]) -> dict[Path, str]:
-        """The text of both files for `records`, sorted by trial."""
-        records = sorted(records, key=lambda r: r["trial"])
+    def render(self, notes: list[TrialNote]) -> dict[Path, str]:
+        """The text of both files for `notes`, sorted by trial."""
+        notes = sorted(notes, key=lambda n: n.trial)
         return {self.tsv: "\t".join(TSV_COLUMNS) + "\n"
-                + "".join(tsv_row(r) + "\n" for r in records),
-                self.jsonl: "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)}
+                + "".join(tsv_row(n) + "\n" for n in notes),
+                self.jsonl: "".join(json.dumps(n.to_dict(), sort_keys=True) + "\n"
+                                    for n in notes)}
 
-    def rewrite(self, records: list[dict]) -> None:
-        """Replace both files with `records` (atomic per file)."""
-        for path, text in self.render(records).items():
+    def rewrite(self, notes: list[TrialNote]) -> None:
+        """Replace both files with `notes` (atomic per file)."""
+        for path, text in self.render(notes).items():
             atomic_write(path, text)
 
 
-def tsv_row(record: dict) -> str:
-    result = record.get("result") or {}
+def tsv_row(note: TrialNote) -> str:
+    result = note.result or {}
     peak = result.get("peak_memory_mb")
     cells = {
-        "commit": record["commit"][:7],
-        "val_bpb": _num(record.get("val_bpb"), 6),
+        "commit": note.commit[:7],
+        "val_bpb": _num(note.val_bpb, 6),
         "memory_gb": _num(peak / 1024 if peak else None, 2),
-        "status": record["status"],
-        "description": record.get("rationale") or "",
-        "trial": str(record["trial"]),
-        "method": record.get("method", ""),
+        "status": note.status,
+        "description": note.rationale or "",
+        "trial": str(note.trial),
+        "method": note.method,
         "wall_s": _num(result.get("wall_s"), 1),
         "training_s": _num(result.get("training_s"), 1),
-        "best_val_bpb": _num(record.get("best_val_bpb"), 6),
+        "best_val_bpb": _num(note.best_val_bpb, 6),
         "reason": result.get("reason") or "",
     }
     return "\t".join(_clean(cells[c]) for c in TSV_COLUMNS)

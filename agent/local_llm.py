@@ -114,3 +114,20 @@ class LocalModelServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def connect(config, log_path: Path, note=lambda text: None):
+    """(client, server) for a session's settings: the `--model` it names (no server), or the
+    built-in model on a server started here (the caller stops it)."""
+    from agent.llm import LLM, LLMConfig
+
+    if config.model:
+        return LLM(LLMConfig(config.model, config.api_base,
+                             temperature=config.temperature)), None
+    note("starting the built-in model (SmolLM2-135M-Instruct, llama.cpp)")
+    server = LocalModelServer(log_path=log_path)
+    server.start()
+    # a 135M model has no tool calling: the schema goes into the prompt instead
+    return LLM(LLMConfig(server.model, server.api_base, tools=False, max_tokens=256,
+                         temperature=config.temperature, compact=True,
+                         structured=True)), server

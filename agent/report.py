@@ -43,16 +43,15 @@ class RichReporter:
     def running(self, n: int, action) -> None:
         self.progress.update(self.task, description=f"trial {n}")
 
-    def finished(self, r: dict) -> None:
-        style = STATUS_STYLE.get(r["status"], "white")
-        val = f"{r['val_bpb']:.6f}" if r["val_bpb"] is not None else "-"
-        best = f"{r['best_val_bpb']:.6f}" if r["best_val_bpb"] is not None else "-"
-        star = " [bold green]new best[/bold green]" if r["is_best"] else ""
-        reason = (r.get("result") or {}).get("reason") or ""
-        extra = f" [dim]{reason[:80]}[/dim]" if r["status"] != "ok" and reason else ""
+    def finished(self, note) -> None:
+        style = STATUS_STYLE.get(note.status, "white")
+        val = f"{note.val_bpb:.6f}" if note.val_bpb is not None else "-"
+        best = f"{note.best_val_bpb:.6f}" if note.best_val_bpb is not None else "-"
+        star = " [bold green]new best[/bold green]" if note.is_best else ""
+        extra = f" [dim]{note.reason[:80]}[/dim]" if note.status != "ok" and note.reason else ""
         self.console.print(
-            f"trial {r['trial']:>4}  [{style}]{r['status']:<9}[/{style}] val_bpb {val}  "
-            f"best {best}  [dim]{r.get('rationale', '')[:60]}[/dim]{star}{extra}")
+            f"trial {note.trial:>4}  [{style}]{note.status:<9}[/{style}] val_bpb {val}  "
+            f"best {best}  [dim]{note.rationale[:60]}[/dim]{star}{extra}")
         self.progress.update(self.task, advance=1, best=f"best {best}")
 
     def stop(self) -> None:
@@ -69,19 +68,18 @@ def diffstat(diff: str) -> tuple[int, int]:
     return added, removed
 
 
-def replay_rows(records: list[dict]) -> list[dict]:
+def replay_rows(notes: list) -> list[dict]:
     """The stable `replay --json` rows (documented in README)."""
     rows = []
-    for r in records:
-        added, removed = diffstat(r.get("diff") or "")
-        result = r.get("result") or {}
+    for n in notes:
+        added, removed = diffstat(n.diff or "")
+        result = n.result or {}
         rows.append({
-            "trial": r["trial"], "commit": r["commit"], "method": r.get("method"),
-            "status": r["status"], "val_bpb": r.get("val_bpb"),
-            "best_val_bpb": r.get("best_val_bpb"), "is_best": r.get("is_best", False),
-            "added": added, "removed": removed, "rationale": r.get("rationale", ""),
+            "trial": n.trial, "commit": n.commit, "method": n.method, "status": n.status,
+            "val_bpb": n.val_bpb, "best_val_bpb": n.best_val_bpb, "is_best": n.is_best,
+            "added": added, "removed": removed, "rationale": n.rationale,
             "reason": result.get("reason", ""), "wall_s": result.get("wall_s"),
-            "overhead_s": result.get("overhead_s"), "config": r.get("config"),
+            "overhead_s": result.get("overhead_s"), "config": n.config,
         })
     return rows
 
@@ -126,30 +124,28 @@ def replay_table(rows: list[dict], title: str, width: int = 120) -> Table:
     return table
 
 
-def compare_row(run_dir: Path, config, records: list[dict], elapsed_s: float | None) -> dict:
+def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> dict:
     """The stable `compare --json` row of one run (documented in README)."""
-    ran = [r for r in records if r["trial"] > 0]
-    ok = [r for r in records if r["status"] == "ok"]
-    best = min(ok, key=lambda r: r["val_bpb"]) if ok else None
-    baseline = next((r for r in records if r["trial"] == 0), None)
-    overheads = [o for r in records if (o := (r.get("result") or {}).get("overhead_s"))
-                 is not None]
+    ran = [n for n in notes if n.trial > 0]
+    ok = [n for n in notes if n.status == "ok"]
+    best = min(ok, key=lambda n: n.val_bpb) if ok else None
+    baseline = next((n for n in notes if n.trial == 0), None)
+    overheads = [o for n in notes if (o := (n.result or {}).get("overhead_s")) is not None]
     return {
         "run": str(run_dir), "method": config.method, "seed": config.seed,
         "trials": len(ran),
-        "best_val_bpb": best["val_bpb"] if best else None,
-        "best_trial": best["trial"] if best else None,
-        "baseline_val_bpb": baseline["val_bpb"] if baseline else None,
-        "failed_share": (sum(r["status"] != "ok" for r in ran) / len(ran)) if ran else 0.0,
-        "statuses": {s: sum(r["status"] == s for r in records)
-                     for s in sorted({r["status"] for r in records})},
-        "wall_s": elapsed_s if elapsed_s is not None else sum(r.get("wall_s", 0)
-                                                              for r in records),
-        "prompt_tokens": sum((r.get("tokens") or {}).get("prompt", 0) for r in records),
-        "completion_tokens": sum((r.get("tokens") or {}).get("completion", 0) for r in records),
-        "cost_usd": sum(r.get("cost_usd") or 0.0 for r in records),
-        "llm_proposals": sum(r.get("llm_valid") is not None for r in records),
-        "llm_valid": sum(r.get("llm_valid") is True for r in records),
+        "best_val_bpb": best.val_bpb if best else None,
+        "best_trial": best.trial if best else None,
+        "baseline_val_bpb": baseline.val_bpb if baseline else None,
+        "failed_share": (sum(n.status != "ok" for n in ran) / len(ran)) if ran else 0.0,
+        "statuses": {s: sum(n.status == s for n in notes)
+                     for s in sorted({n.status for n in notes})},
+        "wall_s": elapsed_s if elapsed_s is not None else sum(n.wall_s or 0 for n in notes),
+        "prompt_tokens": sum((n.tokens or {}).get("prompt", 0) for n in notes),
+        "completion_tokens": sum((n.tokens or {}).get("completion", 0) for n in notes),
+        "cost_usd": sum(n.cost_usd or 0.0 for n in notes),
+        "llm_proposals": sum(n.llm_valid is not None for n in notes),
+        "llm_valid": sum(n.llm_valid is True for n in notes),
         # seconds around training (start, compile, data, eval): the first ok trial fills the
         # compile cache, the later ones should pay less
         "overhead_first_s": overheads[0] if overheads else None,

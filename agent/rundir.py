@@ -12,6 +12,7 @@ process fail at once with a line naming the holder.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -118,6 +119,22 @@ class RunDir:
     def __exit__(self, *exc) -> None:
         self.unlock()
 
+    def load_clock(self) -> float | None:
+        """Seconds the session ran before; None when clock.json is unreadable."""
+        try:
+            elapsed = json.loads(self.clock_json.read_text())["elapsed_s"]
+        except FileNotFoundError:
+            return 0.0
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+        return float(elapsed) if isinstance(elapsed, (int, float)) and elapsed >= 0 else None
+
+    def save_clock(self, elapsed: float) -> None:
+        from agent.ledger import atomic_write
+
+        atomic_write(self.clock_json, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
+
     def clear_tmp(self) -> None:
-        """Remove what a killed process left in tmp/ (only while holding the lock)."""
+        """Empty tmp/ of what a killed process left (only while holding the lock)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(exist_ok=True)

@@ -183,6 +183,11 @@ class Workspace:
                 os.chmod(os.path.join(root, f), 0o644)
         return dest
 
+    def archive(self, commit: str) -> bytes:
+        """The commit's files as an uncompressed tar (what a trial runs)."""
+        return subprocess.run(["git", "archive", "--format=tar", commit], cwd=self.path,
+                              capture_output=True, check=True).stdout
+
     def diff(self, a: str, b: str, stat: bool = False) -> str:
         args = ["--stat"] if stat else []
         return self.git.diff(*args, a, b)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.config import SessionConfig  # noqa: E402
 from agent.ledger import Ledger  # noqa: E402
+from agent.note import TrialNote  # noqa: E402
 
 TRAIN = "DEPTH = {d}  # layers\nMATRIX_LR = {lr}  # muon\n"
 
@@ -76,7 +77,7 @@ def make_run(root: Path, n: int) -> Path:
             shas[int(name.rsplit("/", 1)[1])] = sha
     for i, record in enumerate(records):
         record["commit"] = shas.get(i, "0" * 40)
-    Ledger(run).rewrite(records)
+    Ledger(run).rewrite([TrialNote.from_dict(r) for r in records])
     return run
 
 

@@ -34,6 +34,7 @@ class Limits:
     gpus: tuple[int, ...] = ()
     gpu_mem_fraction: float | None = None
     disk: str = "10g"  # what the trial may write into out/ (and its temp folder)
+    cpuset: tuple[int, ...] = ()  # the cores this trial may run on (a parallel slot's own)
     log_cap_bytes: int = 32 * 2**20  # head of the log kept on disk; the tail is kept too
 
     @property
@@ -97,7 +98,35 @@ def trial_env(run: TrialRun, limits: Limits) -> dict[str, str]:
     return env
 
 
+CANCELLED = "cancelled: the session stopped while it ran"
+
+
+def wait_for(wait, timeout_error, deadline: float, cancel=None, not_found=None) -> str:
+    """Call `wait(timeout)` until it returns ("exited"), the deadline passes ("timeout") or
+    `cancel` is set ("cancelled"); short waits, so a cancel is seen within a second."""
+    import time
+
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        asked = time.monotonic()
+        try:
+            wait(min(remaining, 1.0) if cancel is not None else remaining)
+            return "exited"
+        except timeout_error as e:
+            if not_found is not None and isinstance(e, not_found):
+                raise
+            if time.monotonic() - asked < 0.05:  # failed at once (no engine?): do not spin
+                time.sleep(0.2)
+
+
 class Sandbox(Protocol):
+    """Runs one trial in isolation. `cancel` (a threading.Event) stops it early: the session
+    is stopping and will not record the result."""
+
     name: str
 
-    def run(self, run: TrialRun, limits: Limits) -> TrialResult: ...
+    def run(self, run: TrialRun, limits: Limits, cancel=None) -> TrialResult: ...

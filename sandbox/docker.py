@@ -23,11 +23,21 @@ import docker
 import docker.errors
 from docker.types import DeviceRequest, LogConfig, Mount
 
-from sandbox.base import LABEL, Limits, SandboxError, TrialRun, cache_env, trial_env
+from sandbox.base import (
+    CANCELLED,
+    LABEL,
+    Limits,
+    SandboxError,
+    TrialRun,
+    cache_env,
+    trial_env,
+    wait_for,
+)
 from sandbox.diskguard import DiskGuard
 from sandbox.gpus import GPUError, device_passthrough, toolkit_available
 from sandbox.images.host import HOST_IMAGE, TRIAL_GID, TRIAL_UID, host_mounts
 from sandbox.logsink import LogSink
+from sandbox.reaper import alive
 from sandbox.result import TrialResult, build_result
 
 GPU_IMAGE = "autoresearch-sandbox/gpu:1"
@@ -58,7 +68,7 @@ def cleanup_orphans(client: docker.DockerClient) -> list[str]:
     host = socket.gethostname()
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}=trial"}):
         owner_host, _, pid = c.labels.get(OWNER_LABEL, ":").partition(":")
-        if owner_host == host and pid.isdigit() and _alive(int(pid)):
+        if owner_host == host and pid.isdigit() and alive(int(pid)):
             continue
         if owner_host not in (host, ""):
             continue  # another machine's session sharing this engine: not ours to judge
@@ -68,16 +78,6 @@ def cleanup_orphans(client: docker.DockerClient) -> list[str]:
         except docker.errors.NotFound:
             pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DockerSandbox:
@@ -110,7 +110,7 @@ class DockerSandbox:
         return "device-nodes", (f"{why}: /dev/nvidia* nodes and the driver's libraries are "
                                 "passed in read-only instead")
 
-    def run(self, run: TrialRun, limits: Limits) -> TrialResult:
+    def run(self, run: TrialRun, limits: Limits, cancel=None) -> TrialResult:
         workdir = Path(run.workdir)
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ class DockerSandbox:
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
         container = disk = None
-        timed_out = oom_killed = False
+        timed_out = oom_killed = cancelled = False
         exit_code = None
         try:
             options = self._options(limits, env, mounts)
@@ -152,15 +152,21 @@ class DockerSandbox:
             reader.start()
             container.start()
             disk = DiskGuard([out], limits.disk_bytes, lambda: _kill(container)).start()
-            remaining = limits.timeout_s - (time.monotonic() - start)
-            try:
-                exit_code = container.wait(timeout=max(remaining, 0.1))["StatusCode"]
+            codes: list = []
+
+            def wait_exit(timeout):
+                codes.append(container.wait(timeout=timeout)["StatusCode"])
+            try:  # requests' ReadTimeout / ConnectionError: the short wait ran out
+                outcome = wait_for(wait_exit, Exception, start + limits.timeout_s, cancel,
+                                   not_found=docker.errors.NotFound)
             except docker.errors.NotFound:  # removed behind our back (docker rm -f)
-                exit_code = None
-            except Exception:  # requests' ReadTimeout / ConnectionError: our clock ran out
-                timed_out = True
+                outcome = "gone"
+            timed_out, cancelled = outcome == "timeout", outcome == "cancelled"
+            if timed_out or cancelled:
                 _kill(container)
                 exit_code = container.wait(timeout=30)["StatusCode"]
+            else:
+                exit_code = codes[-1] if codes else None
             try:
                 container.reload()
                 oom_killed = bool(container.attrs["State"].get("OOMKilled"))
@@ -187,6 +193,8 @@ class DockerSandbox:
         if disk is not None and disk.exceeded and not oom_killed:
             result.status, result.val_bpb = "crash", None
             result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"
+        elif cancelled:
+            result.status, result.val_bpb, result.reason = "crash", None, CANCELLED
         return result
 
     def _options(self, limits: Limits, env: dict[str, str], mounts: list[Mount]) -> dict:
@@ -202,6 +210,8 @@ class DockerSandbox:
         )
         if limits.cpus:
             options["nano_cpus"] = int(limits.cpus * 1e9)
+        if limits.cpuset:
+            options["cpuset_cpus"] = ",".join(str(c) for c in limits.cpuset)
         if limits.gpus and self.gpu_mode()[0] == "toolkit":
             options["device_requests"] = [DeviceRequest(
                 device_ids=[str(g) for g in limits.gpus], capabilities=[["gpu"]])]

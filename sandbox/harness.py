@@ -30,9 +30,9 @@ MISMATCH = 1e-2  # bf16 training vs fp32 scoring differ by less than this on an 
 
 
 def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = None,
-               scratch: Path | None = None) -> TrialResult:
+               scratch: Path | None = None, cancel=None) -> TrialResult:
     trained = sandbox.run(replace(run, hide_val=True,
-                                  env={**run.env, "AR_SCORE": "harness"}), limits)
+                                  env={**run.env, "AR_SCORE": "harness"}), limits, cancel)
     trained.score = "harness"
     printed = trained.metrics.get("val_bpb")
     trained.printed_val_bpb = printed if isinstance(printed, float) else None
@@ -54,7 +54,7 @@ def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = Non
             env["AR_EVAL_SEQ_LEN"] = str(seq_len)
         evaluated = sandbox.run(TrialRun(tree=tree, workdir=Path(run.workdir) / "eval",
                                          data_dir=run.data_dir, env=env,
-                                         script="ar_evaluate.py"), limits)
+                                         script="ar_evaluate.py"), limits, cancel)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return merge(trained, evaluated)

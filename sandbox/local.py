@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.base import Limits, TrialRun, cache_env, trial_env
+from sandbox.base import CANCELLED, Limits, TrialRun, cache_env, trial_env, wait_for
 from sandbox.diskguard import DiskGuard
 from sandbox.images.host import TRIAL_GID, TRIAL_UID, interpreter_roots
 from sandbox.logsink import LogSink
@@ -58,18 +58,18 @@ class LocalSandbox:
         self.isolated = isolate == "auto" and os.geteuid() == 0 and sys.platform == "linux"
         _remove_stale_stages()
 
-    def run(self, run: TrialRun, limits: Limits) -> TrialResult:
+    def run(self, run: TrialRun, limits: Limits, cancel=None) -> TrialResult:
         workdir = Path(run.workdir)
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
         try:
-            return self._run(run, limits, workdir, out, stage)
+            return self._run(run, limits, workdir, out, stage, cancel)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
     def _run(self, run: TrialRun, limits: Limits, workdir: Path, out: Path,
-             stage: Path) -> TrialResult:
+             stage: Path, cancel) -> TrialResult:
         stage.chmod(0o755)
         src = stage / "src"
         shutil.copytree(run.tree, src, ignore=shutil.ignore_patterns("__pycache__", ".git"))
@@ -115,6 +115,8 @@ class LocalSandbox:
         def in_child() -> None:  # runs in the child between fork and exec
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             guard.enter()
+            if limits.cpuset:  # this slot's own cores (parallel trials on a CPU host)
+                os.sched_setaffinity(0, limits.cpuset)
             if not self.isolated:  # the launcher sets it itself, after changing uid
                 _die_with_parent()
 
@@ -135,10 +137,9 @@ class LocalSandbox:
         reader = threading.Thread(target=_pump, args=(proc.stdout, sink), daemon=True)
         reader.start()
         try:
-            try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            outcome = wait_for(proc.wait, subprocess.TimeoutExpired, start + limits.timeout_s,
+                               cancel)
+            timed_out, cancelled = outcome == "timeout", outcome == "cancelled"
         finally:
             _kill_group(proc.pid)  # also on Ctrl-C, and stragglers after a normal exit
             proc.wait()
@@ -161,6 +162,8 @@ class LocalSandbox:
         elif disk.exceeded:
             result.status, result.val_bpb = "crash", None
             result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"
+        elif cancelled:
+            result.status, result.val_bpb, result.reason = "crash", None, CANCELLED
         return result
 
     def _data(self, data: Path, hide_val: bool, stage: Path,

@@ -23,23 +23,17 @@ from __future__ import annotations
 import math
 
 from agent.actions import Action, EditHyperparameters, NoAction
+from agent.config import SessionConfig
 from agent.hpblock import SearchSpace, Value
-from agent.optimizers.base import TrialRecord
+from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.cmaes import CMAES
-from agent.optimizers.encoding import trimmed
-from agent.optimizers.llm_common import (
-    EDIT,
-    converse,
-    edit_tool,
-    edit_validator,
-    example_values,
-    history_view,
-    render,
-)
-from agent.optimizers.llm_seat import LLMSeat
+from agent.optimizers.llm_common import EDIT, edit_tool, edit_validator, example_values
+from agent.optimizers.llm_seat import MAX_REPAIRS, LLMSeat
 
-RATIO = 0.2  # the paper's ablation: 0.1-0.2 did best, 0.8 clearly worse
-WARMUP = 10  # trials CMA-ES proposes alone first, as published
+# the paper's ablation: a ratio of 0.1-0.2 did best, 0.8 clearly worse; 10 trials of CMA-ES
+# alone first, as published (SessionConfig holds the defaults, once)
+RATIO = SessionConfig.model_fields["llm_ratio"].default
+WARMUP = SessionConfig.model_fields["llm_warmup"].default
 
 
 class Centaur:
@@ -47,14 +41,14 @@ class Centaur:
     failure_policy = CMAES.failure_policy + " LLM proposals are told back the same way."
 
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value], llm=None,
-                 ratio: float = RATIO, warmup: int = WARMUP, max_repairs: int = 2,
+                 ratio: float = RATIO, warmup: int = WARMUP, max_repairs: int = MAX_REPAIRS,
                  **cma_options: object):
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"--llm-ratio {ratio} must lie in [0, 1]")
-        self.space, self.seed, self.baseline = space, seed, baseline
+        self.space, self.seed = space, seed
         self.cmaes = CMAES(space, seed, baseline, **cma_options)
         self.ratio, self.warmup = ratio, warmup
-        self.seat = LLMSeat(llm, max_repairs)
+        self.seat = LLMSeat.seat(self, llm, max_repairs)
 
     def is_llm_turn(self, trial: int) -> bool:
         i = trial - self.warmup - 1
@@ -62,28 +56,18 @@ class Centaur:
             return False
         return math.floor((i + 1) * self.ratio) > math.floor(i * self.ratio)
 
-    def ask(self, history: list[TrialRecord]) -> Action:
-        trial = len(history)  # trial 0 is the baseline, so n finished trials -> trial n
-        if not self.is_llm_turn(trial):
-            return self.cmaes.ask(history)
-        return self._ask_llm(history, trial)
-
-    def _ask_llm(self, history: list[TrialRecord], trial: int) -> Action:
-        llm, ctx = self.seat.require()
+    def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
+            ctx: TrialContext) -> Action:
+        if not self.is_llm_turn(ctx.trial):  # the ratio counts trials, whoever runs them
+            return self.cmaes.ask(history, pending, ctx)
+        if ctx.replay is not None:  # the recorded answer is already the full configuration
+            return self.seat.propose("centaur.j2", history, pending, ctx, [], (EDIT,), None)
         state = self.shared_state()
-        tools = llm.supports_tools()
-        prompt = render("centaur.j2", space=self.space, ctx=ctx,
-                        hist=history_view(history, llm), tools=tools,
-                        example=example_values(self.space, state["candidate"]), **state)
-        messages = [{"role": "system", "content": render("system.j2")},
-                    {"role": "user", "content": prompt}]
         base = state["candidate"]
-        proposal = converse(llm, messages, [edit_tool(self.space)], (EDIT,),
-                            edit_validator(self.space, base), self.seat.max_repairs,
-                            self.seat.calls)
-        self.seat.proposals += 1
-        self.seat.valid += proposal.valid
-        action = proposal.action
+        action = self.seat.propose(
+            "centaur.j2", history, pending, ctx, [edit_tool(self.space)], (EDIT,),
+            edit_validator(self.space, base, pending), space=self.space,
+            example=example_values(self.space, base), **state)
         if isinstance(action, EditHyperparameters):  # full config: what CMA-ES will learn
             action = EditHyperparameters({**base, **action.values},
                                          f"centaur llm: {action.rationale}")
@@ -98,16 +82,8 @@ class Centaur:
                 "mean_real": self.cmaes.mean_config(), "sigma": self.cmaes.sigma,
                 "covariance": self.cmaes.covariance.tolist(), "candidate": self.cmaes.peek()}
 
-    def replay_ask(self, history: list[TrialRecord], recorded: Action) -> Action:
-        if self.is_llm_turn(len(history)):
-            return recorded
-        return self.cmaes.ask(history)
-
-    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
-        return [self.ask(history) for _ in range(k)]
-
     def tell(self, action: Action, record: TrialRecord) -> None:
         if isinstance(action, NoAction):
-            self.cmaes.seen.append(trimmed(record))  # counts for failure values, teaches nothing
+            self.cmaes.memory.remember(record)  # counts for failure values, teaches nothing
             return
         self.cmaes.tell(action, record)

@@ -9,17 +9,8 @@ from cmaes import CMA
 
 from agent.actions import Action, EditHyperparameters
 from agent.hpblock import SearchSpace, SpaceError, Value
-from agent.optimizers.base import TrialRecord, failure_value
-from agent.optimizers.encoding import (
-    MAX_ATTEMPTS,
-    Encoding,
-    Observation,
-    config_key,
-    told_config,
-    told_value,
-    trimmed,
-    unmeetable,
-)
+from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, unmeetable
 
 # Initial step size in the unit cube: one standard deviation is a fifth of every range (a
 # fifth of each log range for learning rates), so the first generation explores around the
@@ -36,8 +27,8 @@ class CMAES:
     configuration (not by order), and once a generation's worth (population_size) of (x, value)
     pairs is collected they go to `CMA.tell`. A told configuration that was not asked (the
     baseline; Centaur's LLM proposals) is encoded and counted as a member of the generation.
-    `ask_batch(k)` returns k candidates of the current distribution; when k is more than the
-    generation has slots left, the later ones are counted into the next generation.
+    Asks made while earlier ones still run (parallel workers) are further members of the
+    current generation; beyond its size they are counted into the next one.
     A candidate that breaks a constraint of the space is told as a failure at once and
     CMA-ES samples again, without spending a trial (at most 100 samples, then RuntimeError).
 
@@ -59,18 +50,19 @@ class CMAES:
                  sigma0: float = SIGMA0, population_size: int | None = None):
         self.space = space
         self.seed = int(seed)
-        self.baseline = dict(baseline)
-        self.encoding = Encoding(space)
+        self.memory = Memory(space, baseline)  # observations, and the asks not yet told
+        self.encoding = self.memory.encoding
         d = self.encoding.dim
         # RandomState takes seeds in [0, 2**32); every usual seed passes through unchanged.
         self.cma = CMA(mean=self.encoding.encode(baseline), sigma=sigma0,
                        bounds=np.tile([0.0, 1.0], (d, 1)), seed=self.seed % 2**32,
                        population_size=population_size)
         self.n_asked = 0
-        self.pending: list[tuple[tuple, np.ndarray]] = []  # (config key, x), asked, not told
         self.solutions: list[tuple[np.ndarray, float]] = []  # this generation's told members
-        self.observations: list[Observation] = []
-        self.seen: list[TrialRecord] = []
+
+    @property
+    def observations(self):
+        return self.memory.observations
 
     # -- what Centaur shows an LLM -----------------------------------------------------------
 
@@ -111,44 +103,37 @@ class CMAES:
 
     # -- the protocol ------------------------------------------------------------------------
 
-    def ask(self, history: list[TrialRecord]) -> Action:
+    def ask(self, history: list[TrialRecord], pending: list[TrialRecord] = (),
+            ctx: TrialContext | None = None) -> Action:
         for _ in range(self.max_attempts):
             x = self.cma.ask()
             config = self.encoding.decode(x)
             if not self.space.errors(config):
-                slot = len(self.solutions) + len(self.pending)
+                slot = len(self.solutions) + len(self.memory.pending)
                 generation = self.cma.generation + slot // self.population_size + 1
                 candidate = slot % self.population_size + 1
-                self.pending.append((config_key(self.space, config), x))
+                self.memory.asked(config, x)
                 self.n_asked += 1
                 return EditHyperparameters(config, f"cmaes: generation {generation}, candidate "
                                                    f"{candidate}/{self.population_size}")
-            self._learn(x, config, failure_value(self.seen), "infeasible", None)
+            self._learn(x, config, self.memory.failure_value(), "infeasible", None)
         raise unmeetable(self.name, self.max_attempts, self.space)
 
-    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
-        return [self.ask(history) for _ in range(k)]
-
     def tell(self, action: Action, record: TrialRecord) -> None:
-        config = told_config(self.space, self.baseline, action, record)
-        value = told_value(record, self.seen)
-        self.seen.append(trimmed(record))
-        if config is None:
+        told = self.memory.learn(action, record)
+        if told.config is None:
             return
-        key = config_key(self.space, config)
-        match = next((i for i, (asked, _) in enumerate(self.pending) if asked == key), None)
-        if match is not None:
-            x = self.pending.pop(match)[1]
-        else:
+        x = told.payload  # the point asked for it, or the told config placed in the cube
+        if not told.asked:
             try:
-                x = self.encoding.encode(config)
+                x = self.encoding.encode(told.config)
             except SpaceError:
                 return  # an unknown category: nothing CMA-ES can place in its cube
-        self._learn(x, config, value, record.status, record.number)
+        self._learn(x, told.config, told.value, record.status, record.number)
 
     def _learn(self, x: np.ndarray, config: dict[str, Value], value: float, status: str,
                trial: int | None) -> None:
-        self.observations.append(Observation(config, value, status, trial))
+        self.memory.observe(config, value, status, trial)
         self.solutions.append((x, value))
         if len(self.solutions) >= self.population_size:
             self.cma.tell(self.solutions[: self.population_size])

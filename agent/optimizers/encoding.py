@@ -196,6 +196,58 @@ def trimmed(record: TrialRecord) -> TrialRecord:
     return TrialRecord(record.number, record.status, None, record.val_bpb if ok else None)
 
 
+@dataclass
+class Told:
+    """What one tell means to a classical optimizer."""
+
+    config: dict[str, Value] | None  # the configuration it is about; None if unknown
+    value: float  # val_bpb, or for a failure the worst success so far plus a margin
+    asked: bool  # it answers an ask of this optimizer (not a foreign proposal)
+    payload: object = None  # what the optimizer kept with that ask (CMA-ES: its x)
+
+
+class Memory:
+    """What random, TPE and CMA-ES remember: the space as a cube, every told record (trimmed,
+    for the failure value), the (configuration, value) observations, and the asks not yet
+    told (matched to their tell by configuration, not by order)."""
+
+    def __init__(self, space: SearchSpace, baseline: dict[str, Value]):
+        self.space, self.baseline = space, dict(baseline)
+        self.encoding = Encoding(space)
+        self.seen: list[TrialRecord] = []
+        self.observations: list[Observation] = []
+        self.pending: list[tuple[tuple, dict[str, Value], object]] = []  # key, config, payload
+
+    def asked(self, config: dict[str, Value], payload: object = None) -> None:
+        self.pending.append((config_key(self.space, config), config, payload))
+
+    def learn(self, action: Action, record: TrialRecord) -> Told:
+        """Remember the record; which configuration it is about, what value it teaches, and
+        whether it answers one of our asks (which is then no longer pending)."""
+        config = told_config(self.space, self.baseline, action, record)
+        value = told_value(record, self.seen)
+        self.seen.append(trimmed(record))
+        if config is None:
+            return Told(None, value, False)
+        key = config_key(self.space, config)
+        for i, (asked, _, payload) in enumerate(self.pending):
+            if asked == key:
+                del self.pending[i]
+                return Told(config, value, True, payload)
+        return Told(config, value, False)
+
+    def remember(self, record: TrialRecord) -> None:
+        """A record that teaches nothing but counts for the failure value."""
+        self.seen.append(trimmed(record))
+
+    def observe(self, config: dict[str, Value], value: float, status: str,
+                trial: int | None) -> None:
+        self.observations.append(Observation(config, value, status, trial))
+
+    def failure_value(self) -> float:
+        return failure_value(self.seen)
+
+
 def unmeetable(method: str, attempts: int, space: SearchSpace) -> SpaceError:
     rules = "; ".join(c.expr for c in space.constraints) or "none"
     return SpaceError(f"{method}: none of {attempts} candidates met the constraints of the "

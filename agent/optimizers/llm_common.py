@@ -260,16 +260,25 @@ def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, .
                              "llm answer invalid"), False, max_repairs)
 
 
-def edit_validator(space: SearchSpace, base: dict[str, Value]) -> Callable[[dict], Action]:
+def edit_validator(space: SearchSpace, base: dict[str, Value],
+                   pending: list[TrialRecord] = ()) -> Callable[[dict], Action]:
     """Answers to edit_hyperparameters: coerced, merged over `base`, checked against the
-    space's bounds and constraints (the errors name the bound)."""
+    space's bounds and constraints (the errors name the bound), and refused when a running
+    trial already tries that very configuration."""
+    running = {tuple(sorted(t.config.items())): t.number for t in pending if t.config}
+
     def validate(answer: dict) -> Action:
         if answer["tool"] != EDIT:
             raise AnswerError(f"use {EDIT} here")
         values = coerce_values(space, answer.get("values"))
-        errors = space.errors({**base, **values})
+        full = {**base, **values}
+        errors = space.errors(full)
         if errors:
             raise AnswerError("; ".join(errors))
+        same = running.get(tuple(sorted(full.items())))
+        if same is not None:
+            raise AnswerError(f"trial {same} is running this very configuration now: propose "
+                              "a different one")
         return EditHyperparameters(values, _rationale(answer))
     return validate
 

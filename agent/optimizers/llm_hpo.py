@@ -13,17 +13,9 @@ from __future__ import annotations
 
 from agent.actions import Action
 from agent.hpblock import SearchSpace, Value
-from agent.optimizers.base import TrialRecord
-from agent.optimizers.llm_common import (
-    EDIT,
-    converse,
-    edit_tool,
-    edit_validator,
-    example_values,
-    history_view,
-    render,
-)
-from agent.optimizers.llm_seat import LLMSeat
+from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.llm_common import EDIT, edit_tool, edit_validator, example_values
+from agent.optimizers.llm_seat import MAX_REPAIRS, LLMSeat
 
 
 class LLMHPO:
@@ -32,30 +24,16 @@ class LLMHPO:
                       "trial with its status and reason.")
 
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value], llm=None,
-                 max_repairs: int = 2, **_: object):
-        self.space, self.seed, self.baseline = space, seed, baseline
-        self.seat = LLMSeat(llm, max_repairs)
+                 max_repairs: int = MAX_REPAIRS, **_: object):
+        self.space, self.seed = space, seed
+        self.seat = LLMSeat.seat(self, llm, max_repairs)
 
-    def ask(self, history: list[TrialRecord]) -> Action:
-        llm, ctx = self.seat.require()
-        tools = llm.supports_tools()
-        prompt = render("llm_hpo.j2", space=self.space, ctx=ctx, hist=history_view(history, llm),
-                        example=example_values(self.space, ctx.incumbent_config),
-                        tools=tools)
-        messages = [{"role": "system", "content": render("system.j2")},
-                    {"role": "user", "content": prompt}]
-        proposal = converse(llm, messages, [edit_tool(self.space)], (EDIT,),
-                            edit_validator(self.space, ctx.incumbent_config),
-                            self.seat.max_repairs, self.seat.calls)
-        self.seat.proposals += 1
-        self.seat.valid += proposal.valid
-        return proposal.action
-
-    def replay_ask(self, history: list[TrialRecord], recorded: Action) -> Action:
-        return recorded
-
-    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
-        return [self.ask(history) for _ in range(k)]
+    def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
+            ctx: TrialContext) -> Action:
+        base = ctx.incumbent_config
+        return self.seat.propose("llm_hpo.j2", history, pending, ctx, [edit_tool(self.space)],
+                                 (EDIT,), edit_validator(self.space, base, pending),
+                                 space=self.space, example=example_values(self.space, base))
 
     def tell(self, action: Action, record: TrialRecord) -> None:
         pass  # the history of the next prompt carries the outcome

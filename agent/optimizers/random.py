@@ -6,17 +6,8 @@ import numpy as np
 
 from agent.actions import Action, EditHyperparameters
 from agent.hpblock import SearchSpace, Value
-from agent.optimizers.base import TrialRecord
-from agent.optimizers.encoding import (
-    MAX_ATTEMPTS,
-    Encoding,
-    Observation,
-    derive_seed,
-    told_config,
-    told_value,
-    trimmed,
-    unmeetable,
-)
+from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, unmeetable
 
 
 class RandomSearch:
@@ -38,29 +29,25 @@ class RandomSearch:
     max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
 
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value]):
-        self.space = space
-        self.seed = int(seed)
-        self.baseline = dict(baseline)
-        self.encoding = Encoding(space)
+        self.space, self.seed, self.memory = space, int(seed), Memory(space, baseline)
         self.n_asked = 0
-        self.observations: list[Observation] = []
-        self.seen: list[TrialRecord] = []
 
-    def ask(self, history: list[TrialRecord]) -> Action:
+    @property
+    def observations(self):
+        return self.memory.observations
+
+    def ask(self, history: list[TrialRecord], pending: list[TrialRecord] = (),
+            ctx: TrialContext | None = None) -> Action:
         rng = np.random.default_rng(derive_seed(self.seed, self.n_asked))
+        encoding = self.memory.encoding
         for _ in range(self.max_attempts):
-            config = self.encoding.decode(rng.random(self.encoding.dim))
+            config = encoding.decode(rng.random(encoding.dim))
             if not self.space.errors(config):
                 self.n_asked += 1
                 return EditHyperparameters(config, f"random: sample {self.n_asked}")
         raise unmeetable(self.name, self.max_attempts, self.space)
 
-    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
-        return [self.ask(history) for _ in range(k)]
-
     def tell(self, action: Action, record: TrialRecord) -> None:
-        config = told_config(self.space, self.baseline, action, record)
-        value = told_value(record, self.seen)
-        self.seen.append(trimmed(record))
-        if config is not None:
-            self.observations.append(Observation(config, value, record.status, record.number))
+        told = self.memory.learn(action, record)
+        if told.config is not None:
+            self.memory.observe(told.config, told.value, record.status, record.number)

@@ -15,18 +15,8 @@ from optuna.trial import TrialState, create_trial
 
 from agent.actions import Action, EditHyperparameters
 from agent.hpblock import Param, SearchSpace, Value
-from agent.optimizers.base import TrialRecord, failure_value
-from agent.optimizers.encoding import (
-    MAX_ATTEMPTS,
-    Encoding,
-    Observation,
-    config_key,
-    derive_seed,
-    told_config,
-    told_value,
-    trimmed,
-    unmeetable,
-)
+from agent.optimizers.base import TrialContext, TrialRecord
+from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, unmeetable
 
 N_STARTUP_TRIALS = 10  # Optuna's default: this many completed trials are sampled at random
 
@@ -35,8 +25,8 @@ class TPE:
     """Tree-structured Parzen Estimator, Optuna's `TPESampler` with its defaults
     (n_startup_trials=10, so the told baseline plus nine random draws come before any
     modelling; multivariate for a single objective) and `constant_liar=True`: configurations
-    asked but not yet told (parallel workers, `ask_batch`) enter the model as RUNNING trials,
-    which the liar counts among the worst, so a batch spreads out.
+    asked but not yet told (trials running on parallel workers) enter the model as RUNNING
+    trials, which the liar counts among the worst, so a batch spreads out.
 
     No Optuna study or storage is kept (they hold locks and do not pickle): the optimizer keeps
     its own (config, value) observations and builds an in-memory study for every sample, with
@@ -60,16 +50,15 @@ class TPE:
     max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
 
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value]):
-        self.space = space
-        self.seed = int(seed)
-        self.baseline = dict(baseline)
-        self.encoding = Encoding(space)
+        self.space, self.seed = space, int(seed)
+        self.memory = Memory(space, baseline)  # observations, and the asks not yet told
         self.distributions = {n: _distribution(p) for n, p in space.params.items()}
         self.n_asked = 0  # proposals returned
         self.n_samples = 0  # samples drawn, infeasible ones included; seeds the next one
-        self.observations: list[Observation] = []
-        self.pending: list[dict[str, Value]] = []  # asked, not yet told
-        self.seen: list[TrialRecord] = []
+
+    @property
+    def observations(self):
+        return self.memory.observations
 
     # -- the study, rebuilt ------------------------------------------------------------------
 
@@ -87,7 +76,7 @@ class TPE:
         for obs in self.observations:
             study.add_trial(create_trial(params=self._params(obs.config),
                                          distributions=self.distributions, value=obs.value))
-        for config in self.pending:
+        for _, config, _ in self.memory.pending:
             study.add_trial(create_trial(state=TrialState.RUNNING, params=self._params(config),
                                          distributions=self.distributions))
         return study
@@ -99,36 +88,26 @@ class TPE:
 
     # -- the protocol ------------------------------------------------------------------------
 
-    def ask(self, history: list[TrialRecord]) -> Action:
+    def ask(self, history: list[TrialRecord], pending: list[TrialRecord] = (),
+            ctx: TrialContext | None = None) -> Action:
         for _ in range(self.max_attempts):
             startup = len(self.observations) < N_STARTUP_TRIALS
             config = self._sample()
             if not self.space.errors(config):
-                self.pending.append(config)
+                self.memory.asked(config)
                 self.n_asked += 1
                 note = " (random start-up)" if startup else ""
                 return EditHyperparameters(config, f"tpe: sample {self.n_asked}{note}")
-            self.observations.append(
-                Observation(config, failure_value(self.seen), "infeasible", None))
+            self.memory.observe(config, self.memory.failure_value(), "infeasible", None)
         raise unmeetable(self.name, self.max_attempts, self.space)
 
-    def ask_batch(self, history: list[TrialRecord], k: int) -> list[Action]:
-        return [self.ask(history) for _ in range(k)]
-
     def tell(self, action: Action, record: TrialRecord) -> None:
-        config = told_config(self.space, self.baseline, action, record)
-        value = told_value(record, self.seen)
-        self.seen.append(trimmed(record))
-        if config is None:
+        told = self.memory.learn(action, record)
+        if told.config is None:
             return
-        key = config_key(self.space, config)
-        for i, asked in enumerate(self.pending):
-            if config_key(self.space, asked) == key:
-                del self.pending[i]
-                break
-        config = self.encoding.project(config)  # a foreign config may have left the space
+        config = self.memory.encoding.project(told.config)  # a foreign one may lie outside
         if config is not None:
-            self.observations.append(Observation(config, value, record.status, record.number))
+            self.memory.observe(config, told.value, record.status, record.number)
 
     # -- configs <-> Optuna params -----------------------------------------------------------
 

@@ -1,58 +1,12 @@
-"""A synthetic training folder: the real search space, a train.py that trains nothing.
-
-Its val_bpb is a smooth function of the hyperparameters (so optimizers have something to
-find), it prints the same summary block as the real one, and it fails the way real trials
-fail: a MemoryError for oversized batches, FAIL for absurd learning rates. A trial takes a
-fraction of a second, so session tests run many of them.
-"""
+"""Fixtures of the agent tests: the synthetic training folder (agent/testing/synthetic.py)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-from agent.hpblock import load_space, render_block
-from agent.paths import baseline_dir
+from agent.testing.synthetic import make_train_dir
 
-BODY = '''
-import math
-import os
-import sys
-import time
-
-time.sleep(float(os.environ.get("TIME_BUDGET", "0")))  # tests pass a tiny budget
-if DEVICE_BATCH_SIZE * DEPTH >= 512:
-    raise MemoryError("synthetic: batch too large for this machine")
-if MATRIX_LR > 0.15:
-    print("FAIL: loss exploded")
-    sys.exit(1)
-val = (2.0 + (math.log10(MATRIX_LR) + 1.4) ** 2 + 0.1 * (DEPTH - 5) ** 2
-       + (WARMDOWN_RATIO - 0.6) ** 2 + 0.01 * len(WINDOW_PATTERN.replace("S", "")))
-print("step 1 loss 3.0")
-print("---")
-print(f"val_bpb: {val:.6f}")
-print("training_seconds: 0.1")
-print("peak_memory_mb: 100.0")
-print(f"num_steps: 1")
-print(f"seed: {os.environ.get('AR_SEED')}")
-'''
-
-
-def make_train_dir(root: Path) -> Path:
-    """A training folder with the packaged search space and the synthetic train.py."""
-    space = load_space(baseline_dir() / "search_space.toml", "cpu")
-    d = root / "synthetic_train"
-    d.mkdir(parents=True)
-    shutil.copy(baseline_dir() / "search_space.toml", d / "search_space.toml")
-    names = space.names + list(space.fixed)
-    block = "".join(f"{n} = 0  # {space.params[n].help if n in space.params else 'fixed'}\n"
-                    for n in names)
-    text = "# --- hyperparameters ---\n" + block + "# --- end hyperparameters ---\n" + BODY
-    text = render_block(text, {**space.defaults(), **space.fixed})
-    (d / "train.py").write_text(text)
-    return d
+__all__ = ["make_train_dir"]
 
 
 @pytest.fixture

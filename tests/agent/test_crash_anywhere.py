@@ -1,8 +1,9 @@
 """kill -9 after each write step of a trial, then `autoresearch resume` (issue 9): the ledger,
 the notes and the proposals equal an uninterrupted run's every time.
 
-A trial writes, in order: the commit object, its ref refs/trials/NNNN, the git note, the
-ledger lines, branch best (when it is a new best), the optimizer's pickle. The session runs
+A trial writes, in order: the commit object, its ref refs/trials/NNNN, the optimizer's pickle
+(the proposal is made), the git note, the ledger lines, branch best (when it is a new best),
+the optimizer's pickle (the result is told). The session runs
 in a child process whose Workspace / Ledger / Session methods are wrapped to SIGKILL the
 process right after the step under test, for one trial."""
 
@@ -18,13 +19,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["commit", "ref", "note", "ledger", "best", "pickle"]
+STEPS = ["commit", "ref", "asked", "note", "ledger", "best", "pickle"]
 
 DRIVER = """
 import os, re, signal, sys
 sys.path.insert(0, {root!r})
 from agent.config import SessionConfig
 from agent.ledger import Ledger
+from agent.restore import Progress
 from agent.session import Session
 from agent.workspace import Workspace
 
@@ -50,9 +52,12 @@ wrap(Workspace, "write_commit", "commit",
 wrap(Workspace, "set_ref", "ref",
      lambda a, r: int(a[1].rsplit("/", 1)[1]) if a[1].startswith("refs/trials/") else None)
 wrap(Workspace, "add_note", "note", noted)
-wrap(Ledger, "append", "ledger", lambda a, r: a[1]["trial"])
+wrap(Ledger, "append", "ledger", lambda a, r: a[1].trial)
 wrap(Workspace, "move_best", "best", lambda a, r: last["trial"])
-wrap(Session, "_save_state", "pickle", lambda a, r: a[1])
+# the optimizer's pickle is saved after a proposal is committed ("asked") and after each tell
+wrap(Progress, "save", "asked",
+     lambda a, r: a[0].asked - 1 if a[0].told == a[0].asked - 1 else None)
+wrap(Progress, "save", "pickle", lambda a, r: a[0].told - 1)
 config = SessionConfig(**{config!r})
 Session.create({run!r}, config).run()
 """

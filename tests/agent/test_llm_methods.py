@@ -125,8 +125,7 @@ def test_tool_calls_are_parsed_by_the_same_path(space):
     with ScriptedLLM([reply]) as llm:
         opt = LLMHPO(space, 0, space.defaults(),
                      llm=LLM(LLMConfig(llm.model, llm.api_base, tools=True)))
-        opt.seat.ctx = context(space)
-        action = opt.ask([])
+        action = opt.ask([], [], context(space))
         assert llm.requests[0]["tools"][0]["function"]["name"] == "edit_hyperparameters"
         schema = llm.requests[0]["tools"][0]["function"]["parameters"]
     assert action == EditHyperparameters({"HEAD_DIM": 64, "DEPTH": 6}, "wider")
@@ -181,7 +180,6 @@ def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
                       ratio=0.5, warmup=2)
         history: list[TrialRecord] = []
         for n in range(6):
-            opt.seat.ctx = context(space, n)
             if n == 0:
                 action = EditHyperparameters(space.defaults(), "baseline")
             else:
@@ -189,7 +187,7 @@ def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
                 mean, sigma, cov = opt.cmaes.mean, opt.cmaes.sigma, opt.cmaes.covariance
                 candidate = opt.cmaes.peek()
                 before = len(llm.requests)
-                action = opt.ask(history)
+                action = opt.ask(history, [], context(space, n))
                 assert (len(llm.requests) > before) == expect_llm
                 if expect_llm:
                     prompt = llm.requests[-1]["messages"][-1]["content"]
@@ -277,11 +275,10 @@ def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path)
         opt = CodeAgent(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base)))
         ctx = context(space, 2)
         ctx.incumbent_source = "DEPTH = 4  # layers\nprint('hello')\n"
-        opt.seat.ctx = ctx
         history = [TrialRecord(0, "ok", space.defaults(), 2.5),
                    TrialRecord(1, "oom", None, None, reason="killed by the host memory limit",
                                rationale="bigger batch", diff="-DEPTH = 4\n+DEPTH = 8\n")]
-        action = opt.ask(history)
+        action = opt.ask(history, [], ctx)
         prompt = llm.requests[0]["messages"][-1]["content"]
     assert "print('hello')" in prompt and "+DEPTH = 8" in prompt
     assert "trial 1 oom" in prompt and "killed by the host memory limit" in prompt

@@ -84,14 +84,11 @@ class Scripted:
         self.actions = list(actions)
         self.told = []
 
-    def ask(self, history):
+    def ask(self, history, pending, ctx):
         return self.actions.pop(0)
 
     def tell(self, action, record):
         self.told.append(record.status)
-
-    def ask_batch(self, history, k):
-        return [self.ask(history) for _ in range(k)]
 
 
 def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_dir,
@@ -108,7 +105,7 @@ def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_d
                   "a good diff"),
     ]
     scripted = Scripted(actions)
-    monkeypatch.setattr("agent.session.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
     start(tmp_path, train_dir, trials=5).run()
     records = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
     statuses = [r["status"] for r in records]
@@ -132,7 +129,7 @@ def test_failures_are_classified_and_told(tmp_path, train_dir, monkeypatch):
     scripted = Scripted([EditHyperparameters({"DEVICE_BATCH_SIZE": 64, "DEPTH": 8,
                                               "TOTAL_BATCH_SIZE": 16384}, "huge"),
                          EditHyperparameters({"MATRIX_LR": 0.19}, "hot")])
-    monkeypatch.setattr("agent.session.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
     start(tmp_path, train_dir, trials=2).run()
     assert scripted.told == ["ok", "oom", "diverged"]
 

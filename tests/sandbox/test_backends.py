@@ -16,19 +16,6 @@ from sandbox.base import LABEL, TrialRun
 from tests.sandbox.helpers import SUMMARY, limits, make_trial
 
 
-@pytest.fixture(params=["local", "docker"])
-def backend(request):
-    if request.param == "local":
-        from sandbox.local import LocalSandbox
-
-        return LocalSandbox()
-    client = request.getfixturevalue("docker_client")
-    request.getfixturevalue("host_image")
-    from sandbox.docker import DockerSandbox
-
-    return DockerSandbox(client=client)
-
-
 @pytest.fixture
 def docker_backend(docker_client, host_image):
     from sandbox.docker import DockerSandbox

@@ -8,19 +8,6 @@ from sandbox.base import TrialRun
 from tests.sandbox.helpers import SUMMARY, limits, make_trial
 
 
-@pytest.fixture(params=["local", "docker"])
-def backend(request):
-    if request.param == "local":
-        from sandbox.local import LocalSandbox
-
-        return LocalSandbox()
-    client = request.getfixturevalue("docker_client")
-    request.getfixturevalue("host_image")
-    from sandbox.docker import DockerSandbox
-
-    return DockerSandbox(client=client)
-
-
 def test_the_second_trial_finds_the_first_ones_cache_files(backend, tmp_path):
     cache = tmp_path / "cache"
     script = f"""

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from sandbox.base import TrialRun
 from sandbox.harness import run_scored
 from tests.sandbox.helpers import limits, make_trial
@@ -41,19 +39,6 @@ TRAINER = """
     print("val_bpb: 0.000100")  # a forged score
     print("training_seconds: 1.0")
 """
-
-
-@pytest.fixture(params=["local", "docker"])
-def backend(request):
-    if request.param == "local":
-        from sandbox.local import LocalSandbox
-
-        return LocalSandbox()
-    client = request.getfixturevalue("docker_client")
-    request.getfixturevalue("host_image")
-    from sandbox.docker import DockerSandbox
-
-    return DockerSandbox(client=client)
 
 
 def scored(backend, tmp_path, data, look_ahead=False, save=True):

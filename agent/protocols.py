@@ -1,0 +1,120 @@
+"""Every interface of the loop in one place (DESIGN.md, "One trial, end to end").
+
+The session owns the order of events (ask -> prepare -> submit -> record -> tell); the parts
+it talks to are declared here and nowhere else: what an optimizer sees of trials
+(`TrialRecord`, `TrialContext`), the optimizer itself (`Optimizer`, and `LLMMethod` for those
+that call a model), where prepared trials run (`Executor`), the model client (`LLMClient`)
+and who is told about progress (`Reporter`). The sandbox's own interface lives beside its
+backends (`sandbox.base.Sandbox`) because trials run where `agent/` is not installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from agent.actions import Action
+from agent.hpblock import Value
+from sandbox.base import Sandbox
+
+if TYPE_CHECKING:
+    from agent.trial import PreparedTrial, TrialNote
+    from sandbox.result import TrialResult
+
+__all__ = ["Executor", "LLMClient", "LLMMethod", "Optimizer", "Reporter", "Sandbox",
+           "TrialContext", "TrialRecord"]
+
+
+@dataclass
+class TrialRecord:
+    """One trial as optimizers see it: a finished one (the ledger's record, trimmed), or a
+    pending one (status "running", no value yet) in `ask`'s `pending`."""
+
+    number: int
+    status: str  # ok, oom, cuda_oom, timeout, diverged, crash, rejected; running if pending
+    config: dict[str, Value] | None  # the hyperparameters train.py held; None if unknown
+    val_bpb: float | None = None
+    method: str = ""
+    reason: str = ""
+    rationale: str = ""
+    diff: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.val_bpb is not None
+
+
+@dataclass
+class TrialContext:
+    """What LLM methods are shown about the trial they propose (classical ones ignore it)."""
+
+    trial: int
+    incumbent_source: str
+    incumbent_config: dict[str, Value]
+    device: str  # what the trial really runs on, e.g. "cpu, 2 cores" or "GPU 0"
+    memory: str  # the host memory limit, e.g. "8g"
+    budget: str  # "60 s of training" or "1000000 training tokens"
+    preset: str = ""
+    # resume without a readable optimizer pickle: the answer recorded for this trial, which an
+    # LLM method returns instead of asking its model again (it still advances its own state)
+    replay: Action | None = None
+
+
+class Optimizer(Protocol):
+    """ask / tell over a fixed search space, seeded, picklable (the pickle is the resume
+    state). `pending` holds the trials proposed and not yet told, so batch methods never
+    propose the same point twice; `ctx` is the trial's context. A failure is told like any
+    result; `failure_policy` says what the method makes of it."""
+
+    name: str
+    failure_policy: str
+
+    def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
+            ctx: TrialContext) -> Action: ...
+
+    def tell(self, action: Action, record: TrialRecord) -> None: ...
+
+
+@runtime_checkable
+class LLMMethod(Protocol):
+    """An optimizer that calls a model. The client is not part of its pickle (a restarted
+    local server has a new port): the session attaches one after creating or loading it, and
+    takes the calls of each ask to store them with the trial."""
+
+    def attach(self, llm: LLMClient) -> None: ...
+
+    def take_calls(self) -> list[dict]: ...
+
+
+class LLMClient(Protocol):
+    def complete(self, messages: list[dict], tools: list[dict] | None = None,
+                 schema: dict | None = None): ...
+
+    def supports_tools(self) -> bool: ...
+
+
+class Executor(Protocol):
+    """Where prepared trials run: `slots` at once. `submit` hands one over; `wait` blocks
+    until at least one has finished and returns those (prepared trial, result) pairs;
+    `close` stops what still runs (Ctrl-C) and frees the slots."""
+
+    slots: int
+
+    def submit(self, prepared: PreparedTrial) -> None: ...
+
+    def wait(self) -> list[tuple[PreparedTrial, TrialResult]]: ...
+
+    def close(self) -> None: ...
+
+
+class Reporter(Protocol):
+    def start(self, done: int, total: int | None) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def running(self, n: int, action: Action) -> None: ...
+
+    def finished(self, note: TrialNote) -> None: ...
+
+    def stop(self) -> None: ...
