@@ -93,3 +93,15 @@ def remove_half_created(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
     for stale in run_dir.parent.glob(f".{run_dir.name}.creating-*"):  # a killed create
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def require_session(rd) -> None:
+    """SessionError unless `rd` (a RunDir) holds a session, saying what it holds instead."""
+    if rd.exists():
+        return
+    if half_created(rd.root):
+        raise SessionError(f"{rd.root} holds a session that was killed while it was being "
+                           f"created: start it again with `autoresearch run --run-dir "
+                           f"{rd.root} ...`")
+    raise SessionError(f"{rd.root} is not a session folder (no session.toml): check the "
+                       "path, or start one with `autoresearch run`")

@@ -18,7 +18,7 @@ from agent.config import SessionConfig
 from agent.executors import TrialJob, make_executor, slot_limits
 from agent.hpblock import SearchSpace, load_space, read_block
 from agent.ledger import Ledger
-from agent.newrun import SessionError, create_run_folder, half_created
+from agent.newrun import SessionError, create_run_folder, require_session
 from agent.optimizers import LLM_METHODS
 from agent.plan import TrialPlan
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
@@ -67,13 +67,7 @@ class Session:
     def open(cls, run_dir: Path, reporter=None) -> Session:
         """An existing session, locked for this process (RunDirBusy if another drives it)."""
         rd = RunDir(run_dir)
-        if not rd.exists():
-            if half_created(rd.root):
-                raise SessionError(f"{rd.root} holds a session that was killed while it was "
-                                   "being created: start it again with `autoresearch run "
-                                   f"--run-dir {rd.root} ...`")
-            raise SessionError(f"{rd.root} is not a session folder (no session.toml): "
-                               "check the path, or start one with `autoresearch run`")
+        require_session(rd)
         rd.lock()
         try:
             session = cls(rd.root, SessionConfig.load(rd.session_toml), reporter)
