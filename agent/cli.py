@@ -95,7 +95,7 @@ def _config_or_fail(**values):
         raise fail(f"{option} {values.get(key)!r}: {msg}", 2) from None
 
 
-OPTION_OF = {"budget_s": "--budget"}
+OPTION_OF = {"budget_s": "--budget", "cost_s": "--cost"}
 
 
 def _default(name: str):
@@ -123,6 +123,7 @@ def run(
                                help="random, tpe, cmaes, centaur, llm-hpo, code-agent."),
     trials: int | None = typer.Option(None, "--trials", help="Trials after the baseline."),
     budget: str | None = typer.Option(None, "--budget", help="Wall clock, e.g. 2h, 90m."),
+    cost: str | None = typer.Option(None, "--cost", help="Summed trial cost, e.g. 2h."),
     seed: int = typer.Option(0, "--seed"),
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
     preset: str | None = typer.Option(None, "--preset", help="cpu or gpu: rewrites the block."),
@@ -168,14 +169,16 @@ def run(
         raise fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}", 2)
     try:
         budget_s = parse_duration(budget) if budget else None
+        cost_s = parse_duration(cost) if cost else None
     except ValueError as e:
         raise fail(str(e), 2) from None
-    if trials is None and budget_s is None:
+    if trials is None and budget_s is None and cost_s is None:
         trials = 3  # the embedded default: a short session
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = run_dir or Path("runs") / f"{method}-{stamp}"
     config = _config_or_fail(
-        method=method, seed=seed, trials=trials, budget_s=budget_s, preset=preset,
+        method=method, seed=seed, trials=trials, budget_s=budget_s, cost_s=cost_s,
+        preset=preset,
         train_dir=str(train_dir) if train_dir else "", model=model, api_base=api_base,
         sandbox=sandbox, time_budget=time_budget, token_budget=token_budget,
         trial_timeout=trial_timeout, memory=memory, disk=disk, gpus=_gpu_ids(gpus),
@@ -326,30 +329,9 @@ def diff(
         typer.echo(text)
 
 
-@app.command()
-def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="Session folders."),
-    as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
-) -> None:
-    """One row per run: method, seed, trials, best val_bpb, failed share, wall time, cost."""
-    import json
+# compare, noise and bench live in agent/cli_research.py
+from agent.cli_research import bench, compare, noise  # noqa: E402
 
-    from rich.console import Console
-
-    from agent.config import SessionConfig
-    from agent.report import compare_row, compare_table
-
-    rows = []
-    for run_dir in run_dirs:
-        records = _records(run_dir)
-        try:
-            config = SessionConfig.load(run_dir / "session.toml")
-        except UserError as e:
-            raise fail(str(e), 2) from None
-        clock = run_dir / "optimizer" / "clock.json"
-        elapsed = json.loads(clock.read_text())["elapsed_s"] if clock.exists() else None
-        rows.append(compare_row(run_dir, config, records, elapsed))
-    if as_json:
-        typer.echo(json.dumps(rows, sort_keys=True))
-    else:
-        Console().print(compare_table(rows))
+app.command()(compare)
+app.command()(noise)
+app.command()(bench)

@@ -30,6 +30,8 @@ class SessionConfig(BaseModel):
     # trials after the baseline; None with budget_s means "until the budget is spent"
     trials: int | None = Field(None, ge=0)
     budget_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # the whole session
+    # equal cost: stop proposing once the trials' summed cost_s (sandbox + LLM seconds) is spent
+    cost_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     preset: str | None = None  # None: the search space's default preset, train.py as it is
     train_dir: str = ""  # where the baseline came from (informational once the repo exists)
     model: str | None = None
@@ -86,7 +88,7 @@ class SessionConfig(BaseModel):
         lines = ["# autoresearch session: `autoresearch resume` reads this file"]
         for key, value in self.model_dump().items():
             if value is not None:
-                lines.append(f"{key} = {_toml(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         path.write_text("\n".join(lines) + "\n")
 
     @classmethod
@@ -105,13 +107,13 @@ class SessionConfig(BaseModel):
                               "value, or delete the line to use the default)") from None
 
 
-def _toml(value) -> str:
+def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

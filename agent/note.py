@@ -33,6 +33,7 @@ class TrialNote:
     llm_valid: bool | None = None
     started_at: str = ""
     wall_s: float = 0.0
+    cost_s: float = 0.0  # what the trial cost: sandbox seconds (all its runs) + LLM seconds
     v: int = 1
 
     def to_dict(self) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
 from rich import box
@@ -56,6 +57,60 @@ class RichReporter:
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+def wide_console() -> Console:
+    """A console that does not squeeze wide tables when the output is a file or a pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+class ProgressPlot:
+    """Keeps runs/NAME/progress.png up to date: every trial a point, the incumbent a line;
+    drawn at most every `every_s` seconds while the session runs, and when it stops."""
+
+    def __init__(self, path: Path, title: str, every_s: float = 10.0):
+        self.path, self.title, self.every_s = path, title, every_s
+        self.notes: dict[int, object] = {}
+        self.drawn = 0.0
+
+    def start(self, done: int, total: int | None) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def running(self, n: int, action) -> None: ...
+
+    def seed(self, notes) -> None:
+        """The notes a resumed session already holds."""
+        self.notes.update({n.trial: n for n in notes})
+
+    def finished(self, note) -> None:
+        self.notes[note.trial] = note
+        if time.monotonic() - self.drawn >= self.every_s:
+            self.draw()
+
+    def stop(self) -> None:
+        if self.notes:
+            self.draw()
+
+    def draw(self) -> None:
+        from agent.plots import progress_figure, save
+
+        save(progress_figure(list(self.notes.values()), self.title), self.path)
+        self.drawn = time.monotonic()
+
+
+class Reporters:
+    """Several reporters as one: each call goes to all of them."""
+
+    def __init__(self, *reporters):
+        self.reporters = reporters
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            for reporter in self.reporters:
+                getattr(reporter, name)(*args, **kwargs)
+        return call
 
 
 def diffstat(diff: str) -> tuple[int, int]:
@@ -150,6 +205,9 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
         # compile cache, the later ones should pay less
         "overhead_first_s": overheads[0] if overheads else None,
         "overhead_s": statistics.median(overheads[1:]) if len(overheads) > 1 else None,
+        "cost_s": round(sum(n.cost_s or 0.0 for n in notes), 3),
+        "failed_cost_share": (sum(n.cost_s or 0.0 for n in ran if n.status != "ok")
+                              / max(sum(n.cost_s or 0.0 for n in notes), 1e-9)),
     }
 
 
@@ -174,6 +232,35 @@ def compare_table(rows: list[dict]) -> Table:
             cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
                       str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
         table.add_row(*cells)
+    return table
+
+
+def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
+    """One row per method: its best over seeds, failures, cost, and the test against ref."""
+    table = Table(title="methods" + (f" (paired one-sided Wilcoxon against {ref})" if ref
+                                     else ""))
+    for col in ("method", "seeds", "mean ± std", "median", "95% CI of mean", "failed",
+                "cost lost", "cost to target", "tokens", "$", "p vs ref"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    best = min((m["mean_best"] for m in stats.values() if m["mean_best"] is not None),
+               default=None)
+    for method, m in stats.items():
+        mean = "-" if m["mean_best"] is None else f"{m['mean_best']:.4f}"
+        if m["std_best"] is not None:
+            mean += f" ± {m['std_best']:.4f}"
+        if m["mean_best"] is not None and m["mean_best"] == best:
+            mean = f"[bold green]{mean}[/bold green]"
+        ci = m["ci95_mean_best"]
+        vs = m.get("vs_ref") or {}
+        p = "ref" if method == ref else ("-" if vs.get("p_value") is None
+                                         else f"{vs['p_value']:.3f} (n={vs['pairs']})")
+        reach = m["cost_to_target_s"]
+        table.add_row(method, str(m["runs"]),
+                      mean, "-" if m["median_best"] is None else f"{m['median_best']:.4f}",
+                      "-" if ci is None else f"{ci[0]:.4f} .. {ci[1]:.4f}",
+                      f"{100 * m['failed_share']:.0f}%", f"{100 * m['failed_cost_share']:.0f}%",
+                      "-" if reach is None else _duration(reach), str(m["tokens"]),
+                      f"{m['cost_usd']:.4f}", p)
     return table
 
 

@@ -75,6 +75,10 @@ class RunDir:
         return self.root / "tmp"
 
     @property
+    def progress_png(self) -> Path:
+        return self.root / "progress.png"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
 

@@ -22,6 +22,7 @@ from agent.newrun import SessionError, create_run_folder, require_session
 from agent.optimizers import LLM_METHODS
 from agent.plan import TrialPlan
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
+from agent.report import ProgressPlot, Reporters
 from agent.restore import Progress, noted, restore, tell
 from agent.rundir import RunDir
 from agent.trial import PreparedTrial, TrialNote, Trials
@@ -41,19 +42,17 @@ class Outcome:
 
 class Session:
     def __init__(self, run_dir: Path, config: SessionConfig, reporter=None):
-        self.rd = RunDir(run_dir)
-        self.run_dir = self.rd.root
-        self.config = config
-        self.ws = Workspace(self.rd.repo)
-        self.ledger = Ledger(self.run_dir)
+        self.rd, self.config = RunDir(run_dir), config
+        self.run_dir, self.ws, self.ledger = self.rd.root, Workspace(self.rd.repo), Ledger(run_dir)
         self.space: SearchSpace = load_space(self.rd.repo / "search_space.toml", config.preset)
-        self.reporter = reporter or QuietReporter()
+        self.plot = ProgressPlot(self.rd.progress_png, self.rd.root.name)
+        self.reporter = Reporters(reporter or QuietReporter(), self.plot)
         self.trials = Trials(self.ws, self.ledger, self.space, config)
         self.plan = TrialPlan(config, self.space)
-        self.notes: dict[int, TrialNote] = {}
+        self.notes: dict[int, TrialNote] = {}  # recorded trials
         self.history: list[TrialRecord] = []  # told trials, in order
         self.progress: Progress | None = None
-        self.running: dict[int, PreparedTrial] = {}
+        self.running: dict[int, PreparedTrial] = {}  # submitted, not recorded
         self.executor = self.llm = self.server = None
 
     @classmethod
@@ -137,6 +136,7 @@ class Session:
         if config.method in LLM_METHODS:
             self.llm, self.server = connect(config, self.rd.llm_server_log, self.reporter.note)
         self.notes = noted(self)
+        self.plot.seed(self.notes.values())
         self.progress, self._reruns = restore(self)
         if not self.history:
             self.history = [self.notes[n].as_seen() for n in range(self.progress.told)]
@@ -154,11 +154,15 @@ class Session:
         return wanted and n - self.progress.told < self.slots
 
     def _budget_spent(self, spent: float) -> bool:
-        if self.config.budget_s is None:
+        """The wall-clock budget cannot fit one more typical trial, or the cost is spent."""
+        config, notes = self.config, self.notes.values()
+        if config.cost_s is not None and sum(n.cost_s for n in notes) >= config.cost_s:
+            return True
+        if config.budget_s is None:
             return False
-        walls = sorted(n.wall_s for n in self.notes.values() if n.status != "rejected")
+        walls = sorted(n.wall_s for n in notes if n.status != "rejected")
         expected = walls[len(walls) // 2] if walls else 0.0
-        return spent + expected > self.config.budget_s
+        return spent + expected > config.budget_s
 
     def _propose(self) -> None:
         """Ask for trial n, commit it, save the optimizer, and run it (or record a refusal)."""

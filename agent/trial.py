@@ -104,7 +104,8 @@ class Trials:
             best_val_bpb=result.val_bpb if is_best else best_before,
             tokens={"prompt": llm["prompt"], "completion": llm["completion"]},
             cost_usd=llm["cost_usd"], llm_calls=llm["calls"], llm_valid=llm["valid"],
-            started_at=prepared.started_at, wall_s=round(time.monotonic() - prepared.t0, 3))
+            started_at=prepared.started_at, wall_s=round(time.monotonic() - prepared.t0, 3),
+            cost_s=round(result.wall_s + llm.get("seconds", 0.0), 3))
         self.ws.add_note(prepared.commit, note.to_dict())
         self.ledger.append(note)
         if is_best and prepared.number > 0:
@@ -120,6 +121,7 @@ class Trials:
                 for call in calls:
                     f.write(json.dumps(call, sort_keys=True) + "\n")
         return {"calls": len(calls), "valid": not isinstance(action, NoAction) if calls else None,
+                "seconds": round(sum(c.get("latency_s", 0.0) for c in calls), 3),
                 "prompt": sum(c["prompt_tokens"] for c in calls),
                 "completion": sum(c["completion_tokens"] for c in calls),
                 "cost_usd": sum(c["cost_usd"] for c in calls)}

@@ -6,8 +6,10 @@ Tokenizer: bytes. A token is one byte of the utf-8 text (VOCAB_SIZE = 256); docu
 joined with a 0 byte before each one, so val_bpb is plain bits per byte.
 
 Default corpus, offline on any machine with Python: the .py sources of the running Python's
-standard library (tests, site-packages and build-specific files left out), split into train
-and val by a hash of each file's relative path.
+standard library (tests, site-packages and build-specific files left out), without generated
+tables (most lines of one shape: the charmap tables of encodings/ and their like) and
+near-duplicates (most 4-line shingles already in a file kept before), split into train and
+val by a hash of each file's relative path. val_bpb is scored on windows spread over val.
 
 Usage:
     python prepare.py                       # build the default corpus (cached)
@@ -24,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -46,6 +49,12 @@ VAL_PERCENT = 10  # share of files that go to val, chosen by a hash of the relat
 MIN_VAL_BYTES = 2**19  # the default corpus must give at least this much val
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 SKIP_FILE_PREFIXES = ("_sysconfigdata",)  # build-specific: would differ between machines
+CORPUS_VERSION = "v2"  # v2: near-duplicates left out, windows spread over val
+SHINGLE_LINES = 4  # a shingle: this many consecutive non-empty, non-comment lines
+DUPLICATE_SHARE = 0.5  # a file is a near-duplicate when this share of its shingles is known
+SHAPE_CHARS = 8  # a line's shape: its first characters, words and numbers masked
+GENERATED_SHARE = 0.5  # a file is a generated table when this share of lines has one shape
+EVAL_SEED = 0  # fixes where the evaluation windows lie in val
 
 # ---------------------------------------------------------------------------
 # Where the data lives
@@ -55,7 +64,7 @@ SKIP_FILE_PREFIXES = ("_sysconfigdata",)  # build-specific: would differ between
 def default_data_dir():
     """The cache folder of the default corpus for the running Python version."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    name = f"pystdlib-{sys.version_info.major}.{sys.version_info.minor}"
+    name = f"pystdlib-{CORPUS_VERSION}-{sys.version_info.major}.{sys.version_info.minor}"
     return Path(cache) / "autoresearch-sandbox" / "data" / name
 
 
@@ -100,9 +109,54 @@ def stdlib_source():
 
 
 def stdlib_documents():
-    """(relative posix path, bytes) of every stdlib .py file, in sorted path order."""
+    """(relative posix path, bytes) of every stdlib .py file that is not a near-duplicate of
+    one before it, in sorted path order."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    return text_documents(root, suffix=".py")
+    docs = [(rel, data) for rel, data in text_documents(root, suffix=".py")
+            if not generated(data)]
+    dropped = set(near_duplicates(docs))
+    return [(rel, data) for rel, data in docs if rel not in dropped]
+
+
+def line_shape(line):
+    """A line's first characters with every word -> 'a' and every number -> '0'."""
+    return re.sub(r"[A-Za-z_]+", "a", re.sub(r"[0-9A-Fa-f]+", "0", line.strip()))[:SHAPE_CHARS]
+
+
+def generated(data):
+    """A table rather than code: more than GENERATED_SHARE of its (at least 50) lines have
+    one and the same shape (`'\\x41'   #  0x41 -> LATIN ...`, `KEY_A: 'ka',`)."""
+    lines = [ln for ln in data.decode("utf-8").splitlines() if ln.strip()]
+    if len(lines) < 50:
+        return False
+    shapes = {}
+    for ln in lines:
+        shape = line_shape(ln)
+        shapes[shape] = shapes.get(shape, 0) + 1
+    return max(shapes.values()) > GENERATED_SHARE * len(lines)
+
+
+def shingles(data):
+    """Hashes of every run of SHINGLE_LINES consecutive non-empty, non-comment lines."""
+    lines = [ln.strip() for ln in data.decode("utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    return {hashlib.blake2b("\n".join(lines[i:i + SHINGLE_LINES]).encode(),
+                            digest_size=8).digest()
+            for i in range(max(0, len(lines) - SHINGLE_LINES + 1))}
+
+
+def near_duplicates(docs):
+    """The paths of documents at least DUPLICATE_SHARE of whose shingles already stand in a
+    document kept before them (in path order). Decided by content, not by name: generated
+    tables share most of their lines with each other, so the first is kept, the rest go."""
+    known, dropped = set(), []
+    for rel, data in docs:
+        own = shingles(data)
+        if own and len(own & known) >= DUPLICATE_SHARE * len(own):
+            dropped.append(rel)
+        else:
+            known |= own
+    return dropped
 
 
 def text_documents(root, suffix=None):
@@ -172,6 +226,8 @@ def build(docs, out, source, force=False):
         (tmp / "val.bin").write_bytes(val)
         meta = {
             "source": source,
+            "corpus": default_data_dir().name if source == stdlib_source() else out.name,
+            "fingerprint": hashlib.sha256(train + val).hexdigest()[:12],
             "python": sys.version.split()[0],
             "vocab_size": VOCAB_SIZE,
             "separator": SEPARATOR,
@@ -196,6 +252,13 @@ def build(docs, out, source, force=False):
 # ---------------------------------------------------------------------------
 # Loading and batches
 # ---------------------------------------------------------------------------
+
+
+def corpus_id(data_dir):
+    """`NAME:FINGERPRINT` of a prepared folder: which data a val_bpb was measured on."""
+    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    fingerprint = meta.get("fingerprint") or meta["sha256"]["val"][:12]
+    return f"{meta.get('corpus') or Path(data_dir).name}:{fingerprint}"
 
 
 def load_split(split, data_dir=None):
@@ -232,24 +295,37 @@ def train_batches(batch_size, seq_len, seed, device, data_dir=None):
 # ---------------------------------------------------------------------------
 
 
+def eval_windows(val_len, seq_len, eval_tokens=None):
+    """Start positions of the evaluation windows: EVAL_TOKENS // seq_len of them (all of val
+    if shorter), spread over the whole split -- val cut into that many equal strata, one
+    window at a seeded random place in each -- so the score reflects all of val, and never
+    overlapping."""
+    n = min(eval_tokens or EVAL_TOKENS, val_len - 1)
+    num_windows = n // seq_len
+    if num_windows < 1:
+        sys.exit(f"prepare: val has {val_len} bytes, too few for seq_len={seq_len}")
+    stratum = (val_len - 1) // num_windows  # >= seq_len
+    rng = np.random.default_rng(EVAL_SEED)
+    offsets = rng.integers(0, stratum - seq_len + 1, size=num_windows)
+    return np.arange(num_windows) * stratum + offsets
+
+
 def evaluate_bpb(model, batch_size, seq_len, device, data_dir=None):
     """Validation bits per byte of `model` (see the contract at the top of this file).
 
-    Reads the first EVAL_TOKENS bytes of val (or all of val if shorter) as contiguous,
-    non-overlapping windows of seq_len predicted bytes, forward only, in a fixed order.
-    Returns summed cross-entropy in nats / (ln 2 * number of predicted bytes).
+    Scores the windows of `eval_windows` (EVAL_TOKENS predicted bytes, spread over all of
+    val), seq_len predicted bytes each, forward only, in a fixed order. Returns summed
+    cross-entropy in nats / (ln 2 * number of predicted bytes).
     """
     import torch
     import torch.nn.functional as F
 
     val = load_split("val", data_dir)
-    n = min(EVAL_TOKENS, len(val))
-    num_windows = (n - 1) // seq_len
-    if num_windows < 1:
-        sys.exit(f"prepare: val has {len(val)} bytes, too few for seq_len={seq_len}")
-    tokens = torch.from_numpy(np.asarray(val[: num_windows * seq_len + 1]).astype(np.int64))
-    inputs = tokens[:-1].view(num_windows, seq_len)
-    targets = tokens[1:].view(num_windows, seq_len)
+    starts = eval_windows(len(val), seq_len)
+    num_windows = len(starts)
+    rows = np.asarray(val)[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    tokens = torch.from_numpy(rows)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
     was_training = model.training
     model.eval()
     total_nats = 0.0

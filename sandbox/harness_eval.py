@@ -110,6 +110,7 @@ def main():
     print(f"val_bpb: {val_bpb:.6f}")
     print("causal: yes")
     print(f"eval_seq_len: {seq_len}")
+    print(f"corpus: {prepare.corpus_id(data_dir)}")
     print(f"eval_seconds: {time.time() - started:.1f}")
 
 

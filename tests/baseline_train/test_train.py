@@ -277,24 +277,47 @@ def test_uniform_logits_score_8_bits_per_byte(prepared_data, monkeypatch):
     assert abs(bpb - 8.0) < 1e-6
 
 
-def test_evaluate_bpb_reads_contiguous_windows(prepared_data, monkeypatch):
-    """A model that knows the next byte of val scores 0; the windows are the val stream."""
+def test_evaluate_bpb_scores_windows_spread_over_all_of_val(prepared_data, monkeypatch):
+    """A model that knows the next byte of val scores 0 on exactly the windows eval_windows
+    names, and those lie over the whole split, never overlapping."""
     prepare = load_prepare()
     monkeypatch.setattr(prepare, "EVAL_TOKENS", 3000)
-    val = torch.from_numpy(prepare.load_split("val", prepared_data)[:3000].astype("int64"))
+    val = torch.from_numpy(prepare.load_split("val", prepared_data)[:].astype("int64"))
+    starts = prepare.eval_windows(len(val), 100)
+    assert len(starts) == 30 and starts[0] < len(val) // 30 and starts[-1] > len(val) * 0.9
+    assert all(b - a >= 100 for a, b in zip(starts, starts[1:], strict=False))
     seen = []
 
     class Oracle(torch.nn.Module):
         def forward(self, idx):
-            seen.append(idx.clone())
-            n = sum(x.numel() for x in seen[:-1])
-            nxt = val[n + 1: n + 1 + idx.numel()].view_as(idx)
+            rows = starts[len(seen): len(seen) + idx.size(0)]
+            seen.extend(rows)
+            nxt = torch.stack([val[s + 1: s + 101] for s in rows])
+            assert torch.equal(idx, torch.stack([val[s: s + 100] for s in rows]))
             return torch.nn.functional.one_hot(nxt, prepare.VOCAB_SIZE).float() * 1e4
 
     bpb = prepare.evaluate_bpb(Oracle(), batch_size=4, seq_len=100, device="cpu",
                                data_dir=prepared_data)
     assert bpb == pytest.approx(0.0, abs=1e-6)
-    assert torch.equal(torch.cat(seen).flatten(), val[: 29 * 100])  # (3000 - 1) // 100 windows
+    assert list(seen) == list(starts)
+    assert list(prepare.eval_windows(len(val), 100)) == list(starts)  # fixed by the seed
+
+
+def test_near_duplicates_are_left_out_by_content():
+    prepare = load_prepare()
+    table = "".join(f"    '\\x{i:02x}'     #  0x{i:02x} -> CHAR {i}\n" for i in range(120))
+    docs = [("a_codec.py", ("# one\n" + table).encode()),
+            ("b_code.py", "\n".join(f"def f{i}(x):\n    return x + {i}" for i in range(60))
+             .encode()),
+            ("c_codec.py", ("# another\n" + table.replace("CHAR 7", "BELL")).encode())]
+    assert prepare.near_duplicates(docs) == ["c_codec.py"]  # the first of a family stays
+    kept = prepare.stdlib_documents()
+    names = {rel for rel, _ in kept}
+    every = prepare.text_documents(Path(prepare.sysconfig.get_paths()["stdlib"]), ".py")
+    tables = [rel for rel, _ in every if rel.startswith("encodings/cp")]
+    assert not any(rel in names for rel in tables), "charmap tables should be gone"
+    code = [rel for rel, _ in every if not rel.startswith("encodings/")]
+    assert sum(rel in names for rel in code) >= 0.97 * len(code)  # real code stays
 
 
 def test_train_batches_are_seeded(prepared_data):

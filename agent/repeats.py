@@ -1,0 +1,101 @@
+"""One train.py, several seeds: the noise floor of a training folder (`autoresearch noise`).
+
+The folder (its preset applied, as a session would start it) is run once per seed, exactly as
+a trial runs (the same sandbox, executor and limits), each seed in its own workdir under
+the output folder; the summary is the mean, standard deviation and range of val_bpb.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import statistics
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import SessionConfig
+from agent.data import prepare_default_data
+from agent.executors import TrialJob, make_executor, slot_limits
+from agent.hpblock import apply_preset, load_space
+from agent.plan import TrialPlan
+from sandbox.result import TrialResult
+
+
+@dataclass
+class Seeded:
+    """What an executor needs of a 'prepared trial': a number to order results by."""
+
+    number: int
+
+
+def tar_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                tar.add(path, arcname=path.name)
+    return buf.getvalue()
+
+
+def run_seeds(tree: Path, out: Path, seeds: list[int], config: SessionConfig,
+              data_dir: Path | None) -> list[TrialResult]:
+    """Run `tree` once per seed in `out/seed-S`; the results in the order of `seeds`."""
+    space = load_space(tree / "search_space.toml", config.preset)
+    plan = TrialPlan(config, space)
+    slots = slot_limits(plan.limits(), config.workers, config.gpus, config.gpus_per_trial,
+                        config.cpus)
+    scratch = out / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    executor = make_executor(config.executor, config.sandbox, slots, scratch,
+                             config.ray_address, str(data_dir) if data_dir else None,
+                             config.gpus_per_trial or 0)
+    tree_tar = tar_folder(tree)
+    results: dict[int, TrialResult] = {}
+    queue = list(enumerate(seeds))
+    running = 0
+    try:
+        while queue or running:
+            while queue and running < executor.slots:
+                i, seed = queue.pop(0)
+                env = {**plan.env(), "AR_SEED": str(seed)}
+                job = TrialJob(i, tree_tar, str(out / f"seed-{seed}"),
+                               str(data_dir) if data_dir else None, env, str(out / "cache"),
+                               plan.limits(), config.scoring, space.fixed.get("SEQ_LEN"))
+                executor.submit(Seeded(i), job)
+                running += 1
+            for done, result in executor.wait():
+                results[done.number] = result
+                running -= 1
+    finally:
+        executor.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [results[i] for i in range(len(seeds))]
+
+
+def noise(train_dir: Path, out: Path, seeds: list[int], config: SessionConfig) -> dict:
+    """The baseline of `train_dir` once per seed; its summary, also written to noise.json."""
+    space = load_space(train_dir / "search_space.toml", config.preset)
+    tree = out / "tree"
+    shutil.copytree(train_dir, tree, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    source = (tree / "train.py").read_text()
+    if config.preset:
+        (tree / "train.py").write_text(apply_preset(source, space))
+    data = Path(config.data_dir) if config.data_dir else prepare_default_data(tree)
+    results = run_seeds(tree, out, seeds, config, data)
+    rows = [{"seed": s, "status": r.status, "val_bpb": r.val_bpb,
+             "training_s": r.training_s, "num_steps": r.metrics.get("num_steps"),
+             "wall_s": r.wall_s, "reason": r.reason} for s, r in zip(seeds, results,
+                                                                      strict=True)]
+    values = [r["val_bpb"] for r in rows if r["val_bpb"] is not None]
+    summary = {"train_dir": str(train_dir), "preset": space.preset, "seeds": seeds,
+               "budget": TrialPlan(config, space).budget(), "runs": rows,
+               "ok": len(values), "mean": statistics.fmean(values) if values else None,
+               "std": statistics.stdev(values) if len(values) > 1 else None,
+               "min": min(values, default=None), "max": max(values, default=None)}
+    if summary["std"] is not None and not math.isfinite(summary["std"]):
+        summary["std"] = None
+    (out / "noise.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
