@@ -73,8 +73,18 @@ def _run_session(session) -> None:
         signal.signal(signal.SIGTERM, previous)
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
-                  f"val_bpb {best} at {outcome.best_commit[:7]}; see `autoresearch replay "
-                  f"{session.run_dir}` and `autoresearch diff {session.run_dir}`")
+                  f"val_bpb {best} at {outcome.best_commit[:7]}; {cost_line(session.notes)}; "
+                  f"see `autoresearch replay {session.run_dir}` and `autoresearch diff "
+                  f"{session.run_dir}`")
+
+
+def cost_line(notes) -> str:
+    """What the trials cost, and the share of it spent on trials that failed."""
+    notes = list(notes.values()) if isinstance(notes, dict) else list(notes)
+    total = sum(n.cost_s or 0.0 for n in notes)
+    lost = sum(n.cost_s or 0.0 for n in notes if n.status != "ok" and n.trial > 0)
+    share = 100 * lost / total if total else 0.0
+    return f"cost {total:,.0f} s, {share:.1f} % of it lost to failed trials"
 
 
 def _config_or_fail(**values):
@@ -155,6 +165,12 @@ def run(
                                     help="LLM repair turns per trial."),
     score: str | None = typer.Option(
         None, "--score", help="printed or harness (default: harness for code-agent)."),
+    preflight_steps: int = typer.Option(_default("preflight_steps"), "--preflight-steps",
+                                        help="Steps of the preflight probe; 0: none."),
+    repair_oom: bool | None = typer.Option(None, "--repair-oom/--no-repair-oom",
+                                           help="Halve the batch after a preflight OOM."),
+    min_steps: int | None = typer.Option(None, "--min-steps",
+                                         help="Refuse trials predicted to run fewer."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -184,7 +200,8 @@ def run(
         trial_timeout=trial_timeout, memory=memory, disk=disk, gpus=_gpu_ids(gpus),
         workers=workers, gpus_per_trial=gpus_per_trial, cpus=cpus, executor=executor,
         ray_address=ray_address, eval_tokens=eval_tokens, llm_ratio=llm_ratio,
-        llm_warmup=llm_warmup, max_repairs=max_repairs, score=score)
+        llm_warmup=llm_warmup, max_repairs=max_repairs, score=score,
+        preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)
@@ -281,6 +298,8 @@ def replay(
         if show_diff:
             console.print(Syntax(picked[0].diff or "(no diff: the baseline)", "diff"))
             log = run_dir / "trials" / f"{trial:04d}" / "train.log"
+            if not log.exists():  # the run that was the trial: a preflight, say
+                log = Path((picked[0].result or {}).get("log_path") or log)
             if log.exists():
                 tail = log.read_text(errors="replace").splitlines()[-25:]
                 console.print("[bold]train.log (last 25 lines)[/bold]")
@@ -290,7 +309,7 @@ def replay(
         typer.echo(json.dumps(rows, sort_keys=True))
         return
     console = Console()
-    title = f"{run_dir}: {len(rows)} trials"
+    title = f"{run_dir}: {len(rows)} trials; {cost_line(records)}"
     if len(rows) > 200:  # a rich Table is too slow for thousands of rows
         import sys
 

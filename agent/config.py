@@ -57,6 +57,10 @@ class SessionConfig(BaseModel):
     llm_ratio: float = Field(0.2, ge=0, le=1)  # centaur: LLM share of post-warm-up trials
     llm_warmup: int = Field(10, ge=0)  # centaur: trials CMA-ES proposes alone first
     max_repairs: int = Field(2, ge=0)  # LLM methods: repair turns after an invalid answer
+    preflight_steps: int = Field(2, ge=0)  # steps of the preflight probe; 0: no preflight
+    repair_oom: bool | None = None  # halve DEVICE_BATCH_SIZE after a preflight OOM; None:
+    # on for the gpu preset
+    min_steps: int | None = Field(None, ge=1)  # refuse a trial predicted to run fewer steps
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
     score: Literal["printed", "harness"] | None = None
     temperature: float = Field(0.7, ge=0, allow_inf_nan=False)

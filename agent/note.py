@@ -34,6 +34,9 @@ class TrialNote:
     started_at: str = ""
     wall_s: float = 0.0
     cost_s: float = 0.0  # what the trial cost: sandbox seconds (all its runs) + LLM seconds
+    preflight: dict | None = None  # its passed preflight: peak memory, step time, prediction
+    repairs: list = field(default_factory=list)  # OOM repairs (agent/preflight.py)
+    probes: list = field(default_factory=list)  # its preflight runs: status, seconds, batch
     v: int = 1
 
     def to_dict(self) -> dict:

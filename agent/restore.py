@@ -69,10 +69,7 @@ def restore(session) -> tuple[Progress, list[PreparedTrial]]:
         if n == 0:
             reruns.append(session.trials.baseline())
             continue
-        commit = session.ws.trial_commit(n)
-        action = action_from_dict(progress.inflight[n])
-        parent = session.ws.git.rev_parse(f"{commit}^")
-        reruns.append(session.trials.prepare(n, action, parent))
+        reruns.append(session.trials.resume(n, action_from_dict(progress.inflight[n])))
     return progress, reruns
 
 
@@ -96,7 +93,8 @@ def rebuild(session) -> Progress:
     the session's own order (trial n is asked once trials 0 .. n - slots are told)."""
     config, notes = session.config, session.notes
     optimizer = make_optimizer(config.method, session.space, config.seed,
-                               session.trials.baseline().config, **session.method_options())
+                               session.trials.baseline().config,
+                               **session.plan.method_options(session.llm))
     if isinstance(optimizer, LLMMethod):
         optimizer.attach(session.llm)
     progress = session.progress = Progress(optimizer)  # the context of each ask reads it

@@ -21,6 +21,7 @@ from agent.ledger import Ledger
 from agent.newrun import SessionError, create_run_folder, require_session
 from agent.optimizers import LLM_METHODS
 from agent.plan import TrialPlan
+from agent.preflight import Preflight
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
 from agent.report import ProgressPlot, Reporters
 from agent.restore import Progress, noted, restore, tell
@@ -84,9 +85,6 @@ class Session:
     def slots(self) -> int:
         return self.executor.slots if self.executor else self.config.workers
 
-    def method_options(self) -> dict:
-        return self.plan.method_options(self.llm)
-
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Outcome:
         started, stopped_by, elapsed_before = time.monotonic(), "trials", 0.0
@@ -94,7 +92,7 @@ class Session:
             elapsed_before = self._start()
             self.reporter.start(len(self.notes), self.config.trials)
             for prepared in self._reruns:  # running when the session was stopped
-                self._submit(prepared)
+                self._submit(self.preflight.first_stage(prepared))
             while True:  # propose what the tells so far allow, then tell one more, ...
                 spent = elapsed_before + time.monotonic() - started
                 if self._budget_spent(spent):
@@ -108,7 +106,8 @@ class Session:
                 if not self.running:
                     break
                 for prepared, result in self.executor.wait():
-                    self._record(prepared, result)
+                    prepared, final = self.preflight.after(prepared, result)
+                    self._record(prepared, final) if final else self._submit(prepared)
         finally:
             self._stop(elapsed_before, started)
         ok = [n for n in self.notes.values() if n.status == "ok"]
@@ -127,6 +126,7 @@ class Session:
                 self.config = self.config.model_copy(update={"data_dir": str(data)})
                 self.config.save(self.rd.session_toml)
         config, self.plan = self.config, TrialPlan(self.config, self.space)
+        self.preflight = Preflight(config, self.trials, self.plan.time_budget, self.space.preset)
         slots = slot_limits(self.plan.limits(), config.workers, config.gpus,
                             config.gpus_per_trial, config.cpus)
         self.executor = make_executor(config.executor, config.sandbox, slots, self.rd.tmp,
@@ -180,13 +180,16 @@ class Session:
             self.reporter.running(n, action)
             self._record(prepared, TrialResult(status="rejected", reason=prepared.rejected))
         else:
-            self._submit(prepared)
+            self._submit(self.preflight.first_stage(prepared))
 
     def _submit(self, prepared: PreparedTrial) -> None:
         self.reporter.running(prepared.number, prepared.action)
-        config = self.config
-        job = TrialJob(prepared.number, self.ws.archive(prepared.commit),
-                       str(self.rd.trial(prepared.number)), config.data_dir, self.plan.env(),
+        config, env = self.config, {**self.plan.env(), **self.preflight.env(prepared)}
+        folder = self.rd.trial(prepared.number)  # each preflight keeps its own log
+        if prepared.stage == "preflight":
+            folder = folder / f"preflight-{len(prepared.probes) + 1}"
+        job = TrialJob(prepared.number, self.ws.archive(prepared.commit), str(folder),
+                       config.data_dir, env,
                        str(self.rd.cache), self.plan.limits(), config.scoring,
                        self.space.fixed.get("SEQ_LEN"))
         self.executor.submit(prepared, job)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from agent.actions import (
@@ -20,9 +20,10 @@ from agent.actions import (
     NoAction,
     action_to_dict,
     edit_to_diff,
+    unified_diff,
 )
 from agent.config import SessionConfig
-from agent.hpblock import SearchSpace, SpaceError, non_literal, read_block
+from agent.hpblock import SearchSpace, SpaceError, non_literal, read_block, render_block
 from agent.ledger import Ledger
 from agent.note import TrialNote
 from agent.patching import PatchError, apply_patch
@@ -47,6 +48,11 @@ class PreparedTrial:
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
         timespec="seconds"))
     t0: float = field(default_factory=time.monotonic)
+    stage: str = "full"  # "preflight" first for a new configuration (agent/preflight.py)
+    spent_s: float = 0.0  # sandbox seconds of all its runs so far
+    preflight: dict | None = None  # what its passed preflight measured
+    repairs: list[str] = field(default_factory=list)  # OOM repairs made, in order
+    probes: list[dict] = field(default_factory=list)  # each preflight run: status, seconds
 
     def as_pending(self) -> TrialRecord:
         return TrialRecord(number=self.number, status="running", config=self.config,
@@ -105,7 +111,8 @@ class Trials:
             tokens={"prompt": llm["prompt"], "completion": llm["completion"]},
             cost_usd=llm["cost_usd"], llm_calls=llm["calls"], llm_valid=llm["valid"],
             started_at=prepared.started_at, wall_s=round(time.monotonic() - prepared.t0, 3),
-            cost_s=round(result.wall_s + llm.get("seconds", 0.0), 3))
+            cost_s=round((prepared.spent_s or result.wall_s) + llm.get("seconds", 0.0), 3),
+            preflight=prepared.preflight, repairs=prepared.repairs, probes=prepared.probes)
         self.ws.add_note(prepared.commit, note.to_dict())
         self.ledger.append(note)
         if is_best and prepared.number > 0:
@@ -125,6 +132,39 @@ class Trials:
                 "prompt": sum(c["prompt_tokens"] for c in calls),
                 "completion": sum(c["completion_tokens"] for c in calls),
                 "cost_usd": sum(c["cost_usd"] for c in calls)}
+
+    def repair(self, prepared: PreparedTrial, failed: TrialResult) -> PreparedTrial | None:
+        """The trial with DEVICE_BATCH_SIZE halved (the effective batch is TOTAL_BATCH_SIZE
+        and stays), committed on top of the failed commit; None when it is already 1."""
+        batch = (prepared.config or {}).get("DEVICE_BATCH_SIZE")
+        if not isinstance(batch, int) or batch <= 1:
+            return None
+        smaller = batch // 2
+        why = f"repair: DEVICE_BATCH_SIZE {batch} -> {smaller} (preflight {failed.status} at " \
+              f"{batch})"
+        content = render_block(self.ws.source(prepared.commit), {"DEVICE_BATCH_SIZE": smaller})
+        message = (f"{why}\n\nTrial: {prepared.number}\nMethod: {self.config.method}\n"
+                   f"Seed: {self.config.seed}\nRepair: {len(prepared.repairs) + 1}\n")
+        commit = self.ws.commit_trial(prepared.number, prepared.commit, message, content)
+        return replace(prepared, commit=commit, config=self.config_of(content),
+                       diff=unified_diff(self.ws.source(prepared.parent), content),
+                       repairs=[*prepared.repairs, why])
+
+    def resume(self, n: int, action: Action) -> PreparedTrial:
+        """Trial n as its commit holds it (repairs included), to run again after a stop."""
+        commit = self.ws.trial_commit(n)
+        original = commit
+        while "\nRepair: " in self.ws.git.log("-1", "--format=%B", original):
+            original = self.ws.git.rev_parse(f"{original}^")
+        parent = self.ws.git.rev_parse(f"{original}^")
+        content = self.ws.source(commit)
+        repairs = [] if original == commit else [
+            self.ws.git.log("-1", "--format=%s", c) for c in self.ws.git.rev_list(
+                f"{original}..{commit}").split()[::-1]]
+        diff = action.patch if isinstance(action, ApplyDiff) and not repairs else \
+            unified_diff(self.ws.source(parent), content)
+        return PreparedTrial(n, action, commit, parent, diff, self.config_of(content),
+                             repairs=repairs)
 
     def config_of(self, content: str | None) -> dict | None:
         if content is None:

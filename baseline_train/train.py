@@ -15,6 +15,9 @@ Environment:
     AR_DATA_DIR          a prepared data folder (see prepare.py); AR_EVAL_TOKENS: val bytes
     AR_SCORE             "harness": export the model to $AR_OUT_DIR/model.pt2 for the harness
                          to score (val is hidden from training then) instead of evaluating
+    AR_PREFLIGHT_STEPS   N > 0: build everything, run N optimizer steps at the full batch and
+                         one evaluation-sized forward, print `preflight: ok`, the peak memory
+                         and the seconds per step, and exit (a few seconds instead of a trial)
     OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
                          give the same val_bpb for the same seed and the same thread count
 """
@@ -148,10 +151,13 @@ SEED = env_number("AR_SEED", 42, int)
 TIME_BUDGET = env_number("TIME_BUDGET", 60.0, float)
 TOKEN_BUDGET = env_number("AR_TOKEN_BUDGET", None, int)  # None: train for TIME_BUDGET
 GPU_MEM_FRACTION = env_number("AR_GPU_MEM_FRACTION", None, float)
+PREFLIGHT_STEPS = env_number("AR_PREFLIGHT_STEPS", 0, int)  # 0: train for real
 if TIME_BUDGET <= 0:
     config_error(f"TIME_BUDGET={TIME_BUDGET} must be positive")
 if TOKEN_BUDGET is not None and TOKEN_BUDGET <= 0:
     config_error(f"AR_TOKEN_BUDGET={TOKEN_BUDGET} must be positive")
+if PREFLIGHT_STEPS < 0:
+    config_error(f"AR_PREFLIGHT_STEPS={PREFLIGHT_STEPS} must be 0 or more")
 if GPU_MEM_FRACTION is not None and not 0 < GPU_MEM_FRACTION <= 1:
     config_error(f"AR_GPU_MEM_FRACTION={GPU_MEM_FRACTION} must be in (0, 1]")
 device = pick_device()
@@ -440,6 +446,7 @@ else:
 
 x, y = next(batches)
 step = 0
+step_times = []
 training_seconds = 0.0
 timed_tokens = 0
 smooth_loss = 0.0
@@ -473,6 +480,9 @@ while True:
         sys.exit(1)
 
     step += 1
+    step_times.append(dt)
+    if PREFLIGHT_STEPS and step >= PREFLIGHT_STEPS:
+        break
     if step > skip_steps:
         training_seconds += dt
         timed_tokens += TOTAL_BATCH_SIZE
@@ -488,6 +498,37 @@ while True:
               flush=True)
     if done:
         break
+
+# ---------------------------------------------------------------------------
+# Preflight: the memory peak and speed of this configuration, in seconds
+# ---------------------------------------------------------------------------
+
+
+def peak_memory():
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    except ImportError:  # Windows
+        return 0.0
+
+
+if PREFLIGHT_STEPS:
+    with torch.no_grad(), autocast:  # an evaluation batch at its full size
+        model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    warm = step_times[1:] or step_times  # the first step pays for compiling
+    print("---")
+    print("preflight: ok")
+    print(f"peak_memory_mb: {peak_memory():.1f}")
+    print(f"step_seconds: {sorted(warm)[len(warm) // 2]:.4f}")
+    print(f"num_steps: {step}")
+    print(f"total_seconds: {time.time() - t_start:.1f}")
+    sys.exit(0)
 
 # ---------------------------------------------------------------------------
 # Evaluation and summary
@@ -517,19 +558,10 @@ else:
         sys.exit(1)
 
 tokens_per_second = timed_tokens / training_seconds if training_seconds > 0 else 0.0
-if device.type == "cuda":
-    peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    # Estimate against the dense bf16 peak of an H100 / H200 SXM: 989.5 TFLOP/s.
-    mfu = 100 * flops_per_token * tokens_per_second / 989.5e12
-else:
-    try:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak_memory_mb = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-    except ImportError:  # Windows
-        peak_memory_mb = 0.0
-    mfu = 0.0  # no meaningful peak to compare with on a CPU or MPS
+peak_memory_mb = peak_memory()
+# MFU against the dense bf16 peak of an H100 / H200 SXM: 989.5 TFLOP/s; no meaningful peak
+# to compare with on a CPU or MPS.
+mfu = 100 * flops_per_token * tokens_per_second / 989.5e12 if device.type == "cuda" else 0.0
 
 print("---")
 if val_bpb is not None:

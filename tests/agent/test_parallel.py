@@ -100,7 +100,7 @@ def test_kill_9_with_trials_in_flight_then_resume(tmp_path, jittery, workers):
                              "--run-dir", str(run),
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while not (run / "trials" / "0004" / "train.log").exists():
+    while not list((run / "trials" / "0004").rglob("train.log")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)

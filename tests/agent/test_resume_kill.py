@@ -45,7 +45,7 @@ def test_kill_9_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path, tra
     run = tmp_path / "killed"
     proc = autoresearch("run", *common, "--time-budget", "1.5", "--run-dir", str(run))
     deadline = time.monotonic() + 120
-    while not (run / "trials" / "0003" / "train.log").exists():  # trial 3 is running
+    while not list((run / "trials" / "0003").rglob("train.log")):  # trial 3 is running
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -1,0 +1,113 @@
+"""Failed trials cost seconds, not minutes: a preflight probe before each full run, and OOM
+repair (DESIGN.md, "One trial, end to end", step 4).
+
+A new configuration (trial >= 1) first runs with AR_PREFLIGHT_STEPS=N in the same sandbox and
+limits: train.py builds model and data, runs N steps at the full DEVICE_BATCH_SIZE and one
+evaluation-sized forward, prints `preflight: ok`, its peak memory and seconds per step, and
+exits. Then:
+- it passed: the full run follows (its compile cache is warm now); from the seconds per step
+  the session predicts the steps the time budget allows, flags a configuration that could not
+  finish one step of warm-down, and with --min-steps refuses one predicted below it;
+- it ran out of memory and --repair-oom is on: DEVICE_BATCH_SIZE is halved (gradient
+  accumulation keeps the effective batch) in a new commit whose parent is the failed one,
+  and that is preflighted, until it fits or the batch is 1;
+- any other failure ends the trial with that status and `preflight: true` in its record;
+- train.py ignored the variable and trained for real: that run is the trial.
+The optimizer is told the outcome for the configuration it proposed.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from agent.config import SessionConfig
+from agent.trial import PreparedTrial, Trials
+from sandbox.result import TrialResult
+
+MEMORY_FAILURES = ("oom", "cuda_oom")
+
+
+class Preflight:
+    def __init__(self, config: SessionConfig, trials: Trials, time_budget: float,
+                 preset: str):
+        self.steps = config.preflight_steps
+        self.repair = config.repair_oom if config.repair_oom is not None else preset == "gpu"
+        self.min_steps, self.token_budget = config.min_steps, config.token_budget
+        self.trials, self.time_budget = trials, time_budget
+
+    def env(self, prepared: PreparedTrial) -> dict[str, str]:
+        """The trial's extra environment for its next run."""
+        if prepared.stage == "preflight":
+            return {"AR_PREFLIGHT_STEPS": str(self.steps)}
+        return {}
+
+    def first_stage(self, prepared: PreparedTrial) -> PreparedTrial:
+        prepared.stage = "preflight" if self.steps and prepared.number > 0 else "full"
+        return prepared
+
+    def after(self, prepared: PreparedTrial,
+              result: TrialResult) -> tuple[PreparedTrial, TrialResult | None]:
+        """(the trial, its final result) -- or (the trial to run next, None)."""
+        prepared.spent_s += result.wall_s
+        if prepared.stage != "preflight":
+            return prepared, result
+        prepared.probes.append({"status": result.status, "wall_s": result.wall_s,
+                                "DEVICE_BATCH_SIZE": (prepared.config or {}).get(
+                                    "DEVICE_BATCH_SIZE")})
+        passed = result.exit_code == 0 and result.metrics.get("preflight") == "ok"
+        if passed:
+            return self._passed(prepared, result)
+        if result.ok:  # train.py ignored AR_PREFLIGHT_STEPS and trained: that is the trial
+            return prepared, promote(result)
+        if result.status in MEMORY_FAILURES and self.repair:
+            repaired = self.trials.repair(prepared, result)
+            if repaired is not None:
+                repaired.stage = "preflight"
+                return repaired, None
+        result.preflight = True
+        return prepared, promote(result)
+
+    def _passed(self, prepared: PreparedTrial,
+                result: TrialResult) -> tuple[PreparedTrial, TrialResult | None]:
+        step_s = result.metrics.get("step_seconds")
+        config = prepared.config or {}
+        predicted = None
+        if self.token_budget and config.get("TOTAL_BATCH_SIZE"):
+            predicted = math.ceil(self.token_budget / config["TOTAL_BATCH_SIZE"])
+        elif isinstance(step_s, float) and step_s > 0:
+            predicted = int(self.time_budget / step_s)
+        warmdown = config.get("WARMDOWN_RATIO")
+        prepared.preflight = {
+            "peak_memory_mb": result.metrics.get("peak_memory_mb"), "step_seconds": step_s,
+            "wall_s": result.wall_s, "predicted_steps": predicted,
+            # not even one step of warm-down fits: the schedule it was given never happens
+            "too_few_steps": bool(predicted is not None and isinstance(warmdown, float)
+                                  and predicted * warmdown < 1)}
+        if self.min_steps and predicted is not None and predicted < self.min_steps:
+            return prepared, TrialResult(
+                status="rejected", preflight=True, wall_s=0.0,
+                reason=f"preflight predicts {predicted} steps in the budget, fewer than "
+                       f"--min-steps {self.min_steps}")
+        prepared.stage = "full"
+        return prepared, None
+
+
+def promote(result: TrialResult) -> TrialResult:
+    """The run that decided the trial was a preflight: its train.log and out/ become the
+    trial's own (trials/NNNN/), where every trial's log is read."""
+    if not result.log_path:
+        return result
+    log = Path(result.log_path)
+    if not log.parent.name.startswith("preflight-"):
+        return result
+    trial = log.parent.parent
+    for name in ("train.log", "out"):
+        source, target = log.parent / name, trial / name
+        if source.exists():
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(source), str(target))
+    result.log_path = str(trial / "train.log")
+    return result
