@@ -354,3 +354,7 @@ from agent.cli_research import bench, compare, noise  # noqa: E402
 app.command()(compare)
 app.command()(noise)
 app.command()(bench)
+from agent.cli_explain import attribute, rerun  # noqa: E402
+
+app.command()(rerun)
+app.command()(attribute)

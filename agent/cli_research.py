@@ -120,6 +120,8 @@ def bench(
     llm_warmup: int | None = typer.Option(None, "--llm-warmup", help="centaur: CMA-ES first."),
     llm_ratio: float | None = typer.Option(None, "--llm-ratio", help="centaur: LLM share."),
     memory: str | None = typer.Option(None, "--memory", help="Host memory per trial."),
+    preflight_steps: int | None = typer.Option(None, "--preflight-steps",
+                                               help="Probe steps per trial (0: none)."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
@@ -143,8 +145,8 @@ def bench(
         cost_s = parse_duration(cost) if cost else None
     except ValueError as e:
         raise fail(str(e), 2) from None
-    extra = {k: v for k, v in (("llm_warmup", llm_warmup), ("llm_ratio", llm_ratio))
-             if v is not None}
+    extra = {k: v for k, v in (("llm_warmup", llm_warmup), ("llm_ratio", llm_ratio),
+                               ("preflight_steps", preflight_steps)) if v is not None}
     template = _config_or_fail(
         trials=trials, cost_s=cost_s, workers=workers, sandbox=sandbox, preset=preset,
         train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,

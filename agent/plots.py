@@ -132,3 +132,34 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
     _trials_panel(one, groups[shown][0], f"every trial of one {shown} run")
     fig.tight_layout()
     return fig
+
+
+def attribution_figure(table: dict):
+    """`table` of agent/attribution.py: per change, the val_bpb it is worth measured both
+    ways, drawn as gains (right of zero: the change helped), with the seeds' spread."""
+    rows = table["changes"]
+    fig = _figure(9, 1.2 + 0.55 * len(rows))
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    for offset, key, label, sign, colour in (
+            (-0.2, "leave_one_out", "leave-one-out: to minus the change", 1, "#1f77b4"),
+            (0.2, "add_one", "add-one: from plus the change", -1, "#ff7f0e")):
+        gains = [sign * r[key] if r[key] is not None else 0.0 for r in rows]
+        errs = [r[f"{key}_std"] or 0.0 for r in rows]
+        ax.barh(y + offset, gains, height=0.38, xerr=errs, capsize=3, color=colour,
+                label=label)
+        for i, r in enumerate(rows):
+            if r[key] is None:
+                ax.text(0, i + offset, "  not run: " + ("unappliable" if r["unappliable"]
+                                                        else "failed"),
+                        va="center", fontsize=7, color="#555555")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [r["change"] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("val_bpb gained (right of 0: the change helped; bars: mean over seeds, "
+                  "whiskers: std)")
+    ax.set_title(f"what each change from {table['from']} to {table['to']} is worth "
+                 f"({len(table['seeds'])} seeds)")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

@@ -53,10 +53,11 @@ class Preflight:
         prepared.spent_s += result.wall_s
         if prepared.stage != "preflight":
             return prepared, result
-        prepared.probes.append({"status": result.status, "wall_s": result.wall_s,
+        passed = result.exit_code == 0 and result.metrics.get("preflight") == "ok"
+        prepared.probes.append({"status": "ok" if passed else result.status,
+                                "wall_s": result.wall_s,
                                 "DEVICE_BATCH_SIZE": (prepared.config or {}).get(
                                     "DEVICE_BATCH_SIZE")})
-        passed = result.exit_code == 0 and result.metrics.get("preflight") == "ok"
         if passed:
             return self._passed(prepared, result)
         if result.ok:  # train.py ignored AR_PREFLIGHT_STEPS and trained: that is the trial

@@ -40,29 +40,27 @@ def tar_folder(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def run_seeds(tree: Path, out: Path, seeds: list[int], config: SessionConfig,
-              data_dir: Path | None) -> list[TrialResult]:
-    """Run `tree` once per seed in `out/seed-S`; the results in the order of `seeds`."""
-    space = load_space(tree / "search_space.toml", config.preset)
+def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
+              data_dir: Path | None, cache: Path) -> list[TrialResult]:
+    """Each (tree as tar, folder, seed) run once, exactly as a trial of `config` runs (the
+    same sandbox, executor, limits and environment, AR_SEED set); results in `runs`' order."""
     plan = TrialPlan(config, space)
     slots = slot_limits(plan.limits(), config.workers, config.gpus, config.gpus_per_trial,
                         config.cpus)
-    scratch = out / "tmp"
+    scratch = cache.parent / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
+    data = str(data_dir) if data_dir else None
     executor = make_executor(config.executor, config.sandbox, slots, scratch,
-                             config.ray_address, str(data_dir) if data_dir else None,
-                             config.gpus_per_trial or 0)
-    tree_tar = tar_folder(tree)
+                             config.ray_address, data, config.gpus_per_trial or 0)
     results: dict[int, TrialResult] = {}
-    queue = list(enumerate(seeds))
+    queue = list(enumerate(runs))
     running = 0
     try:
         while queue or running:
             while queue and running < executor.slots:
-                i, seed = queue.pop(0)
-                env = {**plan.env(), "AR_SEED": str(seed)}
-                job = TrialJob(i, tree_tar, str(out / f"seed-{seed}"),
-                               str(data_dir) if data_dir else None, env, str(out / "cache"),
+                i, (tree_tar, folder, seed) = queue.pop(0)
+                job = TrialJob(i, tree_tar, str(folder), data,
+                               {**plan.env(), "AR_SEED": str(seed)}, str(cache),
                                plan.limits(), config.scoring, space.fixed.get("SEQ_LEN"))
                 executor.submit(Seeded(i), job)
                 running += 1
@@ -72,7 +70,16 @@ def run_seeds(tree: Path, out: Path, seeds: list[int], config: SessionConfig,
     finally:
         executor.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    return [results[i] for i in range(len(seeds))]
+    return [results[i] for i in range(len(runs))]
+
+
+def run_seeds(tree: Path, out: Path, seeds: list[int], config: SessionConfig,
+              data_dir: Path | None) -> list[TrialResult]:
+    """Run `tree` once per seed in `out/seed-S`; the results in the order of `seeds`."""
+    space = load_space(tree / "search_space.toml", config.preset)
+    tree_tar = tar_folder(tree)
+    return run_trees([(tree_tar, out / f"seed-{s}", s) for s in seeds], config, space,
+                     data_dir, out / "cache")
 
 
 def noise(train_dir: Path, out: Path, seeds: list[int], config: SessionConfig) -> dict:

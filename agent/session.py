@@ -189,9 +189,8 @@ class Session:
         if prepared.stage == "preflight":
             folder = folder / f"preflight-{len(prepared.probes) + 1}"
         job = TrialJob(prepared.number, self.ws.archive(prepared.commit), str(folder),
-                       config.data_dir, env,
-                       str(self.rd.cache), self.plan.limits(), config.scoring,
-                       self.space.fixed.get("SEQ_LEN"))
+                       config.data_dir, env, str(self.rd.cache), self.plan.limits(),
+                       config.scoring, self.space.fixed.get("SEQ_LEN"))
         self.executor.submit(prepared, job)
         self.running[prepared.number] = prepared
 

@@ -15,9 +15,10 @@ Environment:
     AR_DATA_DIR          a prepared data folder (see prepare.py); AR_EVAL_TOKENS: val bytes
     AR_SCORE             "harness": export the model to $AR_OUT_DIR/model.pt2 for the harness
                          to score (val is hidden from training then) instead of evaluating
-    AR_PREFLIGHT_STEPS   N > 0: build everything, run N optimizer steps at the full batch and
-                         one evaluation-sized forward, print `preflight: ok`, the peak memory
-                         and the seconds per step, and exit (a few seconds instead of a trial)
+    AR_PREFLIGHT_STEPS   N > 0: build everything, run N optimizer steps of one micro-batch of
+                         DEVICE_BATCH_SIZE each (the memory peak of training) and one
+                         evaluation-sized forward, print `preflight: ok`, the peak memory and
+                         the seconds a whole step takes, and exit (seconds instead of a trial)
     OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
                          give the same val_bpb for the same seed and the same thread count
 """
@@ -457,12 +458,16 @@ while True:
         torch.cuda.synchronize()
     t0 = time.time()
     loss_sum = torch.zeros((), device=device)
-    for _ in range(grad_accum):
+    micro_steps = 1 if PREFLIGHT_STEPS else grad_accum  # a probe's peak is one micro-batch
+    for _ in range(micro_steps):
         with autocast:
             loss = model(x, y)
         (loss / grad_accum).backward()
         loss_sum += loss.detach()
         x, y = next(batches)
+    if PREFLIGHT_STEPS and device.type == "cuda":
+        torch.cuda.synchronize()
+    t_micro = time.time() - t0
     lrm = lr_multiplier(progress)
     for opt in optimizers:
         for group in opt.param_groups:
@@ -472,8 +477,10 @@ while True:
     for opt in optimizers:
         opt.step()
     model.zero_grad(set_to_none=True)
-    train_loss = loss_sum.item() / grad_accum  # also waits for the device
+    train_loss = loss_sum.item() / micro_steps  # also waits for the device
     dt = time.time() - t0
+    if PREFLIGHT_STEPS:  # the whole step it stands for: every micro-batch, one update
+        dt += t_micro * (grad_accum / micro_steps - 1)
 
     if not math.isfinite(train_loss) or train_loss > 100:
         print(f"FAIL: training loss {train_loss} at step {step}", flush=True)

@@ -93,6 +93,7 @@ class DockerSandbox:
                     else "autoresearch sandbox build --gpu")
             raise SandboxError(f"image {image} is missing: run `{hint}`")
         self.image = image
+        self.image_id = self.client.images.get(image).id
         self.from_host = image == HOST_IMAGE
         # The host image runs the host's interpreter; any other image brings its own python.
         self.python = python or (sys.executable if self.from_host else "python")
@@ -190,6 +191,7 @@ class DockerSandbox:
             exit_code, sink.tail_text(), oom_killed=oom_killed, timed_out=timed_out,
             wall_s=round(time.monotonic() - start, 3), log_path=str(sink.path),
             log_bytes=sink.total, log_truncated=sink.truncated, backend=self.name)
+        result.image = self.image_id
         if disk is not None and disk.exceeded and not oom_killed:
             result.status, result.val_bpb = "crash", None
             result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"

@@ -71,6 +71,7 @@ class TrialResult:
     oom_killed: bool = False
     timed_out: bool = False
     backend: str = ""
+    image: str = ""  # the Docker image's id the trial ran in ("" on the local backend)
     score: str = "printed"  # "harness": val_bpb measured by sandbox/harness_eval.py
     printed_val_bpb: float | None = None  # what train.py printed, under harness scoring
     score_mismatch: bool = False  # the printed val_bpb differs from the measured one

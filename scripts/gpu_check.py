@@ -9,7 +9,11 @@ Runs, in about five minutes on one H100/H200, with nothing from the network:
   4. a host-memory hog beside a live CUDA context under `--memory 2g` that must be `oom`
      (and CUDA must initialise under that limit);
   5. the Docker rows, where an engine answers: a GPU trial `ok` and a CUDA OOM `cuda_oom`;
-  6. the gpu preset's throughput outside any sandbox (tokens/s, MFU, peak memory).
+  6. the gpu preset's throughput outside any sandbox (tokens/s, MFU, peak memory);
+  7. OOM repair under preflight: a session capped at 10 GB of the GPU's memory, where no
+     micro-batch of the gpu preset's range (32..256 sequences, ~47 GB at 128) fits: trial 1's
+     preflight fails `cuda_oom`, DEVICE_BATCH_SIZE is halved until it fits, and the trial
+     trains (the seconds the failed probes cost).
 
     python scripts/gpu_check.py [--gpu 0] [--out gpu-check] [--time-budget 20]
 
@@ -133,6 +137,33 @@ def check_session(check: Check, out: Path, gpu: str, budget: float) -> None:
                   shown + " (a trial failed)", False)
 
 
+def check_repair(check: Check, out: Path, gpu: str, budget: float) -> None:
+    import torch
+
+    run_dir = out / "repair"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    share = 10 * 2**30 / torch.cuda.get_device_properties(int(gpu)).total_memory
+    proc = cli("run", "--method", "cmaes", "--preset", "gpu", "--gpus", gpu, "--trials", "1",
+               "--time-budget", f"{budget:g}", "--seed", "0", "--gpu-mem-fraction",
+               f"{share:.3f}",
+               "--repair-oom", "--run-dir", str(run_dir), "--quiet", timeout=900)
+    (out / "repair.out").write_text(proc.stdout + proc.stderr)
+    try:
+        trial = last_json(cli("replay", str(run_dir), "--trial", "1", "--json").stdout)
+    except ValueError:
+        check.add("OOM repair under preflight", "repaired, ok", proc.stderr.strip()[-200:],
+                  False)
+        return
+    probes = trial.get("probes") or []
+    failed = [p for p in probes if p["status"] != "ok"]
+    got = (f"{trial['status']}; probes " + ", ".join(
+        f"{p['DEVICE_BATCH_SIZE']}: {p['status']} {p['wall_s']:.1f} s" for p in probes) +
+        f"; failed probes cost {sum(p['wall_s'] for p in failed):.1f} s of "
+        f"{trial.get('cost_s', 0):.1f} s")
+    check.add("OOM repair under preflight", "repaired, ok", got,
+              trial["status"] == "ok" and bool(trial.get("repairs")))
+
+
 def check_try(check: Check, name: str, expected: str, tree: Path, out: Path, *args: str,
               must_log: str | None = None) -> None:
     work = out / slug(name)
@@ -178,6 +209,7 @@ def main() -> int:
                         help="training seconds of each session trial")
     parser.add_argument("--throughput-seconds", type=float, default=30.0)
     parser.add_argument("--skip-docker", action="store_true")
+    parser.add_argument("--skip-repair", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     out = args.out.resolve()
@@ -208,6 +240,8 @@ def main() -> int:
             "why_not", "no Docker engine")
         check.add("docker rows", "ok / cuda_oom", f"not run: {why}", None)
     run = check_throughput(check, out, args.throughput_seconds, args.gpu)
+    if not args.skip_repair:
+        check_repair(check, out, args.gpu, args.time_budget)
 
     from rich.console import Console
     from rich.table import Table

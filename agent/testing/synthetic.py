@@ -28,6 +28,9 @@ if MATRIX_LR > 0.15:
     sys.exit(1)
 val = (2.0 + (math.log10(MATRIX_LR) + 1.4) ** 2 + 0.1 * (DEPTH - 5) ** 2
        + (WARMDOWN_RATIO - 0.6) ** 2 + 0.01 * len(WINDOW_PATTERN.replace("S", "")))
+if __NOISE__:  # seeded noise, independent across seeds and configurations
+    import random
+    val += __NOISE__ * random.Random(f"{os.environ.get('AR_SEED')} {val:.9f}").gauss(0, 1)
 print("step 1 loss 3.0")
 print("---")
 print(f"val_bpb: {val:.6f}")
@@ -38,8 +41,9 @@ print(f"seed: {os.environ.get('AR_SEED')}")
 '''
 
 
-def make_train_dir(root: Path) -> Path:
-    """A training folder with the packaged search space and the synthetic train.py."""
+def make_train_dir(root: Path, noise: float = 0.0) -> Path:
+    """A training folder with the packaged search space and the synthetic train.py; `noise`
+    is the standard deviation of the seeded noise added to its val_bpb."""
     space = load_space(baseline_dir() / "search_space.toml", "cpu")
     d = root / "synthetic_train"
     d.mkdir(parents=True)
@@ -47,7 +51,33 @@ def make_train_dir(root: Path) -> Path:
     names = space.names + list(space.fixed)
     block = "".join(f"{n} = 0  # {space.params[n].help if n in space.params else 'fixed'}\n"
                     for n in names)
-    text = "# --- hyperparameters ---\n" + block + "# --- end hyperparameters ---\n" + BODY
+    body = BODY.replace("__NOISE__", repr(float(noise)))
+    text = "# --- hyperparameters ---\n" + block + "# --- end hyperparameters ---\n" + body
     text = render_block(text, {**space.defaults(), **space.fixed})
     (d / "train.py").write_text(text)
     return d
+
+
+def add_after_block(train_dir: Path, code: str) -> Path:
+    """Put `code` right after the hyperparameter block of train_dir/train.py."""
+    marker = "# --- end hyperparameters ---\n"
+    path = train_dir / "train.py"
+    path.write_text(path.read_text().replace(marker, marker + code))
+    return train_dir
+
+
+class ScriptedOptimizer:
+    """Returns the actions it was given, in order; keeps each (action, record) it is told.
+    Tests put it in place of a method: monkeypatch agent.restore.make_optimizer."""
+
+    name = "scripted"
+    failure_policy = "told nothing"
+
+    def __init__(self, actions):
+        self.actions, self.told = list(actions), []
+
+    def ask(self, history, pending, ctx):
+        return self.actions.pop(0)
+
+    def tell(self, action, record):
+        self.told.append((action, record))

@@ -20,6 +20,7 @@ from agent.cli import app
 from agent.config import SessionConfig
 from agent.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
+from agent.testing.synthetic import add_after_block
 
 runner = CliRunner()
 
@@ -33,10 +34,7 @@ print(f"ran {_start:.3f} {_time.time():.3f}")
 
 @pytest.fixture
 def jittery(train_dir) -> Path:
-    text = (train_dir / "train.py").read_text()
-    marker = "# --- end hyperparameters ---\n"
-    (train_dir / "train.py").write_text(text.replace(marker, marker + JITTER))
-    return train_dir
+    return add_after_block(train_dir, JITTER)
 
 
 def records(run: Path) -> list[dict]:

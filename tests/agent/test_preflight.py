@@ -12,6 +12,7 @@ import pytest
 from agent.actions import EditHyperparameters
 from agent.config import SessionConfig
 from agent.session import Session
+from agent.testing.synthetic import ScriptedOptimizer, add_after_block
 
 # Honours AR_PREFLIGHT_STEPS; memory grows with DEVICE_BATCH_SIZE * DEPTH, and past 256 the
 # host runs out of it (a MemoryError: status oom). Every run leaves a line in out/runs.txt.
@@ -32,28 +33,12 @@ if _os.environ.get("AR_PREFLIGHT_STEPS"):
 
 @pytest.fixture
 def probing(train_dir) -> Path:
-    text = (train_dir / "train.py").read_text()
-    marker = "# --- end hyperparameters ---\n"
-    (train_dir / "train.py").write_text(text.replace(marker, marker + PROBE))
-    return train_dir
+    return add_after_block(train_dir, PROBE)
 
 
-class Scripted:
-    name = "scripted"
-    failure_policy = "told nothing"
-
-    def __init__(self, actions):
-        self.actions, self.told = list(actions), []
-
-    def ask(self, history, pending, ctx):
-        return self.actions.pop(0)
-
-    def tell(self, action, record):
-        self.told.append((action, record.status, record.config))
-
-
-def run(tmp_path, train_dir, actions, monkeypatch, **kw) -> tuple[Path, Scripted]:
-    scripted = Scripted(actions)
+def run(tmp_path, train_dir, actions, monkeypatch,
+        **kw) -> tuple[Path, ScriptedOptimizer]:
+    scripted = ScriptedOptimizer(actions)
     monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(**{"trials": len(actions), "sandbox": "local",
                               "train_dir": str(train_dir), "time_budget": 0.001, **kw})
@@ -104,8 +89,8 @@ def test_an_oom_is_repaired_in_new_commits_and_told_as_proposed(tmp_path, probin
                                                        first_repair)
     assert git(repo, "rev-parse", f"{proposal}^") == trial["parent"]  # the incumbent
     # the optimizer learns about the point it proposed, not the repaired one
-    action, status, config = scripted.told[1]
-    assert action.values == big and status == "ok"
+    action, record = scripted.told[1]
+    assert action.values == big and record.status == "ok"
     # three preflights (64, 32, 16), one full run
     assert runs_of(run_dir, 1) == ["preflight"] * 3 + ["full"]
     assert trial["cost_s"] >= trial["result"]["wall_s"]
@@ -118,16 +103,18 @@ def test_without_repair_an_oom_ends_in_preflight(tmp_path, probing, monkeypatch)
     trial = notes(run_dir)[1]
     assert trial["status"] == "oom" and trial["result"]["preflight"] is True
     assert runs_of(run_dir, 1) == ["preflight"]  # the full run never started
-    assert scripted.told[1][1] == "oom"
+    assert scripted.told[1][1].status == "oom"
 
 
-def test_a_train_py_that_ignores_the_probe_runs_once(tmp_path, train_dir, monkeypatch):
-    edit = {"DEPTH": 3}
-    text = (train_dir / "train.py").read_text()
-    marker = "# --- end hyperparameters ---\n"
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_a_train_py_that_ignores_the_probe_trains_once(tmp_path, train_dir, monkeypatch,
+                                                       sandbox, request):
+    if sandbox == "docker":
+        request.getfixturevalue("host_image")
     counter = PROBE.split("if DEVICE_BATCH_SIZE")[0]  # it counts runs, nothing else
-    (train_dir / "train.py").write_text(text.replace(marker, marker + counter))
-    run_dir, _ = run(tmp_path, train_dir, [EditHyperparameters(edit, "x")], monkeypatch)
+    add_after_block(train_dir, counter)
+    run_dir, _ = run(tmp_path, train_dir, [EditHyperparameters({"DEPTH": 3}, "x")],
+                     monkeypatch, sandbox=sandbox)
     trial = notes(run_dir)[1]
     assert trial["status"] == "ok" and trial["preflight"] is None
     assert runs_of(run_dir, 1) == ["preflight"]  # it trained in that one run
@@ -149,3 +136,33 @@ def test_predicted_steps_flag_and_min_steps(tmp_path, probing, monkeypatch):
     assert "predicts 5 steps" in refused["result"]["reason"]
     assert "--min-steps 10" in refused["result"]["reason"]
     assert runs_of(run_dir, 1) == ["preflight"]
+
+
+@pytest.mark.slow
+def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docker_client,
+                                                    host_image):
+    """The cpu preset's own train.py in Docker under a 1100 MB limit: a micro-batch of 64
+    sequences (~1.5 GB) is killed within seconds of its preflight; halved to 32 (~1.1 GB
+    resident, measured) it fits, and the trial trains its whole time budget (80 s, so the
+    failed probe may take 8)."""
+    from agent.paths import baseline_dir
+
+    big = {"DEVICE_BATCH_SIZE": 64, "TOTAL_BATCH_SIZE": 16384}
+    run_dir, scripted = run(tmp_path, baseline_dir(), [EditHyperparameters(big, "big")],
+                            monkeypatch, sandbox="docker", preset="cpu", time_budget=80,
+                            eval_tokens=16384, memory="1100m", repair_oom=True)
+    trial = notes(run_dir)[1]
+    first = trial["probes"][0]
+    assert first["status"] == "oom" and first["DEVICE_BATCH_SIZE"] == 64
+    assert first["wall_s"] < 0.1 * 80, trial["probes"]  # seconds, not the trial's minute
+    assert trial["status"] == "ok", trial["result"]["reason"]
+    assert trial["probes"][-1]["status"] == "ok"
+    assert trial["config"]["DEVICE_BATCH_SIZE"] < 64
+    assert trial["result"]["metrics"]["training_seconds"] >= 75  # it trained for real
+    repo = run_dir / "repo"
+    repairs = trial["repairs"]
+    proposal = git(repo, "rev-parse", f"{trial['commit']}~{len(repairs)}")
+    assert "DEVICE_BATCH_SIZE = 64" in git(repo, "show", f"{proposal}:train.py")
+    assert git(repo, "rev-parse", f"{proposal}^") == trial["parent"]
+    assert scripted.told[1][0].values == big and scripted.told[1][1].status == "ok"
+

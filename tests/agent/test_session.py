@@ -11,6 +11,7 @@ from agent.actions import ApplyDiff, EditHyperparameters
 from agent.config import SessionConfig
 from agent.hpblock import load_space
 from agent.session import Session, SessionError
+from agent.testing.synthetic import ScriptedOptimizer
 
 
 def git(repo, *args) -> str:
@@ -74,23 +75,6 @@ def test_same_seed_same_proposals_different_seed_different(tmp_path, train_dir):
     assert configs("a2", 2) != configs("b2", 1)
 
 
-class Scripted:
-    """Returns the actions it was given, in order: hand-written edits for rejection tests."""
-
-    name = "scripted"
-    failure_policy = "told nothing"
-
-    def __init__(self, actions):
-        self.actions = list(actions)
-        self.told = []
-
-    def ask(self, history, pending, ctx):
-        return self.actions.pop(0)
-
-    def tell(self, action, record):
-        self.told.append(record.status)
-
-
 def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_dir,
                                                                monkeypatch):
     source = (train_dir / "train.py").read_text()
@@ -104,7 +88,7 @@ def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_d
         ApplyDiff(f"--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-{good_line}\n+DEPTH = 3\n",
                   "a good diff"),
     ]
-    scripted = Scripted(actions)
+    scripted = ScriptedOptimizer(actions)
     monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
     start(tmp_path, train_dir, trials=5).run()
     records = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
@@ -120,18 +104,19 @@ def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_d
         msg = git(tmp_path / "run" / "repo", "log", "-1", "--format=%B", f"refs/trials/{n:04d}")
         assert "Status: rejected" in msg and f"Trial: {n}" in msg
     assert records[5]["config"]["DEPTH"] == 3
-    assert scripted.told == statuses  # failures are told too
+    assert [r.status for _, r in scripted.told] == statuses  # failures are told too
     tsv = (tmp_path / "run" / "results.tsv").read_text()
     assert tsv.count("\trejected\t") == 4
 
 
 def test_failures_are_classified_and_told(tmp_path, train_dir, monkeypatch):
-    scripted = Scripted([EditHyperparameters({"DEVICE_BATCH_SIZE": 64, "DEPTH": 8,
-                                              "TOTAL_BATCH_SIZE": 16384}, "huge"),
-                         EditHyperparameters({"MATRIX_LR": 0.19}, "hot")])
+    scripted = ScriptedOptimizer([
+        EditHyperparameters({"DEVICE_BATCH_SIZE": 64, "DEPTH": 8, "TOTAL_BATCH_SIZE": 16384},
+                            "huge"),
+        EditHyperparameters({"MATRIX_LR": 0.19}, "hot")])
     monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
     start(tmp_path, train_dir, trials=2).run()
-    assert scripted.told == ["ok", "oom", "diverged"]
+    assert [r.status for _, r in scripted.told] == ["ok", "oom", "diverged"]
 
 
 def test_budget_stops_the_session(tmp_path, train_dir):
