@@ -44,7 +44,18 @@ class NoAction:
     kind: str = field(default="none", init=False)
 
 
-Action = EditHyperparameters | ApplyDiff | NoAction
+@dataclass(frozen=True)
+class Confirm:
+    """Not a proposal: trial `of`'s commit run again with another seed, for the acceptance
+    gate (`--confirm K`, agent/gate.py). No optimizer asks for it or is told of it."""
+
+    of: int
+    seed: int
+    rationale: str = ""
+    kind: str = field(default="confirm", init=False)
+
+
+Action = EditHyperparameters | ApplyDiff | NoAction | Confirm
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:
@@ -56,6 +67,8 @@ def action_from_dict(data: dict[str, Any]) -> Action:
         return ApplyDiff(data["patch"], data.get("rationale", ""))
     if data.get("kind") == "none":
         return NoAction(data.get("reason", ""), data.get("rationale", ""))
+    if data.get("kind") == "confirm":
+        return Confirm(int(data["of"]), int(data["seed"]), data.get("rationale", ""))
     return EditHyperparameters(dict(data["values"]), data.get("rationale", ""))
 
 

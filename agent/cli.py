@@ -171,6 +171,8 @@ def run(
                                            help="Halve the batch after a preflight OOM."),
     min_steps: int | None = typer.Option(None, "--min-steps",
                                          help="Refuse trials predicted to run fewer."),
+    confirm: int = typer.Option(_default("confirm"), "--confirm",
+                                help="A new best must hold over K seeds (1: off)."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -201,7 +203,8 @@ def run(
         workers=workers, gpus_per_trial=gpus_per_trial, cpus=cpus, executor=executor,
         ray_address=ray_address, eval_tokens=eval_tokens, llm_ratio=llm_ratio,
         llm_warmup=llm_warmup, max_repairs=max_repairs, score=score,
-        preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps)
+        preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
+        confirm=confirm)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)

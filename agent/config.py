@@ -61,6 +61,9 @@ class SessionConfig(BaseModel):
     repair_oom: bool | None = None  # halve DEVICE_BATCH_SIZE after a preflight OOM; None:
     # on for the gpu preset
     min_steps: int | None = Field(None, ge=1)  # refuse a trial predicted to run fewer steps
+    # acceptance gate: a trial that beats the incumbent becomes best only once K seeds of it
+    # beat K seeds of the incumbent by more than their noise (agent/gate.py); 1: off
+    confirm: int = Field(1, ge=1, le=20)
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
     score: Literal["printed", "harness"] | None = None
     temperature: float = Field(0.7, ge=0, allow_inf_nan=False)

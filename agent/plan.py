@@ -37,6 +37,17 @@ class TrialPlan:
             env["AR_EVAL_TOKENS"] = str(self.config.eval_tokens)
         return env
 
+    def budget_spent(self, notes, spent: float) -> bool:
+        """The wall-clock budget cannot fit one more typical trial, or the cost is spent."""
+        config, notes = self.config, list(notes)
+        if config.cost_s is not None and sum(n.cost_s for n in notes) >= config.cost_s:
+            return True
+        if config.budget_s is None:
+            return False
+        walls = sorted(n.wall_s for n in notes if n.status != "rejected")
+        expected = walls[len(walls) // 2] if walls else 0.0
+        return spent + expected > config.budget_s
+
     def device(self) -> str:
         gpus, share = self.config.gpus_per_trial or 1, self.config.gpu_mem_fraction
         if not self.config.gpus:

@@ -22,6 +22,7 @@ import math
 import shutil
 from pathlib import Path
 
+from agent.actions import Confirm
 from agent.config import SessionConfig
 from agent.trial import PreparedTrial, Trials
 from sandbox.result import TrialResult
@@ -44,7 +45,8 @@ class Preflight:
         return {}
 
     def first_stage(self, prepared: PreparedTrial) -> PreparedTrial:
-        prepared.stage = "preflight" if self.steps and prepared.number > 0 else "full"
+        new = prepared.number > 0 and not isinstance(prepared.action, Confirm)
+        prepared.stage = "preflight" if self.steps and new else "full"
         return prepared
 
     def after(self, prepared: PreparedTrial,

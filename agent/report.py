@@ -182,7 +182,7 @@ def replay_table(rows: list[dict], title: str, width: int = 120) -> Table:
 def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> dict:
     """The stable `compare --json` row of one run (documented in README)."""
     ran = [n for n in notes if n.trial > 0]
-    ok = [n for n in notes if n.status == "ok"]
+    ok = [n for n in notes if n.status == "ok" and n.method != "confirm"]  # the session's seed
     best = min(ok, key=lambda n: n.val_bpb) if ok else None
     baseline = next((n for n in notes if n.trial == 0), None)
     overheads = [o for n in notes if (o := (n.result or {}).get("overhead_s")) is not None]

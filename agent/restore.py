@@ -15,11 +15,12 @@ import pickle
 import time
 from dataclasses import dataclass, field
 
-from agent.actions import action_from_dict, action_to_dict
+from agent.actions import Confirm, action_from_dict, action_to_dict
+from agent.gate import Gate, best_note
 from agent.ledger import Ledger, atomic_write
 from agent.newrun import SessionError
 from agent.optimizers import make_optimizer
-from agent.protocols import LLMMethod
+from agent.protocols import LLMMethod, TrialRecord
 from agent.trial import PreparedTrial, TrialNote
 
 STATE_VERSION = 2
@@ -58,10 +59,13 @@ def restore(session) -> tuple[Progress, list[PreparedTrial]]:
     """(progress, trials to run again) for a session opening its folder."""
     notes = session.notes
     check_ledger(session.ledger, list(notes.values()), session.reporter.note)
-    check_best(session.ws, list(notes.values()), session.reporter.note)
     progress = load(session) or rebuild(session)
     if isinstance(progress.optimizer, LLMMethod):
         progress.optimizer.attach(session.llm)
+    config = session.config
+    session.gate = Gate.replay(config.confirm, config.seed, notes, progress.told,
+                               progress.inflight)
+    check_best(session.ws, best_note(session.gate, notes.values()), session.reporter.note)
     reruns = []
     for n in range(progress.asked):
         if n in notes:
@@ -106,27 +110,61 @@ def rebuild(session) -> Progress:
             history.append(tell(progress, notes[progress.told]))
         if progress.told <= n - session.slots:
             break  # an earlier trial never finished: the rest is asked again
-        pending = [session.pending_view(k, progress.inflight[k])
-                   for k in sorted(progress.inflight) if k >= progress.told]
-        ctx = session.context(n)
-        ctx.replay = notes[n].recorded_action() if n in notes else None
-        action = optimizer.ask(history, pending, ctx)
-        progress.inflight[n] = action_to_dict(action)
+        confirm = confirm_of(session, n)
+        if confirm is not None:  # a confirmation run: no optimizer asked for it
+            progress.inflight[n] = confirm
+        else:
+            pending = pending_views(session, {k: a for k, a in progress.inflight.items()
+                                              if k >= progress.told})
+            ctx = session.context(n)
+            ctx.replay = notes[n].recorded_action() if n in notes else None
+            progress.inflight[n] = action_to_dict(optimizer.ask(history, pending, ctx))
         progress.asked = n + 1
         n += 1
     while progress.told < progress.asked and progress.told in notes:
         history.append(tell(progress, notes[progress.told]))
-    session.history = history
+    session.history = [seen for seen in history if seen is not None]
     return progress
 
 
 def tell(progress: Progress, note: TrialNote):
-    """Tell the optimizer trial `progress.told` (its recorded action and outcome)."""
-    seen = note.as_seen()
-    progress.optimizer.tell(note.recorded_action(), seen)
+    """Tell the optimizer trial `progress.told` (its recorded action and outcome); what it
+    saw, or None for a confirmation run (the gate's, not the optimizer's)."""
+    seen = None
+    if note.method != "confirm":
+        seen = note.as_seen()
+        progress.optimizer.tell(note.recorded_action(), seen)
     progress.inflight.pop(note.trial, None)
     progress.told += 1
     return seen
+
+
+def confirm_of(session, n: int) -> dict | None:
+    """Trial n's Confirm action when it is a confirmation run (its note, or its commit's
+    `Confirms:` trailer when it has no note yet)."""
+    if n in session.notes:
+        action = session.notes[n].action
+        return action if action.get("kind") == "confirm" else None
+    message = session.ws.git.log("-1", "--format=%B", session.ws.trial_commit(n))
+    trailers = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
+    if trailers.get("Method") != "confirm" or "Confirms" not in trailers:
+        return None
+    return action_to_dict(Confirm(int(trailers["Confirms"]), int(trailers["Seed"])))
+
+
+def pending_views(session, inflight: dict[int, dict]) -> list[TrialRecord]:
+    """The proposals in flight as an optimizer sees them: their full configuration where
+    known (confirmation runs are left out)."""
+    views = []
+    for n, action in sorted(inflight.items()):
+        if action.get("kind") == "confirm":
+            continue
+        known = session.notes.get(n) or session.running.get(n)
+        values = action.get("values") or {}
+        config = known.config if known else (
+            values if len(values) == len(session.space.names) else None)
+        views.append(TrialRecord(n, "running", config, rationale=action.get("rationale", "")))
+    return views
 
 
 def check_ledger(ledger: Ledger, notes: list[TrialNote], say) -> None:
@@ -150,12 +188,12 @@ def check_ledger(ledger: Ledger, notes: list[TrialNote], say) -> None:
     ledger.rewrite(notes)
 
 
-def check_best(ws, notes: list[TrialNote], say) -> None:
-    """Branch `best` must point at the best ok trial (the first of equals)."""
-    ok = [n for n in notes if n.status == "ok"]
-    if not ok:
+def check_best(ws, best: TrialNote | None, say) -> None:
+    """Branch `best` must point at the best trial (the best ok one, the first of equals; under
+    the gate, the one it promoted last)."""
+    if best is None or best.trial == 0 and best.status != "ok":
         return
-    expected = min(ok, key=lambda n: (n.val_bpb, n.trial)).commit
+    expected = best.commit
     if ws.best != expected:
         say(f"branch best pointed at {ws.best[:7]}, not at the best ok trial {expected[:7]}: "
             "moved it back")

@@ -13,9 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.actions import action_to_dict
+from agent.actions import Confirm, action_to_dict
 from agent.config import SessionConfig
 from agent.executors import TrialJob, make_executor, slot_limits
+from agent.gate import Gate, best_note
 from agent.hpblock import SearchSpace, load_space, read_block
 from agent.ledger import Ledger
 from agent.newrun import SessionError, create_run_folder, require_session
@@ -24,9 +25,9 @@ from agent.plan import TrialPlan
 from agent.preflight import Preflight
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
 from agent.report import ProgressPlot, Reporters
-from agent.restore import Progress, noted, restore, tell
+from agent.restore import Progress, noted, pending_views, restore, tell
 from agent.rundir import RunDir
-from agent.trial import PreparedTrial, TrialNote, Trials
+from agent.trial import PreparedTrial, TrialNote, Trials, seed_of
 from agent.workspace import Workspace
 from sandbox.result import TrialResult
 
@@ -54,6 +55,7 @@ class Session:
         self.history: list[TrialRecord] = []  # told trials, in order
         self.progress: Progress | None = None
         self.running: dict[int, PreparedTrial] = {}  # submitted, not recorded
+        self.gate = Gate(config.confirm, config.seed)  # --confirm K (agent/gate.py)
         self.executor = self.llm = self.server = None
 
     @classmethod
@@ -110,9 +112,8 @@ class Session:
                     self._record(prepared, final) if final else self._submit(prepared)
         finally:
             self._stop(elapsed_before, started)
-        ok = [n for n in self.notes.values() if n.status == "ok"]
-        best = min((n.val_bpb for n in ok), default=None)
-        return Outcome(len(self.notes) - 1, best, self.ws.best, stopped_by)
+        best = best_note(self.gate, self.notes.values())
+        return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
 
     def _start(self) -> float:
         from agent.data import prepare_default_data
@@ -154,25 +155,21 @@ class Session:
         return wanted and n - self.progress.told < self.slots
 
     def _budget_spent(self, spent: float) -> bool:
-        """The wall-clock budget cannot fit one more typical trial, or the cost is spent."""
-        config, notes = self.config, self.notes.values()
-        if config.cost_s is not None and sum(n.cost_s for n in notes) >= config.cost_s:
-            return True
-        if config.budget_s is None:
-            return False
-        walls = sorted(n.wall_s for n in notes if n.status != "rejected")
-        expected = walls[len(walls) // 2] if walls else 0.0
-        return spent + expected > config.budget_s
+        return self.plan.budget_spent(self.notes.values(), spent)
 
     def _propose(self) -> None:
         """Ask for trial n, commit it, save the optimizer, and run it (or record a refusal)."""
         n, progress = self.progress.asked, self.progress
-        pending = [self.pending_view(k, progress.inflight[k]) for k in sorted(progress.inflight)]
-        action = progress.optimizer.ask(list(self.history), pending, self.context(n))
+        action = self.gate.next()  # a confirmation run that is due comes first
+        if action is None:
+            pending = pending_views(self, progress.inflight)
+            action = progress.optimizer.ask(list(self.history), pending, self.context(n))
         calls = progress.optimizer.take_calls() if isinstance(progress.optimizer,
                                                               LLMMethod) else []
         llm = self.trials.llm_summary(calls, action, self.rd.trial(n))
-        prepared = self.trials.prepare(n, action, self.incumbent(), llm)
+        parent = self.notes[action.of].commit if isinstance(action, Confirm) else \
+            self.incumbent()
+        prepared = self.trials.prepare(n, action, parent, llm)
         progress.inflight[n] = action_to_dict(prepared.action)
         progress.asked = n + 1
         progress.save(self.rd.state_pkl)
@@ -185,6 +182,7 @@ class Session:
     def _submit(self, prepared: PreparedTrial) -> None:
         self.reporter.running(prepared.number, prepared.action)
         config, env = self.config, {**self.plan.env(), **self.preflight.env(prepared)}
+        env["AR_SEED"] = str(seed_of(prepared.action, config.seed))
         folder = self.rd.trial(prepared.number)  # each preflight keeps its own log
         if prepared.stage == "preflight":
             folder = folder / f"preflight-{len(prepared.probes) + 1}"
@@ -202,7 +200,13 @@ class Session:
         self.reporter.finished(note)
 
     def _tell_next(self) -> None:
-        self.history.append(tell(self.progress, self.notes[self.progress.told]))
+        note = self.notes[self.progress.told]
+        seen = tell(self.progress, note)  # None: a confirmation run, no optimizer's business
+        self.history += [seen] if seen else []
+        decision = self.gate.observe(note) if self.gate.on else None
+        if decision is not None:
+            self.reporter.note(decision.line())
+            self.ws.move_best(self.incumbent())
         self.progress.save(self.rd.state_pkl)
 
     def _stop(self, elapsed_before: float, started: float) -> None:
@@ -220,10 +224,10 @@ class Session:
 
     # -- what a proposal is made from --------------------------------------------------------
     def incumbent(self) -> str:
-        """The best ok trial among those told (the baseline before any): the parent of the
-        next proposal, the same whatever order results came in."""
-        ok = [self.notes[n] for n in range(self.progress.told) if self.notes[n].status == "ok"]
-        best = min(ok, key=lambda n: (n.val_bpb, n.trial), default=None)
+        """The best ok trial among those told (the baseline before any; under the gate, the
+        last one it promoted): the parent of the next proposal, whatever order results came in."""
+        told = [self.notes[n] for n in range(self.progress.told)]
+        best = best_note(self.gate, told)
         return best.commit if best else self.ws.baseline
 
     def context(self, n: int) -> TrialContext:
@@ -233,13 +237,6 @@ class Session:
                             device=self.plan.device(), memory=self.plan.memory,
                             budget=self.plan.budget(), preset=self.space.preset)
 
-    def pending_view(self, n: int, action: dict) -> TrialRecord:
-        """Trial n as a running one: its full configuration where known."""
-        known = self.notes.get(n) or self.running.get(n)
-        values = action.get("values") or {}
-        config = known.config if known else (values if len(values) == len(self.space.names)
-                                             else None)
-        return TrialRecord(n, "running", config, rationale=action.get("rationale", ""))
 
 
 class QuietReporter:

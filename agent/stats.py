@@ -20,10 +20,11 @@ BOOTSTRAP_RESAMPLES = 2000
 
 
 def best_so_far(notes) -> list[float | None]:
-    """The incumbent's val_bpb after each trial (None before the first ok trial)."""
+    """The incumbent's val_bpb after each trial (None before the first ok trial), at the
+    session's seed: confirmation runs (other seeds, agent/gate.py) add cost, not values."""
     best, out = None, []
     for n in sorted(notes, key=lambda n: n.trial):
-        if n.status == "ok" and (best is None or n.val_bpb < best):
+        if n.status == "ok" and n.method != "confirm" and (best is None or n.val_bpb < best):
             best = n.val_bpb
         out.append(best)
     return out
@@ -34,7 +35,7 @@ def cost_to_reach(notes, target: float) -> float | None:
     spent = 0.0
     for n in sorted(notes, key=lambda n: n.trial):
         spent += n.cost_s or 0.0
-        if n.status == "ok" and n.val_bpb <= target:
+        if n.status == "ok" and n.method != "confirm" and n.val_bpb <= target:
             return spent
     return None
 

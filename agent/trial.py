@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from agent.actions import (
     Action,
     ApplyDiff,
+    Confirm,
     EditHyperparameters,
     NoAction,
     action_to_dict,
@@ -81,7 +82,9 @@ class Trials:
         source = self.ws.source(incumbent)
         rejected = content = None
         diff = action.patch if isinstance(action, ApplyDiff) else ""
-        if isinstance(action, NoAction):
+        if isinstance(action, Confirm):  # `incumbent` is the commit it repeats: same tree
+            content = source
+        elif isinstance(action, NoAction):
             rejected = action.reason
         else:
             try:
@@ -97,13 +100,16 @@ class Trials:
 
     def record(self, prepared: PreparedTrial, result: TrialResult,
                best_before: float | None) -> TrialNote:
-        """Write the trial's note (git), its ledger lines, and move `best` if it is one."""
-        is_best = result.ok and (best_before is None or result.val_bpb < best_before)
+        """Write the trial's note (git), its ledger lines, and move `best` if it is one
+        (under the acceptance gate the session moves it, once a candidate is confirmed)."""
+        is_best = result.ok and (best_before is None or result.val_bpb < best_before) and (
+            self.config.confirm == 1 or prepared.number == 0)
         llm = prepared.llm
         note = TrialNote(
             trial=prepared.number, commit=prepared.commit, parent=prepared.parent,
-            method="baseline" if prepared.number == 0 else self.config.method,
-            seed=self.config.seed, action=action_to_dict(prepared.action),
+            method=method_of(prepared.number, prepared.action, self.config.method),
+            seed=seed_of(prepared.action, self.config.seed),
+            action=action_to_dict(prepared.action),
             rationale=one_line(prepared.action.rationale), config=prepared.config,
             diff=prepared.diff, status=result.status, val_bpb=result.val_bpb,
             result=result.to_dict(), is_best=is_best,
@@ -199,11 +205,22 @@ class Trials:
                 return pending
             self.ws.set_aside(n)
         title = one_line(action.rationale) or action.kind
-        method = self.config.method
-        message = f"{method}: {title}\n\nTrial: {n}\nMethod: {method}\nSeed: {self.config.seed}\n"
+        method, seed = method_of(n, action, self.config.method), seed_of(action, self.config.seed)
+        message = f"{method}: {title}\n\nTrial: {n}\nMethod: {method}\nSeed: {seed}\n"
+        if isinstance(action, Confirm):
+            message += f"Confirms: {action.of}\n"
         if rejected is not None:
             message += f"Status: rejected\nReason: {one_line(rejected, 400)}\n"
         return self.ws.commit_trial(n, parent, message, content)
+
+
+def method_of(n: int, action: Action, method: str) -> str:
+    return "baseline" if n == 0 else "confirm" if isinstance(action, Confirm) else method
+
+
+def seed_of(action: Action, seed: int) -> int:
+    """AR_SEED of the trial: the session's, or a confirmation run's own."""
+    return action.seed if isinstance(action, Confirm) else seed
 
 
 def one_line(text: str, limit: int = 120) -> str:
