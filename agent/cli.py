@@ -211,7 +211,9 @@ def run(
     except UserError as e:
         raise fail(str(e), 2) from None
     if not quiet:
-        typer.echo(f"session {run_dir}: {method}, seed {seed}, preset {session.space.preset}, "
+        which = "" if preset else " (search_space.toml's default)"
+        typer.echo(f"session {run_dir}: {method}, seed {seed}, preset "
+                   f"{session.space.preset or 'none'}{which}, "
                    f"{f'{trials} trials' if trials is not None else budget}")
     _run_session(session)
 

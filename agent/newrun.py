@@ -46,8 +46,7 @@ def create_run_folder(run_dir: Path, config: SessionConfig) -> SessionConfig:
     baseline = {n: a.value for n, a in read_block(train_py or source, space.names).items()}
     errors = space.errors(baseline)
     if errors:
-        raise SessionError("the baseline train.py lies outside its own search space: "
-                           + "; ".join(errors))
+        raise SessionError(outside_space(train_dir, space, source, config.preset, errors))
     prepare = train_dir / "prepare.py"
     if config.scoring == "harness" and not (
             prepare.is_file() and "def evaluate_bpb(" in prepare.read_text()):
@@ -93,6 +92,29 @@ def remove_half_created(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
     for stale in run_dir.parent.glob(f".{run_dir.name}.creating-*"):  # a killed create
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def outside_space(train_dir: Path, space, source: str, asked: str | None,
+                  errors: list[str]) -> str:
+    """Why the baseline cannot start, and which preset of the folder's space it would fit."""
+    import tomllib
+
+    toml = train_dir / "search_space.toml"
+    which = f"the {space.preset} preset" + ("" if asked else f", {toml.name}'s default")
+    text = (f"the baseline train.py lies outside its own search space ({which}): "
+            + "; ".join(errors))
+    if asked:
+        return text
+    fits = []
+    for preset in tomllib.loads(toml.read_text()).get("presets", {}):
+        if preset != space.preset:
+            other = load_space(toml, preset)
+            values = {n: a.value for n, a in read_block(source, other.names).items()}
+            fits += [] if other.errors(values) else [preset]
+    if fits:
+        text += (f"; it fits the {fits[0]} preset: pass --preset {fits[0]}, or set "
+                 f'default_preset = "{fits[0]}" in {toml}')
+    return text
 
 
 def require_session(rd) -> None:

@@ -132,3 +132,20 @@ def test_replay_reads_a_thousand_trial_ledger(tmp_path):
     assert table.exit_code == 0
     body = [ln for ln in table.output.splitlines() if ln.strip()[:1].isdigit()]
     assert len(body) == 1001 and body[-1].split()[0] == "1000"
+
+
+def test_a_gpu_block_under_the_cpu_default_names_the_preset_it_fits(tmp_path, train_dir):
+    """A folder whose train.py holds gpu-scale values beside a space whose default preset is
+    cpu: one line that says which preset judged it and which one it fits."""
+    from agent.hpblock import apply_preset, load_space
+
+    gpu = load_space(train_dir / "search_space.toml", "gpu")
+    path = train_dir / "train.py"
+    path.write_text(apply_preset(path.read_text(), gpu))
+    run = tmp_path / "r"
+    result = runner.invoke(app, ["run", "--train-dir", str(train_dir), "--sandbox", "local",
+                                 "--run-dir", str(run)])
+    assert result.exit_code == 2
+    assert "(the cpu preset, search_space.toml's default)" in result.output
+    assert "it fits the gpu preset: pass --preset gpu" in result.output
+    assert not run.exists()
