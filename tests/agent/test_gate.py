@@ -131,3 +131,19 @@ def test_a_session_stopped_mid_confirmation_resumes_it(tmp_path, monkeypatch, lo
     assert [(r["method"], r["seed"], r["val_bpb"]) for r in rs] == [
         (r["method"], r["seed"], r["val_bpb"]) for r in expected]
     assert git(run_dir / "repo", "rev-parse", "refs/heads/best") == rs[1]["commit"]
+
+
+def test_the_gate_with_two_workers_finishes_and_promotes(tmp_path, monkeypatch):
+    train_dir = make_train_dir(tmp_path, noise=0.002)
+    actions = [EditHyperparameters(GOOD, "good")] + [
+        EditHyperparameters({"DEPTH": d}, "worse") for d in (3, 2, 3, 2, 3)]
+    scripted = ScriptedOptimizer(actions)
+    monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
+    config = SessionConfig(trials=8, sandbox="local", train_dir=str(train_dir),
+                           time_budget=0.001, seed=SEED, preflight_steps=0, confirm=3,
+                           workers=2)
+    Session.create(tmp_path / "run", config).run()
+    rs = notes(tmp_path / "run")
+    assert [r["trial"] for r in rs] == list(range(9))
+    assert [r["method"] for r in rs].count("confirm") == 4
+    assert git(tmp_path / "run" / "repo", "rev-parse", "refs/heads/best") == rs[1]["commit"]
