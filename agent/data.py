@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,28 @@ from agent.errors import UserError
 
 class DataError(UserError):
     """prepare.py could not prepare the data; the message says what it printed."""
+
+
+def prepare_data(spec, repo: Path, train_dir: Path) -> Path | None:
+    """The data folder of a session, as its training folder's [run] table says: `auto` runs
+    prepare.py (it prints the folder); `none` and `once` leave it to train.py (the user ran
+    the preparation); anything else is a command, run in the training folder, whose last line
+    may name the folder."""
+    if spec.prepare == "auto":
+        return prepare_default_data(repo)
+    if spec.prepare in ("none", "once"):
+        return None
+    env = {"PATH": os.pathsep.join(
+        [os.path.dirname(spec.python or sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", **spec.env}
+    out = subprocess.run(["/bin/sh", "-c", spec.prepare], cwd=train_dir, capture_output=True,
+                         text=True, timeout=6 * 3600, env=env)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or lines or ["no output"])[-1]
+        raise DataError(f"[run] prepare = {spec.prepare!r} failed (exit {out.returncode}): "
+                        f"{tail}")
+    return Path(lines[-1]) if lines and Path(lines[-1]).is_dir() else None
 
 
 def prepare_default_data(train_dir: Path) -> Path | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from agent.config import SessionConfig
 from agent.errors import UserError
 from agent.hpblock import apply_preset, load_space, read_block
+from agent.runspec import load_runspec
 from agent.workspace import Workspace
 
 
@@ -39,6 +40,7 @@ def create_run_folder(run_dir: Path, config: SessionConfig) -> SessionConfig:
     if not (train_dir / "train.py").is_file():
         raise SessionError(f"{train_dir} has no train.py: --train-dir takes the folder "
                            "that holds train.py and search_space.toml")
+    load_runspec(train_dir)  # a broken [run] table: one line before anything is created
     space = load_space(train_dir / "search_space.toml", config.preset)
     source = (train_dir / "train.py").read_text()
     read_block(source, space.names)  # raises unless every searched constant is there

@@ -8,16 +8,20 @@ import os
 from agent.config import SessionConfig
 from agent.hpblock import SearchSpace
 from agent.optimizers import LLM_METHODS
+from agent.runspec import RunSpec
 from sandbox.base import Limits
 
 
 class TrialPlan:
-    def __init__(self, config: SessionConfig, space: SearchSpace):
-        self.config, self.space = config, space
+    def __init__(self, config: SessionConfig, space: SearchSpace, spec: RunSpec | None = None):
+        self.config, self.space, self.spec = config, space, spec or RunSpec()
 
     @property
     def time_budget(self) -> float:
-        return self.config.time_budget or self.space.time_budget or 60.0
+        """--time-budget, else what the folder's [run] table says train.py trains for, else
+        the preset's."""
+        return (self.config.time_budget or self.spec.time_budget or self.space.time_budget
+                or 60.0)
 
     @property
     def memory(self) -> str:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import SessionConfig
-from agent.data import prepare_default_data
+from agent.data import prepare_data
 from agent.executors import TrialJob, make_executor, slot_limits
 from agent.hpblock import apply_preset, load_space
 from agent.plan import TrialPlan
+from agent.runspec import load_runspec
 from sandbox.result import TrialResult
 
 
@@ -41,10 +42,11 @@ def tar_folder(folder: Path) -> bytes:
 
 
 def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
-              data_dir: Path | None, cache: Path) -> list[TrialResult]:
+              data_dir: Path | None, cache: Path, spec=None) -> list[TrialResult]:
     """Each (tree as tar, folder, seed) run once, exactly as a trial of `config` runs (the
-    same sandbox, executor, limits and environment, AR_SEED set); results in `runs`' order."""
-    plan = TrialPlan(config, space)
+    same sandbox, executor, limits and environment, AR_SEED set, the training folder's [run]
+    table `spec`); results in `runs`' order."""
+    plan = TrialPlan(config, space, spec)
     slots = slot_limits(plan.limits(), config.workers, config.gpus, config.gpus_per_trial,
                         config.cpus)
     scratch = cache.parent / "tmp"
@@ -61,7 +63,8 @@ def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
                 i, (tree_tar, folder, seed) = queue.pop(0)
                 job = TrialJob(i, tree_tar, str(folder), data,
                                {**plan.env(), "AR_SEED": str(seed)}, str(cache),
-                               plan.limits(), config.scoring, space.fixed.get("SEQ_LEN"))
+                               plan.limits(), config.scoring, space.fixed.get("SEQ_LEN"),
+                               plan.spec.job())
                 executor.submit(Seeded(i), job)
                 running += 1
             for done, result in executor.wait():
@@ -74,12 +77,12 @@ def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
 
 
 def run_seeds(tree: Path, out: Path, seeds: list[int], config: SessionConfig,
-              data_dir: Path | None) -> list[TrialResult]:
+              data_dir: Path | None, spec=None) -> list[TrialResult]:
     """Run `tree` once per seed in `out/seed-S`; the results in the order of `seeds`."""
     space = load_space(tree / "search_space.toml", config.preset)
     tree_tar = tar_folder(tree)
     return run_trees([(tree_tar, out / f"seed-{s}", s) for s in seeds], config, space,
-                     data_dir, out / "cache")
+                     data_dir, out / "cache", spec)
 
 
 def noise(train_dir: Path, out: Path, seeds: list[int], config: SessionConfig) -> dict:
@@ -90,8 +93,9 @@ def noise(train_dir: Path, out: Path, seeds: list[int], config: SessionConfig) -
     source = (tree / "train.py").read_text()
     if config.preset:
         (tree / "train.py").write_text(apply_preset(source, space))
-    data = Path(config.data_dir) if config.data_dir else prepare_default_data(tree)
-    results = run_seeds(tree, out, seeds, config, data)
+    spec = load_runspec(train_dir)
+    data = Path(config.data_dir) if config.data_dir else prepare_data(spec, tree, train_dir)
+    results = run_seeds(tree, out, seeds, config, data, spec)
     rows = [{"seed": s, "status": r.status, "val_bpb": r.val_bpb,
              "training_s": r.training_s, "num_steps": r.metrics.get("num_steps"),
              "wall_s": r.wall_s, "reason": r.reason} for s, r in zip(seeds, results,

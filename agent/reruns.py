@@ -89,13 +89,17 @@ class RecordedRun:
 
     def run(self, runs: list[tuple[str, Path, int]]) -> list[TrialResult]:
         """Each (commit, folder, seed) once; results in order."""
-        from agent.data import prepare_default_data
+        from agent.data import prepare_data
+        from agent.paths import baseline_dir
+        from agent.runspec import load_runspec
 
+        train_dir = Path(self.config.train_dir or baseline_dir())
+        spec = load_runspec(train_dir)
         data = self.config.data_dir
-        data = Path(data) if data else prepare_default_data(self.rd.repo)
+        data = Path(data) if data else prepare_data(spec, self.rd.repo, train_dir)
         trees = {c: self.ws.archive(c) for c, _, _ in runs}
         return run_trees([(trees[c], folder, seed) for c, folder, seed in runs], self.config,
-                         self.space, data, self.rd.cache)
+                         self.space, data, self.rd.cache, spec)
 
 
 def rerun(run_dir: Path, n: int, k: int = 1, sandbox: str | None = None) -> dict:

@@ -21,12 +21,14 @@ from agent.hpblock import SearchSpace, load_space, read_block
 from agent.ledger import Ledger
 from agent.newrun import SessionError, create_run_folder, require_session
 from agent.optimizers import LLM_METHODS
+from agent.paths import baseline_dir
 from agent.plan import TrialPlan
 from agent.preflight import Preflight
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
 from agent.report import ProgressPlot, Reporters
 from agent.restore import Progress, noted, pending_views, restore, tell
 from agent.rundir import RunDir
+from agent.runspec import load_runspec
 from agent.trial import PreparedTrial, TrialNote, Trials, seed_of
 from agent.workspace import Workspace
 from sandbox.result import TrialResult
@@ -116,17 +118,18 @@ class Session:
         return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
 
     def _start(self) -> float:
-        from agent.data import prepare_default_data
+        from agent.data import prepare_data
         from agent.local_llm import connect
 
         self.rd.lock()  # no-op when create/open took it
         self.rd.clear_tmp()  # what a killed run of this folder left
+        spec = load_runspec(train_dir := Path(self.config.train_dir or baseline_dir()))
         if self.config.data_dir is None:
-            data = prepare_default_data(self.rd.repo)
+            data = prepare_data(spec, self.rd.repo, train_dir)
             if data is not None:
                 self.config = self.config.model_copy(update={"data_dir": str(data)})
                 self.config.save(self.rd.session_toml)
-        config, self.plan = self.config, TrialPlan(self.config, self.space)
+        config, self.plan = self.config, TrialPlan(self.config, self.space, spec)
         self.preflight = Preflight(config, self.trials, self.plan.time_budget, self.space.preset)
         slots = slot_limits(self.plan.limits(), config.workers, config.gpus,
                             config.gpus_per_trial, config.cpus)
@@ -188,7 +191,7 @@ class Session:
             folder = folder / f"preflight-{len(prepared.probes) + 1}"
         job = TrialJob(prepared.number, self.ws.archive(prepared.commit), str(folder),
                        config.data_dir, env, str(self.rd.cache), self.plan.limits(),
-                       config.scoring, self.space.fixed.get("SEQ_LEN"))
+                       config.scoring, self.space.fixed.get("SEQ_LEN"), self.plan.spec.job())
         self.executor.submit(prepared, job)
         self.running[prepared.number] = prepared
 

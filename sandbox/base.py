@@ -72,6 +72,11 @@ class TrialRun:
     cache_dir: Path | None = None  # the session's compile cache, shared by its trials (rw)
     script: str = "train.py"  # what runs: a file of `tree`
     hide_val: bool = False  # the trial sees train.bin and meta.json, and an empty val.bin
+    # how the training folder runs (its [run] table, agent/runspec.py): its interpreter, extra
+    # variables (checked there: no secrets, nothing of ours), host folders read under HOME
+    python: str | None = None
+    folder_env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[tuple[str, str], ...] = ()  # (host path, path relative to the trial's HOME)
 
 
 def cache_env(cache_dir: Path | str) -> dict[str, str]:
@@ -87,7 +92,7 @@ def trial_env(run: TrialRun, limits: Limits) -> dict[str, str]:
     if bad:
         raise ValueError(f"variables not allowed into a trial: {', '.join(sorted(bad))}")
     env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
-           **{k: str(v) for k, v in run.env.items()}}
+           **run.folder_env, **{k: str(v) for k, v in run.env.items()}}
     if limits.cpus:
         env.setdefault("OMP_NUM_THREADS", str(max(1, int(limits.cpus))))
     if limits.gpu_mem_fraction is not None:

@@ -35,7 +35,13 @@ from sandbox.base import (
 )
 from sandbox.diskguard import DiskGuard
 from sandbox.gpus import GPUError, device_passthrough, toolkit_available
-from sandbox.images.host import HOST_IMAGE, TRIAL_GID, TRIAL_UID, host_mounts
+from sandbox.images.host import (
+    HOST_IMAGE,
+    TRIAL_GID,
+    TRIAL_UID,
+    host_mounts,
+    interpreter_roots,
+)
 from sandbox.logsink import LogSink
 from sandbox.reaper import alive
 from sandbox.result import TrialResult, build_result
@@ -137,8 +143,17 @@ class DockerSandbox:
             _give_to_trial_user(cache)
             mounts.append(Mount("/cache", str(cache.resolve()), type="bind", read_only=False))
             env.update(cache_env("/cache"))
+        python = self.python
         if self.from_host:
             mounts += [m.as_docker() for m in host_mounts()]
+            if run.python:  # the training folder's venv, read-only at its own path
+                python = run.python
+                have = [m["Target"] for m in mounts]
+                mounts += [Mount(r, r, type="bind", read_only=True)
+                           for r in interpreter_roots(run.python)
+                           if not any(r == h or r.startswith(h + "/") for h in have)]
+        for host, rel in run.mounts:  # read-only under the trial's HOME (/tmp)
+            mounts.append(Mount(f"/tmp/{rel}", host, type="bind", read_only=True))
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
         container = disk = None
@@ -147,7 +162,7 @@ class DockerSandbox:
         try:
             options = self._options(limits, env, mounts)
             container = self.client.containers.create(
-                self.image, [self.python, f"/src/{run.script}"], **options)
+                self.image, [python, f"/src/{run.script}"], **options)
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
             reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
             reader.start()

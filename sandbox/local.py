@@ -84,8 +84,16 @@ class LocalSandbox:
             binds.append((str(out.resolve()), str(view_out), True))
         else:
             view_out = out.resolve()
-        env = {**trial_env(run, limits), **tool_env(self.python),
+        python = run.python or self.python  # the training folder's interpreter, if it has one
+        env = {**trial_env(run, limits), **tool_env(python),
                "HOME": str(view_out), "AR_OUT_DIR": str(view_out), "TMPDIR": str(tmp)}
+        for host, rel in run.mounts:  # read-only under HOME: a bind when isolated, else a link
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            if self.isolated:
+                (out / rel).mkdir(exist_ok=True) if os.path.isdir(host) else (out / rel).touch()
+                binds.append((host, str(view_out / rel), False))
+            elif not (out / rel).exists():
+                (out / rel).symlink_to(host)
         if run.data_dir is not None:
             env["AR_DATA_DIR"] = str(self._data(Path(run.data_dir), run.hide_val, stage, binds))
         if run.cache_dir is not None:
@@ -99,10 +107,10 @@ class LocalSandbox:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in limits.gpus)
         guard = memory_guard(limits.memory_bytes, self.memory_guard)
         env.update(guard.env)
-        argv = [self.python, str(src / run.script)]
+        argv = [python, str(src / run.script)]
         if self.isolated:
             hide = [h for h in HIDDEN if os.path.isdir(h)]
-            keep = [r for r in interpreter_roots(self.python)
+            keep = [r for r in interpreter_roots(python)
                     if any(r == h or r.startswith(h + "/") for h in hide)]
             spec = {"binds": binds, "hide": hide, "keep": keep, "stash": str(stage / "stash"),
                     "uid": TRIAL_UID, "gid": TRIAL_GID, "no_network": True,

@@ -9,7 +9,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sandbox.base import Limits, TrialRun
@@ -30,6 +30,7 @@ class TrialJob:
     limits: Limits
     scoring: str = "printed"
     seq_len: int | None = None
+    folder: dict = field(default_factory=dict)  # RunSpec.job(): python, env, mounts
 
 
 def execute(sandbox, job: TrialJob, scratch: Path | None = None,
@@ -48,7 +49,9 @@ def execute(sandbox, job: TrialJob, scratch: Path | None = None,
                 os.chmod(os.path.join(root, name), 0o644)
         run = TrialRun(tree=tree, workdir=Path(job.workdir),
                        data_dir=Path(job.data_dir) if job.data_dir else None, env=job.env,
-                       cache_dir=Path(job.cache_dir) if job.cache_dir else None)
+                       cache_dir=Path(job.cache_dir) if job.cache_dir else None,
+                       python=job.folder.get("python"), folder_env=job.folder.get("env", {}),
+                       mounts=tuple(tuple(m) for m in job.folder.get("mounts", ())))
         if job.scoring == "harness":
             return run_scored(sandbox, run, job.limits, job.seq_len, scratch=scratch,
                               cancel=cancel)
