@@ -353,6 +353,24 @@ def diff(
         typer.echo(text)
 
 
+@app.command()
+def init(
+    train_dir: Path = typer.Option(..., "--train-dir", help="Your training folder."),
+    force: bool = typer.Option(False, "--force", help="Replace its search_space.toml."),
+) -> None:
+    """Write the search_space.toml (hyperparameters, gpu preset, [run]) a folder needs."""
+    from agent.init_folder import init_folder
+
+    try:
+        path, text, found = init_folder(train_dir, force)
+    except UserError as e:
+        raise fail(str(e), 2) from None
+    typer.echo(f"wrote {path}:")
+    for line in found:
+        typer.echo(f"  - {line}")
+    typer.echo(f"check it, then: autoresearch run --train-dir {train_dir} --gpus 0")
+
+
 # compare, noise and bench live in agent/cli_research.py
 from agent.cli_research import bench, compare, noise  # noqa: E402
 

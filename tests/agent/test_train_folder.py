@@ -32,7 +32,7 @@ def home(tmp_path, monkeypatch):
     shutil.copytree(FIXTURE, folder)
     subprocess.run([sys.executable, "prepare.py"], cwd=folder, check=True,
                    capture_output=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
-    hub = home / ".cache" / "arfixture-hub"
+    hub = home / ".cache" / "huggingface" / "arfixture" / "score"
     hub.mkdir(parents=True)
     (hub / "kernel.py").write_text("def score(n, seq):\n    return 1.0 + 1.0 / (n + seq)\n")
     return folder
@@ -76,3 +76,26 @@ def test_a_secret_in_the_run_table_is_refused_before_anything_starts(home, tmp_p
                                  "--run-dir", str(run)])
     assert result.exit_code == 2 and "HF_TOKEN looks like a secret" in result.output
     assert not run.exists()
+
+
+def test_init_writes_the_config_that_runs_the_folder(home, tmp_path):
+    """The fixture without its search_space.toml: `init` finds its constants, caches, hub
+    kernel and time budget, and the session it configures runs ok."""
+    (home / "search_space.toml").unlink()
+    result = runner.invoke(app, ["init", "--train-dir", str(home)])
+    assert result.exit_code == 0, result.output
+    text = (home / "search_space.toml").read_text()
+    assert 'mounts = ["~/.cache/arfixture", "~/.cache/huggingface"]' in text
+    assert 'env = { HF_HUB_OFFLINE = "1" }' in text and 'prepare = "once"' in text
+    assert 'time_budget = "prepare.py:TIME_BUDGET"' in text
+    assert "[params.MATRIX_LR]" in text and "[params.DEPTH]" in text
+    assert "[params.HEAD_DIM]" not in text  # not a constant of this train.py
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--train-dir", str(home), "--method", "random",
+                                 "--trials", "1", "--sandbox", "local", "--run-dir", str(run),
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    rs = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rs] == ["ok", "ok"], [r["result"]["reason"] for r in rs]
+    again = runner.invoke(app, ["init", "--train-dir", str(home)])
+    assert again.exit_code == 2 and "--force" in again.output
