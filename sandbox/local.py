@@ -110,6 +110,11 @@ class LocalSandbox:
         argv = [python, str(src / run.script)]
         if self.isolated:
             hide = [h for h in HIDDEN if os.path.isdir(h)]
+            for root in interpreter_roots(python):  # a venv behind a folder the trial
+                closed = _closed_ancestor(root)      # user cannot enter: hide that folder,
+                if closed and not any(closed == h or closed.startswith(h + "/")  # keep it
+                                      for h in hide):
+                    hide.append(closed)
             keep = [r for r in interpreter_roots(python)
                     if any(r == h or r.startswith(h + "/") for h in hide)]
             spec = {"binds": binds, "hide": hide, "keep": keep, "stash": str(stage / "stash"),
@@ -206,6 +211,19 @@ def tool_env(python: str) -> dict[str, str]:
         if found:
             env[var] = found
     return env
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The outermost folder above `path` that others may not enter (None: all open)."""
+    parts = Path(path).parts
+    for i in range(2, len(parts)):
+        folder = os.path.join(*parts[:i])
+        try:
+            if not os.stat(folder).st_mode & 0o001:
+                return folder
+        except OSError:
+            return None
+    return None
 
 
 def _remove_stale_stages() -> None:

@@ -99,3 +99,20 @@ def test_init_writes_the_config_that_runs_the_folder(home, tmp_path):
     assert [r["status"] for r in rs] == ["ok", "ok"], [r["result"]["reason"] for r in rs]
     again = runner.invoke(app, ["init", "--train-dir", str(home)])
     assert again.exit_code == 2 and "--force" in again.output
+
+
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_the_folders_own_venv_runs_its_trials(home, tmp_path, sandbox, request):
+    if sandbox == "docker":
+        request.getfixturevalue("host_image")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(home / ".venv")],
+                   check=True)
+    toml = home / "search_space.toml"
+    toml.write_text(toml.read_text().replace("[run]\n", '[run]\npython = ".venv/bin/python"\n'))
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--train-dir", str(home), "--trials", "0",
+                                 "--sandbox", sandbox, "--run-dir", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rs = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
+    assert rs[0]["status"] == "ok", rs[0]["result"]["reason"]
+    assert rs[0]["result"]["metrics"]["python_prefix"] == str(home / ".venv")
