@@ -26,7 +26,51 @@ EDIT, DIFF = "edit_hyperparameters", "apply_diff"
 
 
 class AnswerError(ValueError):
-    """The model's answer cannot be used; the one-line message goes back to it."""
+    """The model's answer cannot be used; the one-line message goes back to it, and `hints`
+    (the nearest valid values, when known) with the repair that follows a repeated answer."""
+
+    def __init__(self, message: str, hints: str = ""):
+        super().__init__(message)
+        self.hints = hints
+
+
+# what a model writes when it copies the prompt's placeholder instead of a reason
+PLACEHOLDERS = ("one line: why this should help", "one line: why", "why this should help",
+                "rationale", "one line", "why", "reason", "...", "your rationale here")
+
+
+def is_echo(rationale: str) -> bool:
+    """The rationale only repeats the schema's description or the example's placeholder."""
+    text = re.sub(r"[^a-z ]+", " ", str(rationale).lower())
+    text = " ".join(text.split())
+    return not text or any(text == " ".join(re.sub(r"[^a-z ]+", " ", p).split())
+                           for p in PLACEHOLDERS)
+
+
+def nearest_valid(space: SearchSpace, values: dict, base: dict) -> str:
+    """For each value outside the space, the valid values nearest to it: within its own
+    bounds and grid, and keeping the constraints with the rest of the configuration."""
+    bad = {n for n, v in values.items() if n in space.params
+           and space.params[n].check(v, space.preset) is not None}
+    fine = {**base, **{n: v for n, v in values.items() if n not in bad}}
+    out = []
+    for name in sorted(bad):
+        p, v = space.params[name], values[name]
+        if p.type == "categorical":
+            out.append(f"{name}: one of {', '.join(p.choices)}")
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if p.power_of_two:
+            grid = [2 ** k for k in range(0, 40) if p.low <= 2 ** k <= p.high]
+        elif p.type == "int":
+            grid = sorted({int(p.low), int(p.high), int(min(max(v, p.low), p.high))})
+        else:
+            grid = [float(min(max(v, p.low), p.high))]
+        grid = [g for g in grid if not space.errors({**fine, name: g})] or grid
+        near = sorted(sorted(grid, key=lambda g: (abs(g - v), g))[:2])
+        out.append(f"{name}: {' or '.join(_num(g) for g in near)}")
+    return "; ".join(out)
 
 
 def edit_tool(space: SearchSpace) -> dict:
@@ -244,20 +288,37 @@ def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, .
     use_tools = llm.supports_tools()
     schema = answer_schema(tools[0]) if len(tools) == 1 and not use_tools else None
     messages = list(messages)
-    error = ""
+    error, answers, hinted = "", [], False
     for attempt in range(max_repairs + 1):
         call = llm.complete(messages, tools=tools if use_tools else None, schema=schema)
         calls.append(call.to_dict())
         try:
-            return Proposal(validate(parse_answer(call.to_dict(), allowed)), True, attempt)
+            answer = parse_answer(call.to_dict(), allowed)
+            answers.append(_key(answer))
+            calls[-1]["rationale_echo"] = is_echo(answer.get("rationale") or "")
+            return Proposal(validate(answer), True, attempt)
         except AnswerError as e:
-            error = str(e)
+            error, hints = str(e), e.hints
+        repeated = len(answers) > 1 and answers[-1] == answers[-2]
+        if repeated and hinted:  # the same answer after the repair that named valid values
+            return Proposal(NoAction(f"the same invalid answer after a repair that named "
+                                     f"the valid values: {error}", "llm answer invalid"),
+                            False, attempt)
+        hinted = bool(hints and repeated)
+        calls[-1]["repair_hints"] = hints if hinted else ""
         messages = messages + [
             {"role": "assistant", "content": call.text or json.dumps(call.tool_calls)},
             {"role": "user", "content": render("repair.j2", error=error, allowed=allowed,
-                                              attempt=attempt + 1, max_repairs=max_repairs)}]
+                                              attempt=attempt + 1, max_repairs=max_repairs,
+                                              hints=hints if repeated else "")}]
     return Proposal(NoAction(f"no usable answer after {max_repairs} repair turns: {error}",
                              "llm answer invalid"), False, max_repairs)
+
+
+def _key(answer: dict) -> str:
+    """An answer without its rationale, to notice one that comes back unchanged."""
+    return json.dumps({k: v for k, v in answer.items() if k != "rationale"}, sort_keys=True,
+                      default=str)
 
 
 def edit_validator(space: SearchSpace, base: dict[str, Value],
@@ -274,7 +335,7 @@ def edit_validator(space: SearchSpace, base: dict[str, Value],
         full = {**base, **values}
         errors = space.errors(full)
         if errors:
-            raise AnswerError("; ".join(errors))
+            raise AnswerError("; ".join(errors), nearest_valid(space, values, base))
         same = running.get(tuple(sorted(full.items())))
         if same is not None:
             raise AnswerError(f"trial {same} is running this very configuration now: propose "
@@ -284,7 +345,10 @@ def edit_validator(space: SearchSpace, base: dict[str, Value],
 
 
 def _rationale(answer: dict) -> str:
-    return " ".join(str(answer.get("rationale") or "").split())[:200]
+    """The answer's one-line reason; "" when it only echoes the prompt's placeholder (the
+    call is marked `rationale_echo` in llm.jsonl)."""
+    text = " ".join(str(answer.get("rationale") or "").split())[:200]
+    return "" if is_echo(text) else text
 
 
 def diff_action(answer: dict) -> ApplyDiff:

@@ -284,3 +284,43 @@ def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path)
     assert "trial 1 oom" in prompt and "killed by the host memory limit" in prompt
     assert action == EditHyperparameters({"DEPTH": 3}, "scripted")
     assert not isinstance(action, (ApplyDiff, NoAction))
+
+
+def test_a_repeated_answer_gets_the_nearest_valid_values_then_stops(tmp_path, train_dir):
+    """Issue 15: the same invalid answer twice -> the repair names the valid values nearest
+    to it (powers of two that keep TOTAL_BATCH_SIZE 4096 >= DEVICE_BATCH_SIZE * 256); the same
+    answer again -> no further turn is wasted."""
+    bad = edit({"DEVICE_BATCH_SIZE": 100})
+    replies = [bad, bad, edit({"DEVICE_BATCH_SIZE": 8}, "copied"),  # trial 1: fixed
+               bad, bad, bad]  # trial 2: stopped after the hint
+    with ScriptedLLM(replies) as llm:
+        session(tmp_path, train_dir, llm, trials=2, max_repairs=4).run()
+        requests = llm.requests
+    rs = records(tmp_path / "run")
+    first, second = (requests[i]["messages"][-1]["content"] for i in (1, 2))
+    assert "above the upper bound 64" in first and "nearest" not in first
+    assert "Valid values nearest to yours: DEVICE_BATCH_SIZE: 8 or 16" in second
+    assert rs[1]["status"] == "ok" and rs[1]["config"]["DEVICE_BATCH_SIZE"] == 8
+    assert rs[2]["status"] == "rejected" and rs[2]["llm_calls"] == 3  # not 5
+    assert "the same invalid answer after a repair that named" in rs[2]["result"]["reason"]
+
+
+def test_an_echoed_rationale_is_not_the_trial_description(tmp_path, train_dir):
+    with ScriptedLLM([edit({"DEPTH": 5}, "one line: why"),
+                      edit({"DEPTH": 6}, "deeper nets fit this corpus")]) as llm:
+        session(tmp_path, train_dir, llm, trials=2).run()
+    rs = records(tmp_path / "run")
+    assert rs[1]["rationale"] == "" and rs[2]["rationale"] == "deeper nets fit this corpus"
+    calls = [json.loads(x) for x in
+             (tmp_path / "run" / "trials" / "0001" / "llm.jsonl").read_text().splitlines()]
+    assert calls[-1]["rationale_echo"] is True
+
+
+@pytest.mark.parametrize("text, echo", [
+    ("one line: why", True), ("One line: why this should help.", True), ("", True),
+    ("Rationale", True), ("halve the batch: it ran out of memory", False),
+    ("why not deeper", False)])
+def test_the_echo_detector(text, echo):
+    from agent.optimizers.llm_common import is_echo
+
+    assert is_echo(text) is echo
