@@ -72,7 +72,8 @@ class LocalModelServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
              "--model_alias", MODEL_NAME, "--host", "127.0.0.1", "--port", str(self.port),
-             "--n_ctx", str(self.n_ctx), "--n_threads", str(os.cpu_count() or 1)],
+             "--n_ctx", str(self.n_ctx), "--n_threads", str(os.cpu_count() or 1),
+             "--cache", "True"],  # prompt cache: a session's calls share their long prefix
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         atexit.register(self.stop)

@@ -67,7 +67,7 @@ class Centaur:
         action = self.seat.propose(
             "centaur.j2", history, pending, ctx, [edit_tool(self.space)], (EDIT,),
             edit_validator(self.space, base, pending), space=self.space,
-            example=example_values(self.space, base), **state)
+            example=example_values(self.space), **state)
         if isinstance(action, EditHyperparameters):  # full config: what CMA-ES will learn
             action = EditHyperparameters({**base, **action.values},
                                          f"centaur llm: {action.rationale}")

@@ -67,7 +67,7 @@ class CodeAgent:
         return self.seat.propose(
             "code_agent.j2", history, pending, ctx, [diff_tool(), edit_tool(self.space)],
             (DIFF, EDIT), validate, space=self.space,
-            example=example_values(self.space, ctx.incumbent_config),
+            example=example_values(self.space),
             attempts=[t for t in history if t.diff][-RECENT_DIFFS:],
             best_trial=best.number if best else 0)
 

@@ -140,10 +140,12 @@ def history_view(history: list[TrialRecord], llm=None) -> dict:
             "failed": sum(not t.ok for t in history)}
 
 
-def example_values(space: SearchSpace, config: dict[str, Value], k: int = 2) -> dict:
+def example_values(space: SearchSpace, k: int = 2) -> dict:
     """A concrete `values` object for the answer format: small models copy examples, so it
-    holds real names with values taken from a valid configuration."""
-    return {n: config[n] for n in space.names[:k]}
+    holds real names with valid values (the space's defaults: the same in every prompt of a
+    session, so the prompt's constant prefix stays constant)."""
+    defaults = space.defaults()
+    return {n: defaults[n] for n in space.names[:k]}
 
 
 # -- parsing ---------------------------------------------------------------------------------

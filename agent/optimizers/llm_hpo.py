@@ -33,7 +33,7 @@ class LLMHPO:
         base = ctx.incumbent_config
         return self.seat.propose("llm_hpo.j2", history, pending, ctx, [edit_tool(self.space)],
                                  (EDIT,), edit_validator(self.space, base, pending),
-                                 space=self.space, example=example_values(self.space, base))
+                                 space=self.space, example=example_values(self.space))
 
     def tell(self, action: Action, record: TrialRecord) -> None:
         pass  # the history of the next prompt carries the outcome

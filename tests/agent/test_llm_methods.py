@@ -97,7 +97,8 @@ def test_llm_hpo_session_runs_the_scripted_proposals(tmp_path, train_dir):
     assert saved[0]["text"] == replies[0]
     prompt = saved[0]["messages"][-1]["content"]
     assert "cpu, " in prompt and "memory limit of 8g" in prompt  # the trial's real resources
-    assert "- MATRIX_LR: float 0.005..0.2, log scale; now 0.08" in prompt
+    assert "- MATRIX_LR: float 0.005..0.2, log scale" in prompt
+    assert "MATRIX_LR=0.08" in prompt.split("Current best configuration")[1]
 
 
 def test_malformed_answers_get_repair_turns_then_rejected(tmp_path, train_dir):
@@ -192,7 +193,7 @@ def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
                 if expect_llm:
                     prompt = llm.requests[-1]["messages"][-1]["content"]
                     table = prompt.split("CMA-ES next candidate\n")[1].splitlines()
-                    rows = {ln.split(": ", 1)[0]: ln.split(" | ") for ln in table
+                    rows = {ln.split(" | ")[0]: ln.split(" | ") for ln in table
                             if " | " in ln}
                     names = opt.cmaes.encoding.names
                     shown_mean = [float(rows[n][1]) for n in names]
@@ -324,3 +325,18 @@ def test_the_echo_detector(text, echo):
     from agent.optimizers.llm_common import is_echo
 
     assert is_echo(text) is echo
+
+
+def test_prompts_put_the_constant_part_first(tmp_path, train_dir):
+    """Issue 15: what is the same for every call of a session (legend, rules, answer format)
+    comes before what changes (current best, history, task), so llama.cpp evaluates only the
+    tail of the second prompt: consecutive prompts share their whole constant prefix."""
+    with ScriptedLLM([edit({"DEPTH": 5}, "deeper"), edit({"DEPTH": 6}, "deeper still"),
+                      edit({"DEPTH": 3}, "shallower")]) as llm:
+        session(tmp_path, train_dir, llm, trials=3).run()
+        prompts = [r["messages"][-1]["content"] for r in llm.requests]
+    constant = prompts[0].split("Current best configuration")[0]
+    assert "Answer with one JSON object" in constant and "Rule:" in constant
+    assert all(p.startswith(constant) for p in prompts)
+    assert len(constant) > 0.5 * len(prompts[0])  # most of the prompt is reused
+    assert prompts[1] != prompts[0]
