@@ -197,8 +197,8 @@ class Session:
 
     def _record(self, prepared: PreparedTrial, result) -> None:
         self.running.pop(prepared.number, None)
-        ok = [n.val_bpb for n in self.notes.values() if n.status == "ok"]
-        note = self.trials.record(prepared, result, min(ok) if ok else None)
+        best = best_note(self.gate, self.notes.values())  # under the gate: its incumbent
+        note = self.trials.record(prepared, result, best.val_bpb if best else None)
         self.notes[note.trial] = note
         self.reporter.finished(note)
 

@@ -9,6 +9,7 @@
    spent on probes that passed, the best val_bpb. Target: at most 2 % lost with preflight.
 
     python benchmarks/preflight_oom.py [--trials 12] [--oom-share 0.25] [--token-budget 32768]
+                                       [--time-budget 60] [--memory 2g]
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def calibrate(root: Path, samples: int, sandbox: str, seed: int) -> list[float]:
 
 def session(root: Path, name: str, memory: str, args, preflight: bool) -> dict:
     config = SessionConfig(method="cmaes", seed=args.seed, trials=args.trials, preset="cpu",
-                           sandbox=args.sandbox, token_budget=args.token_budget,
+                           sandbox=args.sandbox,
+                           token_budget=None if args.time_budget else args.token_budget,
+                           time_budget=args.time_budget,
                            memory=memory, preflight_steps=2 if preflight else 0,
                            repair_oom=preflight)
     Session.create(root / name, config).run()
@@ -90,6 +93,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--oom-share", type=float, default=0.25)
     parser.add_argument("--token-budget", type=int, default=32768)
+    parser.add_argument("--time-budget", type=float,
+                        help="seconds of training per trial instead of --token-budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sandbox", default="auto")
     parser.add_argument("--memory", help="skip the calibration: use this limit")
@@ -109,7 +114,10 @@ def main() -> int:
         from rich.console import Console
         from rich.table import Table
 
-        title = f"cmaes seed {args.seed}, {args.trials} trials, cpu preset, --memory {memory}"
+        budget = (f"{args.time_budget:g} s" if args.time_budget
+                  else f"{args.token_budget} tokens")
+        title = (f"cmaes seed {args.seed}, {args.trials} trials of {budget}, cpu preset, "
+                 f"--memory {memory}")
         if peaks:
             share = np.mean(np.array(peaks) > int(memory[:-1]))
             title += f" ({100 * share:.0f} % of {len(peaks)} sampled configs above it)"
