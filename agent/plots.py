@@ -56,7 +56,7 @@ def _trials_panel(ax, notes, title: str) -> None:
     ax.set_xlabel("trial")
     ax.set_ylabel("val_bpb")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
 
 
 def progress_figure(notes, title: str = "trials"):
@@ -115,8 +115,11 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
             by_cost.fill_between(cgrid / per, low, high, color=colour, alpha=0.15)
         shares = [sum(n.status != "ok" for n in r if n.trial > 0) /
                   max(1, sum(n.trial > 0 for n in r)) for r in runs]
-        failed.bar(i, 100 * float(np.mean(shares)), color=colour,
+        share = 100 * float(np.mean(shares))
+        failed.bar(i, share, color=colour,
                    yerr=100 * float(np.std(shares)) if len(shares) > 1 else None, capsize=4)
+        failed.annotate(f"{share:.0f} %", (i, share), textcoords="offset points",
+                        xytext=(0, 4), ha="center", fontsize=8)
     by_trial.set_xlabel("trial")
     by_trial.set_ylabel("best val_bpb so far")
     by_trial.set_title("best so far against trials (median, band: best..worst seed)")
@@ -126,6 +129,8 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
     by_cost.set_title("best so far against cost")
     by_cost.legend(fontsize=8)
     failed.set_xticks(range(len(groups)), list(groups), rotation=20)
+    failed.set_ylim(0, max(5.0, 1.2 * max((p.get_height() for p in failed.patches),
+                                          default=0.0)))
     failed.set_ylabel("failed trials (%)")
     failed.set_title("failed share per method (mean over seeds)")
     shown = ref if ref in groups else next(iter(groups))
