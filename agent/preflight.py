@@ -28,15 +28,21 @@ from agent.trial import PreparedTrial, Trials
 from sandbox.result import TrialResult
 
 MEMORY_FAILURES = ("oom", "cuda_oom")
+# A probe's resident peak is a floor: the full run's grew by up to 12 % on the cpu preset
+# (allocator growth over many steps, evaluation), enough to be killed where the probe was
+# not. A CPU trial whose probe peaks above this share of the host limit counts as an OOM.
+HEADROOM = 0.85
 
 
 class Preflight:
     def __init__(self, config: SessionConfig, trials: Trials, time_budget: float,
-                 preset: str):
+                 preset: str, limit_mb: float | None = None):
         self.steps = config.preflight_steps
         self.repair = config.repair_oom if config.repair_oom is not None else preset == "gpu"
         self.min_steps, self.token_budget = config.min_steps, config.token_budget
         self.trials, self.time_budget = trials, time_budget
+        # on a CPU trial the probe's peak is host memory: compare it with the host limit
+        self.host_limit_mb = None if config.gpus else limit_mb
 
     def env(self, prepared: PreparedTrial) -> dict[str, str]:
         """The trial's extra environment for its next run."""
@@ -56,6 +62,11 @@ class Preflight:
         if prepared.stage != "preflight":
             return prepared, result
         passed = result.exit_code == 0 and result.metrics.get("preflight") == "ok"
+        if passed and self._too_close(result):
+            passed, result.status = False, "oom"
+            result.reason = (f"preflight peak {result.metrics['peak_memory_mb']:.0f} MB is above "
+                             f"{HEADROOM:.0%} of the {self.host_limit_mb:.0f} MB host memory "
+                             "limit: the full run would be killed")
         prepared.probes.append({"status": "ok" if passed else result.status,
                                 "wall_s": result.wall_s,
                                 "DEVICE_BATCH_SIZE": (prepared.config or {}).get(
@@ -71,6 +82,11 @@ class Preflight:
                 return repaired, None
         result.preflight = True
         return prepared, promote(result)
+
+    def _too_close(self, result: TrialResult) -> bool:
+        peak = result.metrics.get("peak_memory_mb")
+        return bool(self.host_limit_mb and isinstance(peak, float)
+                    and peak > HEADROOM * self.host_limit_mb)
 
     def _passed(self, prepared: PreparedTrial,
                 result: TrialResult) -> tuple[PreparedTrial, TrialResult | None]:

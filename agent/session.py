@@ -130,7 +130,8 @@ class Session:
                 self.config = self.config.model_copy(update={"data_dir": str(data)})
                 self.config.save(self.rd.session_toml)
         config, self.plan = self.config, TrialPlan(self.config, self.space, spec)
-        self.preflight = Preflight(config, self.trials, self.plan.time_budget, self.space.preset)
+        self.preflight = Preflight(config, self.trials, self.plan.time_budget, self.space.preset,
+                                   self.plan.limits().memory_bytes / 2**20)
         slots = slot_limits(self.plan.limits(), config.workers, config.gpus,
                             config.gpus_per_trial, config.cpus)
         self.executor = make_executor(config.executor, config.sandbox, slots, self.rd.tmp,

@@ -138,6 +138,24 @@ def test_predicted_steps_flag_and_min_steps(tmp_path, probing, monkeypatch):
     assert runs_of(run_dir, 1) == ["preflight"]
 
 
+def test_a_probe_peak_near_the_host_limit_counts_as_an_oom(tmp_path, probing, monkeypatch):
+    """The probe's peak is a floor of the full run's: above 85 % of --memory the trial is
+    treated as out of memory (and repaired when asked) before the full run is killed."""
+    deep = {"DEPTH": 8}  # 16 x 8 x 10 = 1280 MB at the probe, above 0.85 x 1024
+    run_dir, _ = run(tmp_path / "a", probing, [EditHyperparameters(deep, "deep")],
+                     monkeypatch, memory="1g", repair_oom=True)
+    trial = notes(run_dir)[1]
+    assert trial["status"] == "ok" and trial["config"]["DEVICE_BATCH_SIZE"] == 8
+    assert trial["repairs"] == ["repair: DEVICE_BATCH_SIZE 16 -> 8 (preflight oom at 16)"]
+    assert [p["status"] for p in trial["probes"]] == ["oom", "ok"]
+    run_dir, _ = run(tmp_path / "b", probing, [EditHyperparameters(deep, "deep")],
+                     monkeypatch, memory="1g")
+    trial = notes(run_dir)[1]
+    assert trial["status"] == "oom" and trial["result"]["preflight"] is True
+    assert "above 85% of the 1024 MB host memory limit" in trial["result"]["reason"]
+    assert runs_of(run_dir, 1) == ["preflight"]
+
+
 @pytest.mark.slow
 def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docker_client,
                                                     host_image):
