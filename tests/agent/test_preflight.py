@@ -161,22 +161,22 @@ def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docke
                                                     host_image):
     """The cpu preset's own train.py in Docker under a 1100 MB limit: a micro-batch of 64
     sequences (~1.5 GB) is killed within seconds of its preflight; halved to 32 (~1.1 GB
-    resident, measured) it fits, and the trial trains its whole time budget (80 s, so the
-    failed probe may take 8)."""
+    resident, measured) it fits, and the trial trains its whole time budget (120 s, so the
+    failed probe may take 12; ~5 s measured on an idle machine, 10 s with two other jobs)."""
     from agent.paths import baseline_dir
 
     big = {"DEVICE_BATCH_SIZE": 64, "TOTAL_BATCH_SIZE": 16384}
     run_dir, scripted = run(tmp_path, baseline_dir(), [EditHyperparameters(big, "big")],
-                            monkeypatch, sandbox="docker", preset="cpu", time_budget=80,
+                            monkeypatch, sandbox="docker", preset="cpu", time_budget=120,
                             eval_tokens=16384, memory="1100m", repair_oom=True)
     trial = notes(run_dir)[1]
     first = trial["probes"][0]
     assert first["status"] == "oom" and first["DEVICE_BATCH_SIZE"] == 64
-    assert first["wall_s"] < 0.1 * 80, trial["probes"]  # seconds, not the trial's minute
+    assert first["wall_s"] < 0.1 * 120, trial["probes"]  # seconds, not the trial's minute
     assert trial["status"] == "ok", trial["result"]["reason"]
     assert trial["probes"][-1]["status"] == "ok"
     assert trial["config"]["DEVICE_BATCH_SIZE"] < 64
-    assert trial["result"]["metrics"]["training_seconds"] >= 75  # it trained for real
+    assert trial["result"]["metrics"]["training_seconds"] >= 115  # it trained for real
     repo = run_dir / "repo"
     repairs = trial["repairs"]
     proposal = git(repo, "rev-parse", f"{trial['commit']}~{len(repairs)}")
