@@ -70,7 +70,7 @@ class Centaur:
             example=example_values(self.space), **state)
         if isinstance(action, EditHyperparameters):  # full config: what CMA-ES will learn
             action = EditHyperparameters({**base, **action.values},
-                                         f"centaur llm: {action.rationale}")
+                                         "centaur llm: " + (action.rationale or "(no rationale)"))
         return action
 
     def shared_state(self) -> dict:
