@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from agent.errors import UserError
 from agent.hpblock import SearchSpace, read_block, render_block
 from agent.ledger import atomic_write
 from agent.reruns import RecordedRun
+from agent.stats import paired_differences
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _valid(space: SearchSpace, source: str) -> str:
     except SyntaxError as e:
         return f"train.py does not parse: {e.msg} (line {e.lineno})"
     try:
-        values = {k: a.value for k, a in read_block(source, space.names).items()}
+        values = _values(space, source)
     except ValueError as e:
         return str(e)
     errors = space.errors(values)
@@ -85,14 +85,6 @@ def split_changes(space: SearchSpace, before: str, after: str) -> list[Change]:
     return changes
 
 
-def _paired(values: list, base: list) -> tuple[float | None, float | None]:
-    """Mean and standard deviation of the per-seed differences values - base."""
-    d = [v - b for v, b in zip(values, base, strict=True) if v is not None and b is not None]
-    if not d:
-        return None, None
-    return statistics.fmean(d), statistics.stdev(d) if len(d) > 1 else None
-
-
 def attribute(run_dir: Path, start: str = "baseline", end: str = "best", k: int = 2,
               sandbox: str | None = None, progress=None) -> dict:
     """Measure each change between `start` and `end`; the table, also in attribution.json."""
@@ -122,8 +114,8 @@ def attribute(run_dir: Path, start: str = "baseline", end: str = "best", k: int 
         vals = {key: [next(done).val_bpb for _ in seeds] for key in variants}
         rows = []
         for i, c in enumerate(changes, 1):
-            loo = _paired(vals.get(f"{i}-without", [None] * k), vals["to"])
-            add = _paired(vals.get(f"{i}-only", [None] * k), vals["from"])
+            loo = paired_differences(vals.get(f"{i}-without", [None] * k), vals["to"])
+            add = paired_differences(vals.get(f"{i}-only", [None] * k), vals["from"])
             rows.append({"change": c.name, "leave_one_out": loo[0], "leave_one_out_std": loo[1],
                          "add_one": add[0], "add_one_std": add[1], "unappliable": c.why_not,
                          "commits": {v: variants.get(f"{i}-{v}") for v in ("without", "only")}})

@@ -18,11 +18,11 @@ at each tell, and a resumed session rebuilds it from the notes (`Gate.replay`).
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 
 from agent.actions import Confirm, action_from_dict
 from agent.note import TrialNote
+from agent.stats import paired_differences
 
 
 @dataclass
@@ -121,13 +121,14 @@ class Gate:
         runs = [(t, s) for t in (candidate, incumbent) for s in self.seeds]
         if any(r not in self.values for r in runs):
             return None
-        diffs = [None if self.values[(candidate, s)] is None or self.values[(incumbent, s)]
-                 is None else self.values[(candidate, s)] - self.values[(incumbent, s)]
-                 for s in self.seeds]
+        ours = [self.values[(candidate, s)] for s in self.seeds]
+        theirs = [self.values[(incumbent, s)] for s in self.seeds]
+        diffs = [None if a is None or b is None else a - b
+                 for a, b in zip(ours, theirs, strict=True)]
         decision = Decision(candidate, incumbent, False, diffs)
-        if None not in diffs:
-            decision.mean = statistics.fmean(diffs)
-            decision.noise = 2 * statistics.stdev(diffs) / math.sqrt(self.k)
+        if None not in diffs:  # a failed confirmation run refuses the candidate
+            decision.mean, std = paired_differences(ours, theirs)
+            decision.noise = 2 * std / math.sqrt(self.k)
             decision.promoted = decision.mean + decision.noise < 0
         self.decisions.append(decision)
         self.waiting.pop(0)

@@ -95,8 +95,8 @@ def describe(folder: Path) -> tuple[str, list[str]]:
     fixed = {}
     if isinstance(prep.get("MAX_SEQ_LEN"), int):
         fixed["SEQ_LEN"] = prep["MAX_SEQ_LEN"]
-    elif isinstance(constants(train).get("SEQ_LEN"), int):
-        fixed["SEQ_LEN"] = constants(train)["SEQ_LEN"]
+    elif isinstance(seq := constants(train).get("SEQ_LEN"), int):
+        fixed["SEQ_LEN"] = seq
     for c in ours.get("constraints", []):
         mentioned = set(re.findall(r"[A-Z_][A-Z0-9_]*", c["expr"]))
         if mentioned <= set(names) | set(fixed):

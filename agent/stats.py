@@ -112,3 +112,12 @@ def default_target(rows: list[dict]) -> float | None:
 
 def finite(value):
     return value if value is None or math.isfinite(value) else None
+
+
+def paired_differences(values: list, base: list) -> tuple[float | None, float | None]:
+    """Mean and standard deviation of the per-seed differences values - base, over the
+    seeds where both ran (None where none did; no std from one difference)."""
+    d = [v - b for v, b in zip(values, base, strict=True) if v is not None and b is not None]
+    if not d:
+        return None, None
+    return statistics.fmean(d), statistics.stdev(d) if len(d) > 1 else None
