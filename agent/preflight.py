@@ -11,6 +11,10 @@ exits. Then:
 - it ran out of memory and --repair-oom is on: DEVICE_BATCH_SIZE is halved (gradient
   accumulation keeps the effective batch) in a new commit whose parent is the failed one,
   and that is preflighted, until it fits or the batch is 1;
+- on a CPU with --repair-oom the probe gets AR_PREFLIGHT_FIT_MB (HEADROOM of the host
+  limit): it measures single steps at growing micro-batches, and where its batch would peak
+  above that it probes the largest power of two predicted to fit; that batch is committed as
+  the repair and trains, with no probe killed on the way;
 - any other failure ends the trial with that status and `preflight: true` in its record;
 - train.py ignored the variable and trained for real: that run is the trial.
 The optimizer is told the outcome for the configuration it proposed.
@@ -46,9 +50,12 @@ class Preflight:
 
     def env(self, prepared: PreparedTrial) -> dict[str, str]:
         """The trial's extra environment for its next run."""
-        if prepared.stage == "preflight":
-            return {"AR_PREFLIGHT_STEPS": str(self.steps)}
-        return {}
+        if prepared.stage != "preflight":
+            return {}
+        env = {"AR_PREFLIGHT_STEPS": str(self.steps)}
+        if self.repair and self.host_limit_mb:  # a CPU probe may find the batch that fits
+            env["AR_PREFLIGHT_FIT_MB"] = f"{HEADROOM * self.host_limit_mb:.0f}"
+        return env
 
     def first_stage(self, prepared: PreparedTrial) -> PreparedTrial:
         new = prepared.number > 0 and not isinstance(prepared.action, Confirm)
@@ -69,19 +76,34 @@ class Preflight:
                              "limit: the full run would be killed")
         prepared.probes.append({"status": "ok" if passed else result.status,
                                 "wall_s": result.wall_s,
-                                "DEVICE_BATCH_SIZE": (prepared.config or {}).get(
-                                    "DEVICE_BATCH_SIZE")})
+                                "DEVICE_BATCH_SIZE": probed_batch(prepared, result)})
         if passed:
-            return self._passed(prepared, result)
+            return self._passed(self._fitted(prepared, result), result)
         if result.ok:  # train.py ignored AR_PREFLIGHT_STEPS and trained: that is the trial
             return prepared, promote(result)
         if result.status in MEMORY_FAILURES and self.repair:
-            repaired = self.trials.repair(prepared, result)
+            batch = probed_batch(prepared, result)
+            repaired = self.trials.repair(prepared, f"preflight {result.status} at {batch}",
+                                          batch // 2 if isinstance(batch, int) else None)
             if repaired is not None:
                 repaired.stage = "preflight"
                 return repaired, None
         result.preflight = True
         return prepared, promote(result)
+
+    def _fitted(self, prepared: PreparedTrial, result: TrialResult) -> PreparedTrial:
+        """A CPU probe that predicted its batch would not fit and passed at a smaller one
+        (AR_PREFLIGHT_FIT_MB): that batch, committed as a repair, is what trains."""
+        batch = (prepared.config or {}).get("DEVICE_BATCH_SIZE")
+        fitted = probed_batch(prepared, result)
+        if not self.repair or fitted == batch:
+            return prepared
+        predicted = result.metrics.get("predicted_peak_mb")
+        cause = f"preflight predicts {predicted:.0f} MB at {batch}" \
+            if isinstance(predicted, float) else f"preflight fits {fitted}"
+        prepared.probes.insert(-1, {"status": "oom", "wall_s": 0.0, "predicted": True,
+                                    "DEVICE_BATCH_SIZE": batch})
+        return self.trials.repair(prepared, cause, fitted) or prepared
 
     def _too_close(self, result: TrialResult) -> bool:
         peak = result.metrics.get("peak_memory_mb")
@@ -111,6 +133,17 @@ class Preflight:
                        f"--min-steps {self.min_steps}")
         prepared.stage = "full"
         return prepared, None
+
+
+def probed_batch(prepared: PreparedTrial, result: TrialResult) -> int | None:
+    """The DEVICE_BATCH_SIZE the probe ran: its own (AR_PREFLIGHT_FIT_MB may have made it
+    smaller than the commit's) or, without that line, the commit's."""
+    batch = (prepared.config or {}).get("DEVICE_BATCH_SIZE")
+    probed = result.metrics.get("preflight_batch")
+    if isinstance(batch, int) and isinstance(probed, float) and probed.is_integer() \
+            and 1 <= probed < batch:
+        return int(probed)
+    return batch if isinstance(batch, int) else None
 
 
 def promote(result: TrialResult) -> TrialResult:

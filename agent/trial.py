@@ -139,15 +139,16 @@ class Trials:
                 "completion": sum(c["completion_tokens"] for c in calls),
                 "cost_usd": sum(c["cost_usd"] for c in calls)}
 
-    def repair(self, prepared: PreparedTrial, failed: TrialResult) -> PreparedTrial | None:
-        """The trial with DEVICE_BATCH_SIZE halved (the effective batch is TOTAL_BATCH_SIZE
-        and stays), committed on top of the failed commit; None when it is already 1."""
+    def repair(self, prepared: PreparedTrial, cause: str,
+               smaller: int | None = None) -> PreparedTrial | None:
+        """The trial with a smaller DEVICE_BATCH_SIZE (half, unless given; the effective batch
+        is TOTAL_BATCH_SIZE and stays), committed on top of the failed commit; None when it
+        is already 1."""
         batch = (prepared.config or {}).get("DEVICE_BATCH_SIZE")
-        if not isinstance(batch, int) or batch <= 1:
+        smaller = smaller if smaller is not None else batch // 2 if isinstance(batch, int) else 0
+        if not isinstance(batch, int) or not 1 <= smaller < batch:
             return None
-        smaller = batch // 2
-        why = f"repair: DEVICE_BATCH_SIZE {batch} -> {smaller} (preflight {failed.status} at " \
-              f"{batch})"
+        why = f"repair: DEVICE_BATCH_SIZE {batch} -> {smaller} ({cause})"
         content = render_block(self.ws.source(prepared.commit), {"DEVICE_BATCH_SIZE": smaller})
         message = (f"{why}\n\nTrial: {prepared.number}\nMethod: {self.config.method}\n"
                    f"Seed: {self.config.seed}\nRepair: {len(prepared.repairs) + 1}\n")

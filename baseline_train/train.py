@@ -19,6 +19,10 @@ Environment:
                          DEVICE_BATCH_SIZE each (the memory peak of training) and one
                          evaluation-sized forward, print `preflight: ok`, the peak memory and
                          the seconds a whole step takes, and exit (seconds instead of a trial)
+    AR_PREFLIGHT_FIT_MB  with AR_PREFLIGHT_STEPS on a CPU: first measure the memory peak of
+                         single steps at growing micro-batches (DEVICE_BATCH_SIZE/8, /4, ...)
+                         and, where DEVICE_BATCH_SIZE would peak above this many MB, probe the
+                         largest power of two predicted to fit instead (`preflight_batch`)
     OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
                          give the same val_bpb for the same seed and the same thread count
 """
@@ -153,6 +157,7 @@ TIME_BUDGET = env_number("TIME_BUDGET", 60.0, float)
 TOKEN_BUDGET = env_number("AR_TOKEN_BUDGET", None, int)  # None: train for TIME_BUDGET
 GPU_MEM_FRACTION = env_number("AR_GPU_MEM_FRACTION", None, float)
 PREFLIGHT_STEPS = env_number("AR_PREFLIGHT_STEPS", 0, int)  # 0: train for real
+PREFLIGHT_FIT_MB = env_number("AR_PREFLIGHT_FIT_MB", None, float)
 if TIME_BUDGET <= 0:
     config_error(f"TIME_BUDGET={TIME_BUDGET} must be positive")
 if TOKEN_BUDGET is not None and TOKEN_BUDGET <= 0:
@@ -441,11 +446,84 @@ if num_steps:
 else:
     print(f"budget: {TIME_BUDGET:g} s of training")
 
+def peak_memory():
+    """MB: the device's allocation peak on a GPU, else the process's resident peak."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # Linux: VmHWM, which reset_peak_memory can set back
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    except ImportError:  # Windows
+        return 0.0
+
+
+def reset_peak_memory():
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: 5 sets the resident peak back to the current resident size
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # the peak only grows then; the ramp below measures growing batches anyway
+
+
+def fit_batch(limit_mb):
+    """(the largest power of two <= DEVICE_BATCH_SIZE whose step is predicted to peak under
+    limit_mb, the predicted peak of DEVICE_BATCH_SIZE): single optimizer steps on growing
+    micro-batches, each measured only if the line through the last two predicts it fits."""
+    sizes, peaks = [], []
+    b = max(1, DEVICE_BATCH_SIZE // 8)
+    while b < DEVICE_BATCH_SIZE:
+        if len(peaks) >= 2 and predict(sizes, peaks, b) > limit_mb:
+            break
+        reset_peak_memory()
+        with autocast:
+            loss = model(x[:b], y[:b])
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        sizes.append(b)
+        peaks.append(peak_memory())
+        b *= 2
+    if len(peaks) < 2:
+        return DEVICE_BATCH_SIZE, None
+    fit = DEVICE_BATCH_SIZE
+    while fit > 1 and predict(sizes, peaks, fit) > limit_mb:
+        fit //= 2
+    return fit, predict(sizes, peaks, DEVICE_BATCH_SIZE)
+
+
+def predict(sizes, peaks, b):
+    slope = max(0.0, (peaks[-1] - peaks[-2]) / (sizes[-1] - sizes[-2]))
+    return peaks[-1] + slope * (b - sizes[-1])
+
+
 # ---------------------------------------------------------------------------
 # Training loop
 # ---------------------------------------------------------------------------
 
 x, y = next(batches)
+predicted_mb = None  # the probe's prediction for DEVICE_BATCH_SIZE, when it made one
+probe_batch = DEVICE_BATCH_SIZE  # what the probe runs: smaller where that is predicted to fit
+if PREFLIGHT_STEPS and PREFLIGHT_FIT_MB and device.type == "cpu" and COMPILE == "0":
+    fit, predicted_mb = fit_batch(PREFLIGHT_FIT_MB)
+    if fit < DEVICE_BATCH_SIZE:
+        print(f"preflight: DEVICE_BATCH_SIZE {DEVICE_BATCH_SIZE} would peak at about "
+              f"{predicted_mb:.0f} MB, above {PREFLIGHT_FIT_MB:.0f} MB: probing {fit}", flush=True)
+        probe_batch = fit
+        grad_accum = TOTAL_BATCH_SIZE // (probe_batch * SEQ_LEN)
+        batches = prepare.train_batches(probe_batch, SEQ_LEN, SEED, device, data_dir)
+        x, y = next(batches)
+    reset_peak_memory()
 step = 0
 step_times = []
 training_seconds = 0.0
@@ -511,18 +589,6 @@ while True:
 # ---------------------------------------------------------------------------
 
 
-def peak_memory():
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-    except ImportError:  # Windows
-        return 0.0
-
-
 if PREFLIGHT_STEPS:
     with torch.no_grad(), autocast:  # an evaluation batch at its full size
         model(x)
@@ -532,6 +598,9 @@ if PREFLIGHT_STEPS:
     print("---")
     print("preflight: ok")
     print(f"peak_memory_mb: {peak_memory():.1f}")
+    print(f"preflight_batch: {probe_batch}")
+    if predicted_mb is not None:
+        print(f"predicted_peak_mb: {predicted_mb:.1f}")
     print(f"step_seconds: {sorted(warm)[len(warm) // 2]:.4f}")
     print(f"num_steps: {step}")
     print(f"total_seconds: {time.time() - t_start:.1f}")

@@ -156,25 +156,87 @@ def test_a_probe_peak_near_the_host_limit_counts_as_an_oom(tmp_path, probing, mo
     assert runs_of(run_dir, 1) == ["preflight"]
 
 
+# Honours AR_PREFLIGHT_FIT_MB as the cpu preset's train.py does: where its batch would pass
+# the limit it probes the largest power of two that fits and says so.
+FITTING = '''import os as _os
+_runs = open(_os.path.join(_os.environ["AR_OUT_DIR"], "runs.txt"), "a")
+_runs.write(("preflight" if _os.environ.get("AR_PREFLIGHT_STEPS") else "full") + "\\n")
+_runs.close()
+_batch, _fit = DEVICE_BATCH_SIZE, _os.environ.get("AR_PREFLIGHT_FIT_MB")
+if _fit and _os.environ.get("AR_PREFLIGHT_STEPS"):
+    while _batch > 1 and _batch * DEPTH * 10.0 > float(_fit):
+        _batch //= 2
+if _batch * DEPTH >= 256:
+    raise MemoryError("synthetic: batch too large")
+if _os.environ.get("AR_PREFLIGHT_STEPS"):
+    print("---")
+    print("preflight: ok")
+    print(f"peak_memory_mb: {_batch * DEPTH * 10.0}")
+    print(f"preflight_batch: {_batch}")
+    print(f"predicted_peak_mb: {DEVICE_BATCH_SIZE * DEPTH * 10.0}")
+    print("step_seconds: 0.01")
+    raise SystemExit(0)
+'''
+
+
+def test_a_probe_that_finds_the_fitting_batch_is_repaired_in_one_commit(tmp_path, train_dir,
+                                                                       monkeypatch):
+    """With --repair-oom and a host limit the probe gets AR_PREFLIGHT_FIT_MB (85 % of it);
+    a probe that passes at a smaller batch than its commit's becomes one repair commit at
+    that batch, with no killed probe and no second probe before the full run."""
+    add_after_block(train_dir, FITTING)
+    deep = {"DEPTH": 8, "DEVICE_BATCH_SIZE": 32, "TOTAL_BATCH_SIZE": 16384}  # 2560 MB; 640 fits
+    run_dir, scripted = run(tmp_path, train_dir, [EditHyperparameters(deep, "deep")],
+                            monkeypatch, memory="1g", repair_oom=True)
+    trial = notes(run_dir)[1]
+    assert trial["status"] == "ok", trial["result"]["reason"]
+    assert trial["repairs"] == [
+        "repair: DEVICE_BATCH_SIZE 32 -> 8 (preflight predicts 2560 MB at 32)"]
+    assert trial["config"]["DEVICE_BATCH_SIZE"] == 8
+    assert [(p["status"], p["DEVICE_BATCH_SIZE"]) for p in trial["probes"]] == [
+        ("oom", 32), ("ok", 8)]
+    assert trial["probes"][0]["predicted"] is True and trial["probes"][0]["wall_s"] == 0.0
+    assert runs_of(run_dir, 1) == ["preflight", "full"]
+    repo = run_dir / "repo"
+    proposal = git(repo, "rev-parse", f"{trial['commit']}^")
+    assert "DEVICE_BATCH_SIZE = 32" in git(repo, "show", f"{proposal}:train.py")
+    assert "DEVICE_BATCH_SIZE = 8" in git(repo, "show", f"{trial['commit']}:train.py")
+    assert scripted.told[1][0].values == deep and scripted.told[1][1].status == "ok"
+    # without --repair-oom the probe is not asked to fit, and the 85 % rule ends the trial
+    run_dir, _ = run(tmp_path / "b", train_dir, [EditHyperparameters(deep, "deep")],
+                     monkeypatch, memory="1g")
+    trial = notes(run_dir)[1]
+    assert trial["status"] == "oom" and trial["repairs"] == []
+
+
 @pytest.mark.slow
 def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docker_client,
                                                     host_image):
     """The cpu preset's own train.py in Docker under a 1100 MB limit: a micro-batch of 64
-    sequences (~1.5 GB) is killed within seconds of its preflight; halved to 32 (~1.1 GB
-    resident, measured) it fits, and the trial trains its whole time budget (120 s, so the
-    failed probe may take 12; ~5 s measured on an idle machine, 10 s with two other jobs)."""
+    sequences (~1.5 GB) is killed within seconds of its preflight (120 s budget, so the
+    failed probe may take 12; ~5 s measured on an idle machine, 10 s with two other jobs).
+    With --repair-oom the probe measures growing micro-batches, predicts the peak of 64 above
+    85 % of the limit and passes at a smaller one; that trains its whole time budget."""
     from agent.paths import baseline_dir
 
     big = {"DEVICE_BATCH_SIZE": 64, "TOTAL_BATCH_SIZE": 16384}
+    settings = dict(sandbox="docker", preset="cpu", time_budget=120, eval_tokens=16384,
+                    memory="1100m")
+    run_dir, _ = run(tmp_path / "killed", baseline_dir(), [EditHyperparameters(big, "big")],
+                     monkeypatch, **settings)
+    killed = notes(run_dir)[1]
+    assert killed["status"] == "oom" and killed["result"]["preflight"] is True
+    assert killed["probes"][0]["wall_s"] < 0.1 * 120, killed["probes"]  # seconds, not minutes
     run_dir, scripted = run(tmp_path, baseline_dir(), [EditHyperparameters(big, "big")],
-                            monkeypatch, sandbox="docker", preset="cpu", time_budget=120,
-                            eval_tokens=16384, memory="1100m", repair_oom=True)
+                            monkeypatch, repair_oom=True, **settings)
     trial = notes(run_dir)[1]
     first = trial["probes"][0]
     assert first["status"] == "oom" and first["DEVICE_BATCH_SIZE"] == 64
-    assert first["wall_s"] < 0.1 * 120, trial["probes"]  # seconds, not the trial's minute
+    assert first["wall_s"] < 0.1 * 120, trial["probes"]
     assert trial["status"] == "ok", trial["result"]["reason"]
     assert trial["probes"][-1]["status"] == "ok"
+    assert all(p["status"] == "ok" or p.get("predicted") for p in trial["probes"]), \
+        trial["probes"]  # no probe was killed on the way
     assert trial["config"]["DEVICE_BATCH_SIZE"] < 64
     assert trial["result"]["metrics"]["training_seconds"] >= 115  # it trained for real
     repo = run_dir / "repo"
