@@ -76,9 +76,13 @@ def edit_to_diff(action: EditHyperparameters, source: str, space: SearchSpace) -
     """Validate the edit against the space and render it as a diff of train.py.
 
     Raises SpaceError naming the bound for any value outside the space (never clipped)."""
+    from agent.hpblock import SpaceError
+
     current = {n: a.value for n, a in _block(source, space).items()}
     space.validate({**current, **action.values})
     new = render_block(source, action.values)
+    if new == source:
+        raise SpaceError("these values are the current best's already: change at least one")
     return unified_diff(source, new)
 
 

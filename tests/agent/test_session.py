@@ -85,28 +85,30 @@ def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_d
         ApplyDiff("--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-NOT_THERE = 1\n+X = 2\n",
                   "does not apply"),
         EditHyperparameters({"DEPTH": 99}, "too deep"),
+        EditHyperparameters({"DEPTH": int(good_line.split("=")[1].split("#")[0])}, "no-op"),
         ApplyDiff(f"--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-{good_line}\n+DEPTH = 3\n",
                   "a good diff"),
     ]
     scripted = ScriptedOptimizer(actions)
     monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
-    start(tmp_path, train_dir, trials=5).run()
+    start(tmp_path, train_dir, trials=6).run()
     records = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
     statuses = [r["status"] for r in records]
-    assert statuses == ["ok", "rejected", "rejected", "rejected", "rejected", "ok"]
-    reasons = [r["result"]["reason"] for r in records[1:5]]
+    assert statuses == ["ok"] + ["rejected"] * 5 + ["ok"]
+    reasons = [r["result"]["reason"] for r in records[1:6]]
     assert "prepare.py" in reasons[0]
     assert ".." in reasons[1]
     assert "NOT_THERE" in reasons[2]
     assert "DEPTH = 99 is above the upper bound 8" in reasons[3]
-    for n in range(1, 5):  # nothing ran: no log; but the attempt is a commit with its reason
+    assert "the current best's already: change at least one" in reasons[4]
+    for n in range(1, 6):  # nothing ran: no log; but the attempt is a commit with its reason
         assert not (tmp_path / "run" / "trials" / f"{n:04d}" / "train.log").exists()
         msg = git(tmp_path / "run" / "repo", "log", "-1", "--format=%B", f"refs/trials/{n:04d}")
         assert "Status: rejected" in msg and f"Trial: {n}" in msg
-    assert records[5]["config"]["DEPTH"] == 3
+    assert records[6]["config"]["DEPTH"] == 3
     assert [r.status for _, r in scripted.told] == statuses  # failures are told too
     tsv = (tmp_path / "run" / "results.tsv").read_text()
-    assert tsv.count("\trejected\t") == 4
+    assert tsv.count("\trejected\t") == 5
 
 
 def test_failures_are_classified_and_told(tmp_path, train_dir, monkeypatch):
