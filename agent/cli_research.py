@@ -54,6 +54,7 @@ def noise(
     preset: str | None = typer.Option(None, "--preset", help="cpu or gpu: rewrites the block."),
     time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/run."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per run."),
+    eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
     sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
     workers: int = typer.Option(1, "--workers", help="Runs at once."),
     memory: str | None = typer.Option(None, "--memory", help="Host memory per run."),
@@ -70,7 +71,8 @@ def noise(
         raise fail(f"--seeds {seeds}: need at least 2 to measure a spread", 2)
     config = _config_or_fail(method="random", trials=0, preset=preset, sandbox=sandbox,
                              time_budget=time_budget, token_budget=token_budget,
-                             memory=memory, gpus=_gpu_ids(gpus), workers=workers)
+                             eval_tokens=eval_tokens, memory=memory, gpus=_gpu_ids(gpus),
+                             workers=workers)
     folder = train_dir or baseline_dir()
     if not (folder / "train.py").is_file():
         raise fail(f"{folder} has no train.py: --train-dir takes the folder that holds it", 2)

@@ -59,11 +59,13 @@ def collect(folder: Path, cuts: tuple[int, ...] = (3, 5, 7)) -> list[dict]:
 
 
 def prompts(data: list[dict], limit: int | None) -> list[tuple[str, list[dict], int]]:
-    """(method, history, cut) for each prompt, alternating the two methods."""
+    """(method, history, cut) for each prompt: the cuts of one history in order, as one
+    session asks them (its later prompts can reuse the earlier one's evaluated prefix),
+    the histories alternating between the two methods."""
     out = []
-    for entry in data:
+    for i, entry in enumerate(data):
         for k in entry["at"]:
-            out.append(("centaur" if len(out) % 2 == 0 else "llm-hpo", entry["history"], k))
+            out.append(("centaur" if i % 2 == 0 else "llm-hpo", entry["history"], k))
     return out[:limit] if limit else out
 
 
@@ -98,6 +100,7 @@ def ask_one(llm, method: str, history: list[dict], k: int, max_repairs: int) -> 
             "repairs": len(calls) - 1 if valid else None,
             "differs": None if candidate is None or final is None else final != candidate,
             "answer": json.dumps(final, sort_keys=True) if final else None,
+            "error": action.reason if isinstance(action, NoAction) else "",
             "echo": bool(calls and calls[-1].get("rationale_echo")),
             "latencies": [c.get("latency_s", 0.0) for c in calls],
             "prompt_tokens": sum(c.get("prompt_tokens", 0) for c in calls),
@@ -133,11 +136,13 @@ def measure(model: str, items, max_repairs: int, log: Path) -> dict:
         "differs_share": sum(differ) / len(differ) if differ else None,
         "distinct_share": len(set(answers)) / n,
         "echo_share": sum(r["echo"] for r in rows) / n,
-        "median_latency_s": statistics.median(calls) if calls else None,
+        # the first call pays for the prompt prefix; the cache serves it from the second on
+        "median_latency_s": statistics.median(calls[1:]) if len(calls) > 1 else None,
         "first_call_latency_s": calls[0] if calls else None,
         "fifth_call_latency_s": calls[4] if len(calls) > 4 else None,
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
-        "completion_tokens": sum(r["completion_tokens"] for r in rows)}
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "rows": rows}  # each prompt: method, repairs, answer, error, latencies
 
 
 def main() -> int:
@@ -146,6 +151,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="at most this many prompts")
     parser.add_argument("--max-repairs", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", type=Path, help="also keep the JSON list in this file")
     parser.add_argument("--collect", type=Path, help="rebuild the prompt set from a folder of "
                         "sessions (e.g. a bench) and exit")
     args = parser.parse_args()
@@ -159,6 +165,8 @@ def main() -> int:
     log = Path(tempfile.mkdtemp(prefix="ar-llm-bench-")) / "server.log"
     results = [measure(m.strip(), items, args.max_repairs, log)
                for m in args.models.split(",") if m.strip()]
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -167,7 +175,8 @@ def main() -> int:
 
     table = Table(title=f"proposal quality on {len(items)} prompts (Centaur and llm-hpo)")
     for col in ("model", "valid JSON", "in space (0 / 1 / 2 repairs)", "differs from CMA-ES",
-                "distinct", "echo", "median s/call", "call 1 s", "call 5 s"):
+                "distinct", "echo", "median s/call (2nd on)", "call 1 s", "call 5 s",
+                "prompt / completion tokens"):
         table.add_column(col, justify="right")
     pct = lambda x: "-" if x is None else f"{100 * x:.0f} %"  # noqa: E731
     sec = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
@@ -176,7 +185,8 @@ def main() -> int:
                       " / ".join(pct(x) for x in r["in_space_after"]), pct(r["differs_share"]),
                       pct(r["distinct_share"]), pct(r["echo_share"]),
                       sec(r["median_latency_s"]), sec(r["first_call_latency_s"]),
-                      sec(r["fifth_call_latency_s"]))
+                      sec(r["fifth_call_latency_s"]),
+                      f"{r['prompt_tokens']:,} / {r['completion_tokens']:,}")
     Console(width=160).print(table)
     return 0
 

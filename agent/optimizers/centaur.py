@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from agent.actions import Action, EditHyperparameters, NoAction
 from agent.config import SessionConfig
 from agent.hpblock import SearchSpace, Value
@@ -77,10 +79,18 @@ class Centaur:
         """What the LLM is shown of CMA-ES, exactly as the CMA object holds it now."""
         names = self.cmaes.encoding.names
         legend = [line.split(": ", 1)[1] for line in self.cmaes.encoding.legend()]
+        cov = np.asarray(self.cmaes.covariance)
+        std = np.sqrt(np.clip(np.diag(cov), 1e-300, None))
+        corr = cov / np.outer(std, std)
+        pairs = sorted(((names[i], names[j], float(corr[i, j])) for i in range(len(names))
+                        for j in range(i + 1, len(names)) if abs(corr[i, j]) >= 0.2),
+                       key=lambda p: -abs(p[2]))
         return {"names": names, "legend": legend,
                 "mean_unit": list(zip(names, self.cmaes.mean.tolist(), strict=True)),
                 "mean_real": self.cmaes.mean_config(), "sigma": self.cmaes.sigma,
-                "covariance": self.cmaes.covariance.tolist(), "candidate": self.cmaes.peek()}
+                "covariance": cov.tolist(), "candidate": self.cmaes.peek(),
+                # the compact prompt's summary of C: each axis's spread, the strongest pairs
+                "spread": (self.cmaes.sigma * std).tolist(), "correlations": pairs[:5]}
 
     def tell(self, action: Action, record: TrialRecord) -> None:
         if isinstance(action, NoAction):

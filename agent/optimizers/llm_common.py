@@ -26,8 +26,8 @@ EDIT, DIFF = "edit_hyperparameters", "apply_diff"
 
 
 class AnswerError(ValueError):
-    """The model's answer cannot be used; the one-line message goes back to it, and `hints`
-    (the nearest valid values, when known) with the repair that follows a repeated answer."""
+    """The model's answer cannot be used; the one-line message goes back to it, with `hints`
+    (the nearest valid values, when known) for a small model to copy."""
 
     def __init__(self, message: str, hints: str = ""):
         super().__init__(message)
@@ -120,6 +120,8 @@ def render(template: str, **context) -> str:
         _ENV = Environment(loader=FileSystemLoader(str(prompts_dir())), undefined=StrictUndefined,
                            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
         _ENV.filters["num"] = _num
+        _ENV.filters["short"] = _short
+        _ENV.globals["changes"] = changes
     return _ENV.get_template(template).render(**context)
 
 
@@ -129,15 +131,43 @@ def _num(value: Any) -> str:
     return str(value)
 
 
+# a small local model's history: at most this many trials in order, the window moving on in
+# steps of WINDOW_STEP so that consecutive prompts of a session share their first lines
+WINDOW, WINDOW_STEP = 24, 12
+
+
 def history_view(history: list[TrialRecord], llm=None) -> dict:
     """The bounded slice of history a prompt shows (constant size, whatever the session's
-    length): the best 5 successes and the last 20 trials, failures included (3 and 8 for a
-    small local model, whose prompt processing is slow and whose attention is short)."""
-    compact = bool(llm is not None and getattr(llm.config, "compact", False))
-    top, recent = (3, 8) if compact else (5, 20)
-    ok = sorted((t for t in history if t.ok), key=lambda t: t.val_bpb)[:top]
-    return {"top": ok, "recent": history[-recent:], "count": len(history),
-            "failed": sum(not t.ok for t in history)}
+    length): the best 5 successes and the last 20 trials, failures included.
+
+    For a small local model (`compact`: slow prompt processing, short attention) it is one
+    list in trial order instead, each trial written as what it changed from trial 0 with 3
+    digits: the list of the previous call is the start of the next one, which llama.cpp then
+    does not evaluate again. The best 3 follow it."""
+    ok = sorted((t for t in history if t.ok), key=lambda t: t.val_bpb)
+    view = {"count": len(history), "failed": sum(not t.ok for t in history),
+            "compact": bool(llm is not None and getattr(llm.config, "compact", False))}
+    if not view["compact"]:
+        return {**view, "top": ok[:5], "recent": history[-20:]}
+    first = history[0] if history and history[0].number == 0 and history[0].config else None
+    rest = history[1:] if first else history
+    skip = 0 if len(rest) < WINDOW else (len(rest) - WINDOW) // WINDOW_STEP * WINDOW_STEP + \
+        WINDOW_STEP
+    return {**view, "top": ok[:3], "base": first, "skipped": skip,
+            "listed": ([first] if first else []) + rest[skip:]}
+
+
+def changes(config: dict | None, base: TrialRecord | None) -> str:
+    """A configuration as `NAME=value` pairs (3 digits), only those that differ from the
+    base trial's when there is one."""
+    before = (base.config or {}) if base is not None else {}
+    pairs = [f"{k}={_short(v)}" for k, v in (config or {}).items()
+             if k not in before or before[k] != v]
+    return " ".join(pairs) if pairs or base is None else "as trial 0"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def example_values(space: SearchSpace, k: int = 2) -> dict:
@@ -285,8 +315,10 @@ def answer_schema(tool: dict) -> dict:
 def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, ...],
              validate: Callable[[dict], Action], max_repairs: int, calls: list[dict]) -> Proposal:
     """Ask, validate, and on an invalid answer repair up to `max_repairs` times quoting the
-    error. Every call (prompt, raw reply, tokens) is appended to `calls`. With one tool and a
-    model without tool calls, a server that can is asked to hold the answer to its schema."""
+    error and naming the valid values nearest to the answer; the same answer back after that
+    ends the turns (another would get it again). Every call (prompt, raw reply, tokens) is
+    appended to `calls`. With one tool and a model without tool calls, a server that can is
+    asked to hold the answer to its schema."""
     use_tools = llm.supports_tools()
     schema = answer_schema(tools[0]) if len(tools) == 1 and not use_tools else None
     messages = list(messages)
@@ -306,13 +338,13 @@ def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, .
             return Proposal(NoAction(f"the same invalid answer after a repair that named "
                                      f"the valid values: {error}", "llm answer invalid"),
                             False, attempt)
-        hinted = bool(hints and repeated)
-        calls[-1]["repair_hints"] = hints if hinted else ""
+        hinted = bool(hints)  # every repair names the valid values nearest to the answer
+        calls[-1]["repair_hints"] = hints
         messages = messages + [
             {"role": "assistant", "content": call.text or json.dumps(call.tool_calls)},
             {"role": "user", "content": render("repair.j2", error=error, allowed=allowed,
                                               attempt=attempt + 1, max_repairs=max_repairs,
-                                              hints=hints if repeated else "")}]
+                                              hints=hints, repeated=repeated)}]
     return Proposal(NoAction(f"no usable answer after {max_repairs} repair turns: {error}",
                              "llm answer invalid"), False, max_repairs)
 

@@ -287,23 +287,30 @@ def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path)
     assert not isinstance(action, (ApplyDiff, NoAction))
 
 
-def test_a_repeated_answer_gets_the_nearest_valid_values_then_stops(tmp_path, train_dir):
-    """Issue 15: the same invalid answer twice -> the repair names the valid values nearest
-    to it (powers of two that keep TOTAL_BATCH_SIZE 4096 >= DEVICE_BATCH_SIZE * 256); the same
-    answer again -> no further turn is wasted."""
+def test_a_repair_names_the_nearest_valid_values_and_a_repeat_stops(tmp_path, train_dir):
+    """Issue 15: an invalid answer -> the repair quotes the error and names the valid values
+    nearest to it (powers of two that keep TOTAL_BATCH_SIZE 4096 >= DEVICE_BATCH_SIZE * 256);
+    the same answer back after that -> no further turn is wasted; a different invalid answer
+    gets the next turn."""
     bad = edit({"DEVICE_BATCH_SIZE": 100})
-    replies = [bad, bad, edit({"DEVICE_BATCH_SIZE": 8}, "copied"),  # trial 1: fixed
-               bad, bad, bad]  # trial 2: stopped after the hint
+    replies = [bad, edit({"DEVICE_BATCH_SIZE": 8}, "copied"),  # trial 1: fixed
+               bad, bad,  # trial 2: stopped at the repeat
+               bad, edit({"DEVICE_BATCH_SIZE": 200}), edit({"DEVICE_BATCH_SIZE": 4})]  # 3
     with ScriptedLLM(replies) as llm:
-        session(tmp_path, train_dir, llm, trials=2, max_repairs=4).run()
+        session(tmp_path, train_dir, llm, trials=3, max_repairs=4).run()
         requests = llm.requests
     rs = records(tmp_path / "run")
-    first, second = (requests[i]["messages"][-1]["content"] for i in (1, 2))
-    assert "above the upper bound 64" in first and "nearest" not in first
-    assert "Valid values nearest to yours: DEVICE_BATCH_SIZE: 8 or 16" in second
+    repair = requests[1]["messages"][-1]["content"]
+    assert "above the upper bound 64" in repair
+    assert "Valid values nearest to yours: DEVICE_BATCH_SIZE: 8 or 16" in repair
+    assert "same answer" not in repair
     assert rs[1]["status"] == "ok" and rs[1]["config"]["DEVICE_BATCH_SIZE"] == 8
-    assert rs[2]["status"] == "rejected" and rs[2]["llm_calls"] == 3  # not 5
+    assert rs[2]["status"] == "rejected" and rs[2]["llm_calls"] == 2  # not 5
     assert "the same invalid answer after a repair that named" in rs[2]["result"]["reason"]
+    assert rs[3]["status"] == "ok" and rs[3]["llm_calls"] == 3, rs[3]["result"]["reason"]
+    assert rs[3]["config"]["DEVICE_BATCH_SIZE"] == 4
+    assert "DEVICE_BATCH_SIZE = 200 is above the upper bound 64" in \
+        requests[6]["messages"][-1]["content"]
 
 
 def test_an_echoed_rationale_is_not_the_trial_description(tmp_path, train_dir):
@@ -340,3 +347,60 @@ def test_prompts_put_the_constant_part_first(tmp_path, train_dir):
     assert all(p.startswith(constant) for p in prompts)
     assert len(constant) > 0.5 * len(prompts[0])  # most of the prompt is reused
     assert prompts[1] != prompts[0]
+
+
+@pytest.mark.parametrize("method", ["centaur", "llm-hpo"])
+def test_a_small_models_prompt_is_the_last_one_plus_its_new_lines(space, method):
+    """Issue 15, compact prompts (the built-in models): the history is one list in trial
+    order, placed before what changes every call (CMA-ES's state, the current best, the
+    best three, the task), so each prompt starts with the whole history of the one before;
+    trial 0 is written in full, later trials as what they changed from it (3 digits)."""
+    with ScriptedLLM(default=edit({"MATRIX_LR": 0.03125}, "lower lr")) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, compact=True))
+        opt = Centaur(space, 4, space.defaults(), llm=client, ratio=1.0, warmup=0) \
+            if method == "centaur" else LLMHPO(space, 4, space.defaults(), llm=client)
+        history = [TrialRecord(0, "ok", space.defaults(), 2.0)]
+        opt.tell(EditHyperparameters(space.defaults(), "baseline"), history[0])
+        prompts = []
+        for n in range(1, 5):
+            action = opt.ask(history, [], context(space, n))
+            prompts.append(llm.requests[-1]["messages"][-1]["content"])
+            record = TrialRecord(n, "ok", {**space.defaults(), **action.values}, 2.0 - n / 100)
+            opt.tell(action, record)
+            history.append(record)
+    for before, after in zip(prompts, prompts[1:], strict=False):
+        listed = before[:before.index("\n\n", before.index("Trials in order"))]
+        assert after.startswith(listed)  # llama.cpp evaluates only what follows
+    last = prompts[-1]
+    baseline = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in space.defaults().items())
+    assert f"- trial 0 ok 2.0000: {baseline}\n" in last
+    line = next(x for x in last.splitlines() if x.startswith("- trial 2 ok 1.9800: "))
+    assert "MATRIX_LR=0.0312" in line
+    if method == "llm-hpo":  # it changed one value; CMA-ES's candidate changes them all
+        assert line == "- trial 2 ok 1.9800: MATRIX_LR=0.0312"
+    assert last.index("Trials in order") < last.index("4 trials so far, 0 failed.") \
+        < last.index("Task:")
+    assert "4 trials so far, 0 failed. Best (lowest val_bpb first): trial 3 1.9700; trial 2 " \
+           "1.9800; trial 1 1.9900." in last
+    if method == "centaur":
+        assert "Covariance C" not in last and "spread (unit" in last
+        assert last.index("Trials in order") < last.index("CMA-ES samples")
+
+
+def test_a_long_history_window_moves_in_steps():
+    from agent.optimizers.llm_common import WINDOW, WINDOW_STEP, history_view
+
+    class Small:
+        config = LLMConfig("m", compact=True)
+
+    history = [TrialRecord(n, "ok", {"DEPTH": n}, 3.0 - n / 1000) for n in range(40)]
+    starts = []
+    for count in range(2, 41):
+        view = history_view(history[:count], Small())
+        listed = [t.number for t in view["listed"]]
+        assert listed[0] == 0 and listed[-1] == count - 1  # trial 0, then up to the newest
+        assert len(listed) <= WINDOW + 1
+        starts.append(listed[1])
+    assert sorted(set(starts)) == [1, 1 + WINDOW_STEP, 1 + 2 * WINDOW_STEP]
+    assert starts == sorted(starts)  # it only moves on, a step at a time
