@@ -93,6 +93,7 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
     colours = rcParams["axes.prop_cycle"].by_key()["color"]
     longest = max(sum(n.cost_s or 0.0 for n in r) for runs in groups.values() for r in runs)
     unit, per = ("minutes", 60.0) if longest >= 120 else ("seconds", 1.0)
+    top = 0.0  # the highest failed share of any run
     for i, (method, runs) in enumerate(groups.items()):
         colour = colours[i % len(colours)]
         per_trial = [[(n.trial, b) for n, b in zip(sorted(r, key=lambda n: n.trial),
@@ -116,8 +117,9 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
         shares = [sum(n.status != "ok" for n in r if n.trial > 0) /
                   max(1, sum(n.trial > 0 for n in r)) for r in runs]
         share = 100 * float(np.mean(shares))
-        failed.bar(i, share, color=colour,
-                   yerr=100 * float(np.std(shares)) if len(shares) > 1 else None, capsize=4)
+        spread = [[share - 100 * min(shares)], [100 * max(shares) - share]]  # best..worst seed
+        failed.bar(i, share, color=colour, yerr=spread if len(shares) > 1 else None, capsize=4)
+        top = max(top, 100 * max(shares))
         failed.annotate(f"{share:.0f} %", (i, share), textcoords="offset points",
                         xytext=(0, 4), ha="center", fontsize=8)
     by_trial.set_xlabel("trial")
@@ -129,10 +131,9 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
     by_cost.set_title("best so far against cost")
     by_cost.legend(fontsize=8)
     failed.set_xticks(range(len(groups)), list(groups), rotation=20)
-    failed.set_ylim(0, max(5.0, 1.2 * max((p.get_height() for p in failed.patches),
-                                          default=0.0)))
+    failed.set_ylim(0, max(5.0, 1.2 * top))
     failed.set_ylabel("failed trials (%)")
-    failed.set_title("failed share per method (mean over seeds)")
+    failed.set_title("failed share per method (mean, bar: best..worst seed)")
     shown = ref if ref in groups else next(iter(groups))
     _trials_panel(one, groups[shown][0], f"every trial of one {shown} run")
     fig.tight_layout()
