@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--sandbox", default="auto")
     parser.add_argument("--memory", help="skip the calibration: use this limit")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ar-preflight-"))
     peaks = []
@@ -132,7 +133,10 @@ def main() -> int:
                           f"{100 * r['probe_share']:.1f} %",
                           "-" if r["best"] is None else f"{r['best']:.4f}")
         Console(width=140).print(table)
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"run folders: {root}/without, {root}/with", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     return 0 if rows[1]["lost_share"] <= 0.02 else 1
 
 

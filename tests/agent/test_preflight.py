@@ -216,29 +216,28 @@ def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docke
     sequences (~1.5 GB) is killed within seconds of its preflight (120 s budget, so the
     failed probe may take 12; ~5 s measured on an idle machine, 10 s with two other jobs).
     With --repair-oom the probe measures growing micro-batches, predicts the peak of 64 above
-    85 % of the limit and passes at a smaller one; that trains its whole time budget."""
+    85 % of the limit and passes at a smaller one; that trains its whole time budget (30 s)."""
     from agent.paths import baseline_dir
 
     big = {"DEVICE_BATCH_SIZE": 64, "TOTAL_BATCH_SIZE": 16384}
-    settings = dict(sandbox="docker", preset="cpu", time_budget=120, eval_tokens=16384,
-                    memory="1100m")
+    settings = dict(sandbox="docker", preset="cpu", eval_tokens=16384, memory="1100m")
     run_dir, _ = run(tmp_path / "killed", baseline_dir(), [EditHyperparameters(big, "big")],
-                     monkeypatch, **settings)
+                     monkeypatch, time_budget=120, **settings)
     killed = notes(run_dir)[1]
     assert killed["status"] == "oom" and killed["result"]["preflight"] is True
     assert killed["probes"][0]["wall_s"] < 0.1 * 120, killed["probes"]  # seconds, not minutes
     run_dir, scripted = run(tmp_path, baseline_dir(), [EditHyperparameters(big, "big")],
-                            monkeypatch, repair_oom=True, **settings)
+                            monkeypatch, repair_oom=True, time_budget=30, **settings)
     trial = notes(run_dir)[1]
     first = trial["probes"][0]
     assert first["status"] == "oom" and first["DEVICE_BATCH_SIZE"] == 64
-    assert first["wall_s"] < 0.1 * 120, trial["probes"]
+    assert first.get("predicted") is True and first["wall_s"] == 0.0, trial["probes"]
     assert trial["status"] == "ok", trial["result"]["reason"]
     assert trial["probes"][-1]["status"] == "ok"
     assert all(p["status"] == "ok" or p.get("predicted") for p in trial["probes"]), \
         trial["probes"]  # no probe was killed on the way
     assert trial["config"]["DEVICE_BATCH_SIZE"] < 64
-    assert trial["result"]["metrics"]["training_seconds"] >= 115  # it trained for real
+    assert trial["result"]["metrics"]["training_seconds"] >= 28  # it trained for real
     repo = run_dir / "repo"
     repairs = trial["repairs"]
     proposal = git(repo, "rev-parse", f"{trial['commit']}~{len(repairs)}")
