@@ -11,7 +11,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.hpblock import SearchSpace, Value, render_block
+from agent.hpblock import SearchSpace, SpaceError, Value, render_block
 
 TARGET = "train.py"
 
@@ -76,8 +76,6 @@ def edit_to_diff(action: EditHyperparameters, source: str, space: SearchSpace) -
     """Validate the edit against the space and render it as a diff of train.py.
 
     Raises SpaceError naming the bound for any value outside the space (never clipped)."""
-    from agent.hpblock import SpaceError
-
     current = {n: a.value for n, a in _block(source, space).items()}
     space.validate({**current, **action.values})
     new = render_block(source, action.values)

@@ -74,29 +74,28 @@ class Preflight:
             result.reason = (f"preflight peak {result.metrics['peak_memory_mb']:.0f} MB is above "
                              f"{HEADROOM:.0%} of the {self.host_limit_mb:.0f} MB host memory "
                              "limit: the full run would be killed")
+        probed = probed_batch(prepared, result)
         prepared.probes.append({"status": "ok" if passed else result.status,
-                                "wall_s": result.wall_s,
-                                "DEVICE_BATCH_SIZE": probed_batch(prepared, result)})
+                                "wall_s": result.wall_s, "DEVICE_BATCH_SIZE": probed})
         if passed:
-            return self._passed(self._fitted(prepared, result), result)
+            return self._passed(self._fitted(prepared, result, probed), result)
         if result.ok:  # train.py ignored AR_PREFLIGHT_STEPS and trained: that is the trial
             return prepared, promote(result)
-        if result.status in MEMORY_FAILURES and self.repair:
-            batch = probed_batch(prepared, result)
-            repaired = self.trials.repair(prepared, f"preflight {result.status} at {batch}",
-                                          batch // 2 if isinstance(batch, int) else None)
+        if result.status in MEMORY_FAILURES and self.repair and probed is not None:
+            repaired = self.trials.repair(prepared, f"preflight {result.status} at {probed}",
+                                          probed // 2)
             if repaired is not None:
                 repaired.stage = "preflight"
                 return repaired, None
         result.preflight = True
         return prepared, promote(result)
 
-    def _fitted(self, prepared: PreparedTrial, result: TrialResult) -> PreparedTrial:
+    def _fitted(self, prepared: PreparedTrial, result: TrialResult,
+                fitted: int | None) -> PreparedTrial:
         """A CPU probe that predicted its batch would not fit and passed at a smaller one
         (AR_PREFLIGHT_FIT_MB): that batch, committed as a repair, is what trains."""
         batch = (prepared.config or {}).get("DEVICE_BATCH_SIZE")
-        fitted = probed_batch(prepared, result)
-        if not self.repair or fitted == batch:
+        if not self.repair or fitted is None or fitted == batch:
             return prepared
         predicted = result.metrics.get("predicted_peak_mb")
         cause = f"preflight predicts {predicted:.0f} MB at {batch}" \

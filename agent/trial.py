@@ -139,13 +139,11 @@ class Trials:
                 "completion": sum(c["completion_tokens"] for c in calls),
                 "cost_usd": sum(c["cost_usd"] for c in calls)}
 
-    def repair(self, prepared: PreparedTrial, cause: str,
-               smaller: int | None = None) -> PreparedTrial | None:
-        """The trial with a smaller DEVICE_BATCH_SIZE (half, unless given; the effective batch
-        is TOTAL_BATCH_SIZE and stays), committed on top of the failed commit; None when it
-        is already 1."""
+    def repair(self, prepared: PreparedTrial, cause: str, smaller: int) -> PreparedTrial | None:
+        """The trial with DEVICE_BATCH_SIZE `smaller` (the effective batch is TOTAL_BATCH_SIZE
+        and stays), committed on top of the failed commit; None unless 1 <= smaller < its
+        batch."""
         batch = (prepared.config or {}).get("DEVICE_BATCH_SIZE")
-        smaller = smaller if smaller is not None else batch // 2 if isinstance(batch, int) else 0
         if not isinstance(batch, int) or not 1 <= smaller < batch:
             return None
         why = f"repair: DEVICE_BATCH_SIZE {batch} -> {smaller} ({cause})"

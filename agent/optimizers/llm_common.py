@@ -125,9 +125,9 @@ def render(template: str, **context) -> str:
     return _ENV.get_template(template).render(**context)
 
 
-def _num(value: Any) -> str:
+def _num(value: Any, digits: int = 6) -> str:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
@@ -151,8 +151,7 @@ def history_view(history: list[TrialRecord], llm=None) -> dict:
         return {**view, "top": ok[:5], "recent": history[-20:]}
     first = history[0] if history and history[0].number == 0 and history[0].config else None
     rest = history[1:] if first else history
-    skip = 0 if len(rest) < WINDOW else (len(rest) - WINDOW) // WINDOW_STEP * WINDOW_STEP + \
-        WINDOW_STEP
+    skip = 0 if len(rest) < WINDOW else ((len(rest) - WINDOW) // WINDOW_STEP + 1) * WINDOW_STEP
     return {**view, "top": ok[:3], "base": first, "skipped": skip,
             "listed": ([first] if first else []) + rest[skip:]}
 
@@ -167,7 +166,7 @@ def changes(config: dict | None, base: TrialRecord | None) -> str:
 
 
 def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    return _num(value, 3)
 
 
 def example_values(space: SearchSpace, k: int = 2) -> dict:
