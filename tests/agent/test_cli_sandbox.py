@@ -28,7 +28,8 @@ def test_try_prints_the_result_record_as_json(tmp_path):
 
 def test_try_exits_nonzero_on_a_failed_trial(tmp_path):
     d = write(tmp_path, "raise SystemExit('boom')\n")
-    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local", "--json"])
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local", "--json",
+                                 "--out", str(tmp_path / "w")])
     assert result.exit_code == 1
     assert json.loads(result.output)["status"] == "crash"
 
@@ -36,7 +37,8 @@ def test_try_exits_nonzero_on_a_failed_trial(tmp_path):
 def test_try_in_docker(tmp_path, docker_client, host_image):
     d = write(tmp_path, SUMMARY)
     result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "docker", "--json",
-                                 "--memory", "512m", "--timeout", "60"])
+                                 "--memory", "512m", "--timeout", "60",
+                                 "--out", str(tmp_path / "w")])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["backend"] == "docker"
 

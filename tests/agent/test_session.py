@@ -73,6 +73,9 @@ def test_same_seed_same_proposals_different_seed_different(tmp_path, train_dir):
 
     assert configs("a", 1) == configs("b", 1)
     assert configs("a2", 2) != configs("b2", 1)
+    # the optimizer's rationale names its method already: the subject says it once
+    subject = git(tmp_path / "a" / "repo", "log", "-1", "--format=%s", "refs/trials/0001")
+    assert subject.startswith("cmaes: generation 1, candidate "), subject
 
 
 def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_dir,
