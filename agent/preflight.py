@@ -12,7 +12,7 @@ exits. Then:
   accumulation keeps the effective batch) in a new commit whose parent is the failed one,
   and that is preflighted, until it fits or the batch is 1;
 - on a CPU with --repair-oom the probe gets AR_PREFLIGHT_FIT_MB (HEADROOM of the host
-  limit): it measures single steps at growing micro-batches, and where its batch would peak
+  limit): it measures two steps at micro-batches of 1, 2, 4, ..., and where its batch would peak
   above that it probes the largest power of two predicted to fit; that batch is committed as
   the repair and trains, with no probe killed on the way;
 - any other failure ends the trial with that status and `preflight: true` in its record;

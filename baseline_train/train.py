@@ -20,7 +20,7 @@ Environment:
                          evaluation-sized forward, print `preflight: ok`, the peak memory and
                          the seconds a whole step takes, and exit (seconds instead of a trial)
     AR_PREFLIGHT_FIT_MB  with AR_PREFLIGHT_STEPS on a CPU: first measure the memory peak of
-                         single steps at growing micro-batches (DEVICE_BATCH_SIZE/8, /4, ...)
+                         two steps at growing micro-batches (1, 2, 4, ... sequences)
                          and, where DEVICE_BATCH_SIZE would peak above this many MB, probe the
                          largest power of two predicted to fit instead (`preflight_batch`)
     OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
@@ -464,10 +464,17 @@ def peak_memory():
         return 0.0
 
 
-def reset_peak_memory():
+def reset_peak_memory(release=False):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    if release:  # hand freed heap back to the kernel, so the next peak is the next step's own
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass  # not glibc: the peak below may include what earlier steps left cached
     try:  # Linux: 5 sets the resident peak back to the current resident size
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -475,29 +482,39 @@ def reset_peak_memory():
         pass  # the peak only grows then; the ramp below measures growing batches anyway
 
 
+# The probe's own steps at a batch peaked up to 9 % above the ramp's at that batch on the cpu
+# preset (another data iterator, the heap's growth): a fitted batch leaves that much room.
+RAMP_TO_PROBE = 1.1
+
+
 def fit_batch(limit_mb):
-    """(the largest power of two <= DEVICE_BATCH_SIZE whose step is predicted to peak under
-    limit_mb, the predicted peak of DEVICE_BATCH_SIZE): single optimizer steps on growing
-    micro-batches, each measured only if the line through the last two predicts it fits."""
+    """(the largest power of two <= DEVICE_BATCH_SIZE whose steps are predicted to peak under
+    limit_mb, the predicted peak of DEVICE_BATCH_SIZE): two optimizer steps on micro-batches
+    of 1, 2, 4, ... sequences, each size measured only if the line through the last two
+    predicts it fits -- the first two are the smallest there are, so the ramp is not killed."""
     sizes, peaks = [], []
-    b = max(1, DEVICE_BATCH_SIZE // 8)
+    b = 1
     while b < DEVICE_BATCH_SIZE:
         if len(peaks) >= 2 and predict(sizes, peaks, b) > limit_mb:
             break
-        reset_peak_memory()
-        with autocast:
-            loss = model(x[:b], y[:b])
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
+        reset_peak_memory(release=True)
+        for _ in range(2):  # a second step peaks higher than the first (the heap's growth)
+            with autocast:
+                loss = model(x[:b], y[:b])
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
+            del loss
         sizes.append(b)
         peaks.append(peak_memory())
         b *= 2
+    print("preflight: peak MB by micro-batch " +
+          ", ".join(f"{b}: {p:.0f}" for b, p in zip(sizes, peaks, strict=True)), flush=True)
     if len(peaks) < 2:
         return DEVICE_BATCH_SIZE, None
     fit = DEVICE_BATCH_SIZE
-    while fit > 1 and predict(sizes, peaks, fit) > limit_mb:
+    while fit > 1 and RAMP_TO_PROBE * predict(sizes, peaks, fit) > limit_mb:
         fit //= 2
     return fit, predict(sizes, peaks, DEVICE_BATCH_SIZE)
 
@@ -523,7 +540,7 @@ if PREFLIGHT_STEPS and PREFLIGHT_FIT_MB and device.type == "cpu" and COMPILE == 
         grad_accum = TOTAL_BATCH_SIZE // (probe_batch * SEQ_LEN)
         batches = prepare.train_batches(probe_batch, SEQ_LEN, SEED, device, data_dir)
         x, y = next(batches)
-    reset_peak_memory()
+    reset_peak_memory(release=True)  # the probe's peak is its batch's, not the ramp's
 step = 0
 step_times = []
 training_seconds = 0.0

@@ -237,6 +237,8 @@ def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docke
     assert all(p["status"] == "ok" or p.get("predicted") for p in trial["probes"]), \
         trial["probes"]  # no probe was killed on the way
     assert trial["config"]["DEVICE_BATCH_SIZE"] < 64
+    ramp = (run_dir / "trials" / "0001" / "preflight-1" / "train.log").read_text()
+    assert "preflight: peak MB by micro-batch 1: " in ramp  # it started at the smallest
     assert trial["result"]["metrics"]["training_seconds"] >= 28  # it trained for real
     repo = run_dir / "repo"
     repairs = trial["repairs"]

@@ -167,6 +167,25 @@ def test_bad_environment_is_a_config_error(prepared_data, tmp_path):
     assert proc.returncode == 2 and "config error: AR_TOKEN_BUDGET" in proc.stderr
 
 
+
+@pytest.mark.slow
+def test_a_probe_fits_its_batch_under_the_mark_from_the_smallest_micro_batches(
+        prepared_data, tmp_path):
+    """AR_PREFLIGHT_FIT_MB: the ramp measures micro-batches 1, 2, ... (the first two always:
+    they are the smallest there are); where DEVICE_BATCH_SIZE would peak above the mark the
+    probe runs the largest power of two predicted to fit; well under it, its own batch."""
+    tree = make_tree(tmp_path / "tree")
+    set_param(tree, "DEVICE_BATCH_SIZE", 8)
+    tight = run_train(tree, prepared_data, AR_PREFLIGHT_STEPS="1", AR_PREFLIGHT_FIT_MB="1")
+    assert "preflight: peak MB by micro-batch 1: " in tight.stdout, tight.stdout[-2000:]
+    result = summary(tight)
+    assert result["preflight"] == "ok" and result["preflight_batch"] == 1
+    assert result["predicted_peak_mb"] > 1
+    roomy = summary(run_train(tree, prepared_data, AR_PREFLIGHT_STEPS="1",
+                              AR_PREFLIGHT_FIT_MB="1000000"))
+    assert roomy["preflight_batch"] == 8 and roomy["predicted_peak_mb"] < 1000000
+
+
 @pytest.mark.slow
 def test_exploding_loss_prints_fail_and_exits_1(prepared_data, tmp_path):
     # Muon steps of size 1e30 overflow float32 in the first updated step, every time.
