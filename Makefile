@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-# The GPU path end to end on one GPU (scripts/gpu_check.py; ~5 min on an H100). Uses .venv where
+# The GPU path end to end on one GPU (scripts/gpu_check.py; ~6 min on an H100). Uses .venv where
 # there is one; on an offline GPU machine with a CUDA torch in its python3, the wheels that
 # `make gpu-wheels` put into .whl/ are installed into .site/ and put on PYTHONPATH.
 GPU ?= 0

@@ -12,6 +12,10 @@ Environment:
     AR_DEVICE            cpu, cuda, cuda:N or mps; default: cuda, else mps, else cpu
     AR_GPU_MEM_FRACTION  cap on the share of GPU memory this process may allocate
     AR_COMPILE           1 to torch.compile the model; default 1 on cuda, 0 elsewhere
+    AR_ATTENTION         sdpa (default) or flex (CUDA only): the sliding-window layers through
+                         FlexAttention with a block mask that skips the blocks outside the
+                         window, where SDPA runs a masked full attention off its fast path;
+                         the same function of the same weights (`make gpu-check` times both)
     AR_DATA_DIR          a prepared data folder (see prepare.py); AR_EVAL_TOKENS: val bytes
     AR_SCORE             "harness": export the model to $AR_OUT_DIR/model.pt2 for the harness
                          to score (val is hidden from training then) instead of evaluating
@@ -170,6 +174,12 @@ device = pick_device()
 COMPILE = os.environ.get("AR_COMPILE", "1" if device.type == "cuda" else "0").strip()
 if COMPILE not in ("0", "1"):
     config_error(f"AR_COMPILE={COMPILE!r} must be 0 or 1")
+ATTENTION = os.environ.get("AR_ATTENTION", "sdpa").strip() or "sdpa"
+if ATTENTION not in ("sdpa", "flex"):
+    config_error(f"AR_ATTENTION={ATTENTION!r} must be sdpa or flex")
+if ATTENTION == "flex" and device.type != "cuda":
+    config_error(f"AR_ATTENTION=flex needs a CUDA device, not {device.type} (FlexAttention "
+                 "has no backward there)")
 SCORE = os.environ.get("AR_SCORE", "printed").strip() or "printed"
 if SCORE not in ("printed", "harness"):
     config_error(f"AR_SCORE={SCORE!r} must be printed or harness")
@@ -180,6 +190,7 @@ if SCORE not in ("printed", "harness"):
 
 VE_GATE_CHANNELS = 32  # input channels of the value-embedding gate
 LOGIT_SOFTCAP = 15.0
+flex_attention = None  # AR_ATTENTION=flex: compiled FlexAttention (GPT.use_flex_attention)
 ROPE_BASE = 10000.0
 
 
@@ -225,8 +236,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+        elif isinstance(mask, torch.Tensor):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # a BlockMask of FlexAttention (AR_ATTENTION=flex)
+            y = flex_attention(q, k, v, block_mask=mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -273,6 +286,7 @@ class GPT(nn.Module):
         near = (pos[:, None] - pos[None, :]) < seq_len // 2
         self.register_buffer("short_mask", (pos[None, :] <= pos[:, None]) & near,
                              persistent=False)
+        self.block_mask = None  # the same window for FlexAttention: see use_flex_attention
         inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2).float() / head_dim)
         angles = torch.outer(pos.float(), inv_freq)[None, :, None, :]  # (1, T, 1, D/2)
         self.register_buffer("cos", angles.cos(), persistent=False)
@@ -304,13 +318,32 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
-            mask = self.short_mask[:T, :T] if self.windows[i] < T else None
+            mask = self.window_mask(T) if self.windows[i] < T else None
             x = block(x, ve, cos, sin, mask)
         logits = self.lm_head(norm(x)).float()
         logits = LOGIT_SOFTCAP * torch.tanh(logits / LOGIT_SOFTCAP)
         if targets is None:
             return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def window_mask(self, T):
+        """The short window at length T: a BlockMask under FlexAttention, else booleans."""
+        if self.block_mask is not None and self.block_mask.seq_lengths == (T, T):
+            return self.block_mask
+        return self.short_mask[:T, :T]
+
+    def use_flex_attention(self, seq_len):
+        """The short-window layers through FlexAttention: a block mask of the same window,
+        whose blocks entirely outside it are never computed."""
+        global flex_attention
+        from torch.nn.attention.flex_attention import create_block_mask
+        from torch.nn.attention.flex_attention import flex_attention as flex
+
+        flex_attention = torch.compile(flex, dynamic=False)  # eager flex is a slow reference
+        half = seq_len // 2
+        self.block_mask = create_block_mask(lambda b, h, q, kv: (q >= kv) & (q - kv < half),
+                                            None, None, seq_len, seq_len,
+                                            device=self.short_mask.device)
 
     def flops_per_token(self):
         # 6 flops per matmul weight (forward + backward) plus attention scores and values.
@@ -428,6 +461,8 @@ model_dim = -(-DEPTH * ASPECT_RATIO // HEAD_DIM) * HEAD_DIM  # rounded up to HEA
 raw_model = GPT(DEPTH, model_dim, HEAD_DIM, SEQ_LEN, WINDOW_PATTERN)
 raw_model.init_weights()
 raw_model.to(device)
+if ATTENTION == "flex":
+    raw_model.use_flex_attention(SEQ_LEN)
 model = torch.compile(raw_model, dynamic=False) if COMPILE == "1" else raw_model
 optimizers = make_optimizers(raw_model)
 num_params = sum(p.numel() for p in raw_model.parameters())
@@ -632,6 +667,7 @@ def export_for_harness(model, path):
     # The harness scores a torch.export program (a graph of tensor ops: none of this file
     # runs at scoring time), any batch size, this sequence length.
     model.eval()
+    model.block_mask = None  # the exported graph holds plain tensor ops: the SDPA mask
     example = torch.randint(0, prepare.VOCAB_SIZE, (2, SEQ_LEN), device=device)
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes={"idx": {0: batch}})

@@ -5,7 +5,11 @@ search_space.toml (cpu: the packaged values; gpu: the paper's values, SEQ_LEN 20
 --seconds of training, --runs times, and prints the figures of each run's summary block.
 The environment passes through (AR_DEVICE, AR_DATA_DIR, AR_EVAL_TOKENS, ...).
 
-    python benchmarks/train_throughput.py [--preset cpu|gpu] [--seconds 60] [--runs 1] [--json]
+    python benchmarks/train_throughput.py [--preset cpu|gpu] [--seconds 60 | --tokens N]
+                                          [--runs 1] [--json]
+
+--tokens trains a fixed number of tokens instead (AR_TOKEN_BUDGET): the same steps on the same
+batches, so two variants (AR_ATTENTION=sdpa / flex) can be compared in val_bpb as well.
 """
 
 from __future__ import annotations
@@ -61,9 +65,11 @@ def write_tree(folder: Path, values: dict) -> None:
     shutil.copy(BASELINE / "prepare.py", folder / "prepare.py")
 
 
-def run_once(folder: Path, seconds: float) -> dict:
+def run_once(folder: Path, seconds: float, tokens: int | None = None) -> dict:
     env = {**os.environ, "TIME_BUDGET": str(seconds)}
-    env.pop("AR_TOKEN_BUDGET", None)  # a throughput run is timed
+    env.pop("AR_TOKEN_BUDGET", None)  # a throughput run is timed, unless --tokens
+    if tokens:
+        env["AR_TOKEN_BUDGET"] = str(tokens)
     proc = subprocess.run([sys.executable, str(folder / "train.py")], env=env,
                           capture_output=True, text=True)
     lines = proc.stdout.splitlines()
@@ -85,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu", help="a preset of search_space.toml")
     parser.add_argument("--seconds", type=float, default=60.0, help="TIME_BUDGET of each run")
+    parser.add_argument("--tokens", type=int, help="AR_TOKEN_BUDGET of each run instead")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -94,12 +101,14 @@ def main() -> None:
         write_tree(Path(tmp), values)
         runs = []
         for i in range(args.runs):
-            print(f"run {i + 1}/{args.runs}: preset {args.preset}, {args.seconds:g} s ...",
+            budget = f"{args.tokens} tokens" if args.tokens else f"{args.seconds:g} s"
+            print(f"run {i + 1}/{args.runs}: preset {args.preset}, {budget} ...",
                   file=sys.stderr, flush=True)
-            runs.append(run_once(Path(tmp), args.seconds))
+            runs.append(run_once(Path(tmp), args.seconds, args.tokens))
 
     if args.json:
-        print(json.dumps({"preset": args.preset, "seconds": args.seconds, "values": values,
+        print(json.dumps({"preset": args.preset, "seconds": args.seconds, "tokens": args.tokens,
+                          "values": values,
                           "runs": runs}, indent=2))
         return
     rows = [[str(i + 1), str(r.get("device", "?"))]
@@ -111,7 +120,8 @@ def main() -> None:
             if all(isinstance(r.get(key), float) for r in runs) else "-"
             for key, _, fmt in COLUMNS])
     headers = ["run", "device"] + [title for _, title, _ in COLUMNS]
-    title = f"train.py throughput, preset {args.preset}, TIME_BUDGET={args.seconds:g}"
+    title = f"train.py throughput, preset {args.preset}, " + (
+        f"AR_TOKEN_BUDGET={args.tokens}" if args.tokens else f"TIME_BUDGET={args.seconds:g}")
     try:
         from rich.console import Console
         from rich.table import Table

@@ -165,7 +165,10 @@ def test_bad_environment_is_a_config_error(prepared_data, tmp_path):
     tree = make_tree(tmp_path / "tree")
     proc = run_train(tree, prepared_data, AR_TOKEN_BUDGET="lots")
     assert proc.returncode == 2 and "config error: AR_TOKEN_BUDGET" in proc.stderr
-
+    proc = run_train(tree, prepared_data, AR_ATTENTION="fast")
+    assert proc.returncode == 2 and "AR_ATTENTION='fast' must be sdpa or flex" in proc.stderr
+    proc = run_train(tree, prepared_data, AR_ATTENTION="flex")  # FlexAttention trains on CUDA
+    assert proc.returncode == 2 and "AR_ATTENTION=flex needs a CUDA device" in proc.stderr
 
 
 @pytest.mark.slow
@@ -184,6 +187,34 @@ def test_a_probe_fits_its_batch_under_the_mark_from_the_smallest_micro_batches(
     roomy = summary(run_train(tree, prepared_data, AR_PREFLIGHT_STEPS="1",
                               AR_PREFLIGHT_FIT_MB="1000000"))
     assert roomy["preflight_batch"] == 8 and roomy["predicted_peak_mb"] < 1000000
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_computes_what_the_sdpa_mask_does():
+    """AR_ATTENTION=flex (CUDA only: FlexAttention has no CPU backward) must be the same
+    function: the model code of train.py, its forward on a CPU in both ways."""
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    source = (BASELINE / "train.py").read_text()
+    start = source.index("VE_GATE_CHANNELS = ")
+    code = source[start:source.index("# Optimizers:", start)]
+    namespace = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "math": math,
+                 "prepare": load_prepare()}
+    exec(compile(code, "train.py", "exec"), namespace)  # noqa: S102 - our own file
+    torch.manual_seed(0)
+    model = namespace["GPT"](2, 64, 16, 64, "SL")
+    model.init_weights()
+    for block in model.blocks:  # non-zero outputs, so attention shows in the logits
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.1)
+    idx = torch.randint(0, 256, (3, 64))
+    with torch.no_grad():
+        sdpa = model(idx)
+        model.use_flex_attention(64)
+        assert isinstance(model.window_mask(64), BlockMask) and model.windows == [32, 64]
+        namespace["flex_attention"] = flex_attention  # eager on a CPU: no compiler needed
+        flex = model(idx)
+        assert isinstance(model.window_mask(32), torch.Tensor)  # another length: the mask
+    assert torch.allclose(sdpa, flex, atol=1e-5), (sdpa - flex).abs().max()
 
 
 @pytest.mark.slow
