@@ -544,8 +544,9 @@ def fit_batch(limit_mb):
         sizes.append(b)
         peaks.append(peak_memory())
         b *= 2
-    print("preflight: peak MB by micro-batch " +
-          ", ".join(f"{b}: {p:.0f}" for b, p in zip(sizes, peaks, strict=True)), flush=True)
+    if sizes:
+        print("preflight: peak MB by micro-batch " +
+              ", ".join(f"{b}: {p:.0f}" for b, p in zip(sizes, peaks, strict=True)), flush=True)
     if len(peaks) < 2:
         return DEVICE_BATCH_SIZE, None
     fit = DEVICE_BATCH_SIZE
