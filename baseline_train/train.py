@@ -17,6 +17,8 @@ Environment:
                          window, where SDPA runs a masked full attention off its fast path;
                          the same function of the same weights (`make gpu-check` times both)
     AR_DATA_DIR          a prepared data folder (see prepare.py); AR_EVAL_TOKENS: val bytes
+    AR_PROFILE_OUT       a file: the last untimed step runs under torch.profiler, and its ops,
+                         most device time first (CPU time on a CPU), are written there
     AR_SCORE             "harness": export the model to $AR_OUT_DIR/model.pt2 for the harness
                          to score (val is hidden from training then) instead of evaluating
     AR_PREFLIGHT_STEPS   N > 0: build everything, run N optimizer steps of one micro-batch of
@@ -180,6 +182,7 @@ if ATTENTION not in ("sdpa", "flex"):
 if ATTENTION == "flex" and device.type != "cuda":
     config_error(f"AR_ATTENTION=flex needs a CUDA device, not {device.type} (FlexAttention "
                  "has no backward there)")
+PROFILE_OUT = os.environ.get("AR_PROFILE_OUT", "").strip()
 SCORE = os.environ.get("AR_SCORE", "printed").strip() or "printed"
 if SCORE not in ("printed", "harness"):
     config_error(f"AR_SCORE={SCORE!r} must be printed or harness")
@@ -499,6 +502,17 @@ def peak_memory():
         return 0.0
 
 
+def write_profile(profiler, number, seconds):
+    """The ops of one profiled step, the most self device (on a CPU: CPU) time first."""
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort, row_limit=40)
+    with open(PROFILE_OUT, "w") as f:
+        f.write(f"step {number}: {grad_accum} x {DEVICE_BATCH_SIZE} x {SEQ_LEN} tokens, "
+                f"{seconds:.3f} s under the profiler, device {device}, compile {COMPILE}, "
+                f"attention {ATTENTION}\n{table}\n")
+    print(f"profile of step {number}: {PROFILE_OUT}", flush=True)
+
+
 def reset_peak_memory(release=False):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -585,6 +599,11 @@ smooth_loss = 0.0
 last_print = 0.0
 while True:
     progress = step / num_steps if num_steps else min(training_seconds / TIME_BUDGET, 1.0)
+    profiler = None
+    if PROFILE_OUT and step == skip_steps - 1:  # the last untimed step: compiled by now
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] + (
+            [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []))
+        profiler.start()
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.time()
@@ -612,6 +631,9 @@ while True:
     dt = time.time() - t0
     if PREFLIGHT_STEPS:  # the whole step it stands for: every micro-batch, one update
         dt += t_micro * (grad_accum / micro_steps - 1)
+    if profiler is not None:
+        profiler.stop()
+        write_profile(profiler, step + 1, dt)
 
     if not math.isfinite(train_loss) or train_loss > 100:
         print(f"FAIL: training loss {train_loss} at step {step}", flush=True)

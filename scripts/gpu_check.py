@@ -11,7 +11,8 @@ Runs, in about six minutes on one H100/H200 (estimated: no GPU has run it yet), 
   5. the Docker rows, where an engine answers: a GPU trial `ok` and a CUDA OOM `cuda_oom`;
   6. the gpu preset's throughput outside any sandbox (tokens/s, MFU, peak memory), with the
      attention trials use (SDPA: a masked full attention for the sliding-window layers) and
-     with FlexAttention for those layers (AR_ATTENTION=flex), same seed: MFU before/after;
+     with FlexAttention for those layers (AR_ATTENTION=flex), same seed: MFU before/after,
+     and a profile of one step of each (gpu-check/profile-sdpa.txt, profile-flex.txt);
   7. OOM repair under preflight: a session capped at 10 GB of the GPU's memory, where no
      micro-batch of the gpu preset's range (32..256 sequences, ~47 GB at 128) fits: trial 1's
      preflight fails `cuda_oom`, DEVICE_BATCH_SIZE is halved until it fits, and the trial
@@ -190,13 +191,15 @@ def check_throughput(check: Check, out: Path, tokens: int, gpu: str, attention: 
     (the same steps on the same batches each time). `sdpa` is what trials run; `flex`
     (FlexAttention for the sliding windows, which SDPA can only run as a masked full
     attention) is the candidate for a higher MFU, its val_bpb the check that it computes the
-    same: its row is reported, never failed."""
+    same: its row is reported, never failed. Its third step's ops, most GPU time first,
+    go to out/profile-ATTENTION.txt: where a step's time goes."""
     name = f"throughput, gpu preset, {attention}"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"),
                            "--preset", "gpu", "--tokens", str(tokens), "--json"],
                           capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "AR_DEVICE": f"cuda:{gpu}",
-                               "AR_ATTENTION": attention})
+                               "AR_ATTENTION": attention,
+                               "AR_PROFILE_OUT": str(out / f"profile-{attention}.txt")})
     (out / f"throughput-{attention}.out").write_text(proc.stdout + proc.stderr)
     try:
         run = json.loads(proc.stdout)["runs"][0]

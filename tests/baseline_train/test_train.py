@@ -189,6 +189,17 @@ def test_a_probe_fits_its_batch_under_the_mark_from_the_smallest_micro_batches(
     assert roomy["preflight_batch"] == 8 and roomy["predicted_peak_mb"] < 1000000
 
 
+@pytest.mark.slow
+def test_one_step_is_profiled_into_the_named_file(prepared_data, tmp_path):
+    tree = make_tree(tmp_path / "tree")
+    out = tmp_path / "profile.txt"
+    result = summary(run_train(tree, prepared_data, AR_PROFILE_OUT=str(out)))
+    assert result["num_steps"] == 4  # the profiled step is one of the budget's, untimed
+    text = out.read_text()
+    assert text.startswith("step 1: 1 x 16 x 256 tokens") and "Self CPU" in text
+    assert "aten::mm" in text  # the matmuls of that step, by name
+
+
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_attention_computes_what_the_sdpa_mask_does():
     """AR_ATTENTION=flex (CUDA only: FlexAttention has no CPU backward) must be the same
