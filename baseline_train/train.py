@@ -25,7 +25,7 @@ Environment:
                          DEVICE_BATCH_SIZE each (the memory peak of training) and one
                          evaluation-sized forward, print `preflight: ok`, the peak memory and
                          the seconds a whole step takes, and exit (seconds instead of a trial)
-    AR_PREFLIGHT_FIT_MB  with AR_PREFLIGHT_STEPS on a CPU: first measure the memory peak of
+    AR_PREFLIGHT_FIT_MB  with AR_PREFLIGHT_STEPS on a CPU, uncompiled: first measure the peak of
                          two steps at growing micro-batches (1, 2, 4, ... sequences)
                          and, where DEVICE_BATCH_SIZE would peak above this many MB, probe the
                          largest power of two predicted to fit instead (`preflight_batch`)
@@ -475,7 +475,8 @@ num_steps = -(-TOKEN_BUDGET // TOTAL_BATCH_SIZE) if TOKEN_BUDGET is not None els
 skip_steps = 3 if COMPILE == "1" else 1  # warm-up / compilation steps not timed
 batches = prepare.train_batches(DEVICE_BATCH_SIZE, SEQ_LEN, SEED, device, data_dir)
 
-print(f"device: {device}  compile: {COMPILE}  seed: {SEED}  data: {data_dir}")
+print(f"device: {device}  compile: {COMPILE}  attention: {ATTENTION}  seed: {SEED}  "
+      f"data: {data_dir}")
 print(f"model: depth {DEPTH}, width {model_dim}, {model_dim // HEAD_DIM} heads, "
       f"windows {raw_model.windows}, {num_params / 1e6:.3f}M parameters")
 print(f"batch: {TOTAL_BATCH_SIZE} tokens = {grad_accum} x {DEVICE_BATCH_SIZE} x {SEQ_LEN}")
@@ -522,7 +523,7 @@ def reset_peak_memory(release=False):
             import ctypes
 
             ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):
+        except (ImportError, OSError, AttributeError):
             pass  # not glibc: the peak below may include what earlier steps left cached
     try:  # Linux: 5 sets the resident peak back to the current resident size
         with open("/proc/self/clear_refs", "w") as f:
@@ -539,8 +540,9 @@ RAMP_TO_PROBE = 1.1
 def fit_batch(limit_mb):
     """(the largest power of two <= DEVICE_BATCH_SIZE whose steps are predicted to peak under
     limit_mb, the predicted peak of DEVICE_BATCH_SIZE): two optimizer steps on micro-batches
-    of 1, 2, 4, ... sequences, each size measured only if the line through the last two
-    predicts it fits -- the first two are the smallest there are, so the ramp is not killed."""
+    of 1, 2, 4, ... sequences below it, each size measured only if the line through the last
+    two predicts it fits -- the first two are the smallest there are, so the ramp is not
+    killed; below 4 sequences there is no line, and the probe runs its own batch."""
     sizes, peaks = [], []
     b = 1
     while b < DEVICE_BATCH_SIZE:

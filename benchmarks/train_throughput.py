@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.tokens is not None and args.tokens <= 0:
+        parser.error(f"--tokens {args.tokens}: give a positive number of tokens")
 
     values = preset_values(args.preset)
     with tempfile.TemporaryDirectory(prefix="ar-throughput-") as tmp:
@@ -107,7 +109,8 @@ def main() -> None:
             runs.append(run_once(Path(tmp), args.seconds, args.tokens))
 
     if args.json:
-        print(json.dumps({"preset": args.preset, "seconds": args.seconds, "tokens": args.tokens,
+        print(json.dumps({"preset": args.preset,
+                          "seconds": None if args.tokens else args.seconds, "tokens": args.tokens,
                           "values": values,
                           "runs": runs}, indent=2))
         return

@@ -186,26 +186,38 @@ def check_try(check: Check, name: str, expected: str, tree: Path, out: Path, *ar
     check.add(name, expected, got[:160], passed)
 
 
-def check_throughput(check: Check, out: Path, tokens: int, gpu: str, attention: str) -> dict:
-    """The gpu preset outside any sandbox with AR_ATTENTION=attention, for `tokens` tokens
-    (the same steps on the same batches each time). `sdpa` is what trials run; `flex`
+def check_throughput(check: Check, out: Path, steps: int, gpu: str, attention: str) -> dict:
+    """The gpu preset outside any sandbox with AR_ATTENTION=attention, for `steps` steps
+    (the same batches each time). `sdpa` is what trials run; `flex`
     (FlexAttention for the sliding windows, which SDPA can only run as a masked full
     attention) is the candidate for a higher MFU, its val_bpb the check that it computes the
     same: its row is reported, never failed. Its third step's ops, most GPU time first,
     go to out/profile-ATTENTION.txt: where a step's time goes."""
+    from benchmarks.train_throughput import preset_values
+
     name = f"throughput, gpu preset, {attention}"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"),
-                           "--preset", "gpu", "--tokens", str(tokens), "--json"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env={**os.environ, "AR_DEVICE": f"cuda:{gpu}",
-                               "AR_ATTENTION": attention,
-                               "AR_PROFILE_OUT": str(out / f"profile-{attention}.txt")})
+    gating = attention == "sdpa"
+    tokens = steps * preset_values("gpu")["TOTAL_BATCH_SIZE"]
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--preset",
+             "gpu", "--tokens", str(tokens), "--json"],
+            capture_output=True, text=True, timeout=600, cwd=ROOT,
+            env={**os.environ, "AR_DEVICE": f"cuda:{gpu}", "AR_ATTENTION": attention,
+                 "AR_PROFILE_OUT": str(out / f"profile-{attention}.txt")})
+    except subprocess.TimeoutExpired as e:
+        (out / f"throughput-{attention}.out").write_bytes(b"".join(
+            x if isinstance(x, bytes) else x.encode() for x in (e.stdout, e.stderr) if x))
+        check.add(name, "a summary", ("" if gating else "FAILED (not gating): ")
+                  + "no summary within 600 s", False if gating else None)
+        return {}
     (out / f"throughput-{attention}.out").write_text(proc.stdout + proc.stderr)
     try:
         run = json.loads(proc.stdout)["runs"][0]
     except (ValueError, KeyError, IndexError):
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        check.add(name, "a summary", last[-200:], False if attention == "sdpa" else None)
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1][-200:]
+        check.add(name, "a summary", last if gating else f"FAILED (not gating): {last}",
+                  False if gating else None)
         return {}
     check.add(name, "tokens/s, MFU, peak",
               f"{run['tokens_per_second']:,.0f} tok/s, MFU {run['mfu_percent']:.1f} %, "
@@ -219,8 +231,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "gpu-check")
     parser.add_argument("--time-budget", type=float, default=20.0,
                         help="training seconds of each session trial")
-    parser.add_argument("--throughput-tokens", type=int, default=60 * 524288,
-                        help="tokens of each throughput run (60 steps: ~25 s on an H200)")
+    parser.add_argument("--throughput-steps", type=int, default=60,
+                        help="optimizer steps of each throughput run (60: ~25 s on an H200)")
     parser.add_argument("--attention", nargs="+", default=["sdpa", "flex"],
                         choices=["sdpa", "flex"], help="AR_ATTENTION of the throughput rows")
     parser.add_argument("--skip-docker", action="store_true")
@@ -254,7 +266,7 @@ def main() -> int:
         why = "--skip-docker" if args.skip_docker else (report.get("docker") or {}).get(
             "why_not", "no Docker engine")
         check.add("docker rows", "ok / cuda_oom", f"not run: {why}", None)
-    runs = {attention: check_throughput(check, out, args.throughput_tokens, args.gpu,
+    runs = {attention: check_throughput(check, out, args.throughput_steps, args.gpu,
                                         attention) for attention in args.attention}
     if not args.skip_repair:
         check_repair(check, out, args.gpu, args.time_budget)

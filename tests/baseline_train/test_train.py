@@ -213,18 +213,21 @@ def test_flex_attention_computes_what_the_sdpa_mask_does():
                  "prepare": load_prepare()}
     exec(compile(code, "train.py", "exec"), namespace)  # noqa: S102 - our own file
     torch.manual_seed(0)
-    model = namespace["GPT"](2, 64, 16, 64, "SL")
+    # 512 positions: 4 x 4 blocks of 128, so blocks are skipped, full and partial
+    model = namespace["GPT"](2, 64, 16, 512, "SL")
     model.init_weights()
     for block in model.blocks:  # non-zero outputs, so attention shows in the logits
         torch.nn.init.normal_(block.attn.c_proj.weight, std=0.1)
-    idx = torch.randint(0, 256, (3, 64))
+    idx = torch.randint(0, 256, (2, 512))
     with torch.no_grad():
         sdpa = model(idx)
-        model.use_flex_attention(64)
-        assert isinstance(model.window_mask(64), BlockMask) and model.windows == [32, 64]
+        model.use_flex_attention(512)
+        mask = model.window_mask(512)
+        assert isinstance(mask, BlockMask) and model.windows == [256, 512]
+        assert mask.sparsity() > 0  # the blocks outside the window are never computed
         namespace["flex_attention"] = flex_attention  # eager on a CPU: no compiler needed
         flex = model(idx)
-        assert isinstance(model.window_mask(32), torch.Tensor)  # another length: the mask
+        assert isinstance(model.window_mask(256), torch.Tensor)  # another length: the mask
     assert torch.allclose(sdpa, flex, atol=1e-5), (sdpa - flex).abs().max()
 
 
