@@ -121,7 +121,7 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
         failed.bar(i, share, color=colour, yerr=spread if len(shares) > 1 else None, capsize=4)
         top = max(top, 100 * max(shares))
         failed.annotate(f"{share:.0f} %", (i, share), textcoords="offset points",
-                        xytext=(0, 4), ha="center", fontsize=8)
+                        xytext=(5, 3), ha="left", fontsize=8)  # beside the spread's line
     by_trial.set_xlabel("trial")
     by_trial.set_ylabel("best val_bpb so far")
     by_trial.set_title("best so far against trials (median, band: best..worst seed)")

@@ -514,17 +514,16 @@ def write_profile(profiler, number, seconds):
     print(f"profile of step {number}: {PROFILE_OUT}", flush=True)
 
 
-def reset_peak_memory(release=False):
+def reset_peak_memory():
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    if release:  # hand freed heap back to the kernel, so the next peak is the next step's own
-        try:
-            import ctypes
+    try:  # hand freed heap back to the kernel, so the next peak is the next step's own
+        import ctypes
 
-            ctypes.CDLL(None).malloc_trim(0)
-        except (ImportError, OSError, AttributeError):
-            pass  # not glibc: the peak below may include what earlier steps left cached
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):
+        pass  # not glibc: the peak below may include what earlier steps left cached
     try:  # Linux: 5 sets the resident peak back to the current resident size
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -548,7 +547,7 @@ def fit_batch(limit_mb):
     while b < DEVICE_BATCH_SIZE:
         if len(peaks) >= 2 and predict(sizes, peaks, b) > limit_mb:
             break
-        reset_peak_memory(release=True)
+        reset_peak_memory()
         for _ in range(2):  # a second step peaks higher than the first (the heap's growth)
             with autocast:
                 loss = model(x[:b], y[:b])
@@ -592,7 +591,7 @@ if PREFLIGHT_STEPS and PREFLIGHT_FIT_MB and device.type == "cpu" and COMPILE == 
         grad_accum = TOTAL_BATCH_SIZE // (probe_batch * SEQ_LEN)
         batches = prepare.train_batches(probe_batch, SEQ_LEN, SEED, device, data_dir)
         x, y = next(batches)
-    reset_peak_memory(release=True)  # the probe's peak is its batch's, not the ramp's
+    reset_peak_memory()  # the probe's peak is its batch's, not the ramp's
 step = 0
 step_times = []
 training_seconds = 0.0

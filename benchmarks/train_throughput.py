@@ -99,11 +99,11 @@ def main() -> None:
         parser.error(f"--tokens {args.tokens}: give a positive number of tokens")
 
     values = preset_values(args.preset)
+    budget = f"AR_TOKEN_BUDGET={args.tokens}" if args.tokens else f"TIME_BUDGET={args.seconds:g}"
     with tempfile.TemporaryDirectory(prefix="ar-throughput-") as tmp:
         write_tree(Path(tmp), values)
         runs = []
         for i in range(args.runs):
-            budget = f"{args.tokens} tokens" if args.tokens else f"{args.seconds:g} s"
             print(f"run {i + 1}/{args.runs}: preset {args.preset}, {budget} ...",
                   file=sys.stderr, flush=True)
             runs.append(run_once(Path(tmp), args.seconds, args.tokens))
@@ -123,8 +123,7 @@ def main() -> None:
             if all(isinstance(r.get(key), float) for r in runs) else "-"
             for key, _, fmt in COLUMNS])
     headers = ["run", "device"] + [title for _, title, _ in COLUMNS]
-    title = f"train.py throughput, preset {args.preset}, " + (
-        f"AR_TOKEN_BUDGET={args.tokens}" if args.tokens else f"TIME_BUDGET={args.seconds:g}")
+    title = f"train.py throughput, preset {args.preset}, {budget}"
     try:
         from rich.console import Console
         from rich.table import Table
