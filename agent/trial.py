@@ -205,7 +205,8 @@ class Trials:
             self.ws.set_aside(n)
         title = one_line(action.rationale) or action.kind
         method, seed = method_of(n, action, self.config.method), seed_of(action, self.config.seed)
-        subject = title if title.startswith(f"{method}:") else f"{method}: {title}"
+        # a rationale that names its proposer ("cmaes: ...", "centaur llm: ...") is the subject
+        subject = title if title.split(":")[0].split(" ")[0] == method else f"{method}: {title}"
         message = f"{subject}\n\nTrial: {n}\nMethod: {method}\nSeed: {seed}\n"
         if isinstance(action, Confirm):
             message += f"Confirms: {action.of}\n"

@@ -21,6 +21,7 @@ from agent.optimizers.code_agent import CodeAgent
 from agent.optimizers.llm_hpo import LLMHPO
 from agent.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
+from tests.agent.test_session import git
 
 
 def fenced(obj: dict) -> str:
@@ -248,6 +249,8 @@ def test_centaur_session_with_llm_turns(tmp_path, train_dir):
     llm_trials = [r["trial"] for r in rs if r["llm_calls"]]
     assert llm_trials == [3]  # i = t - warmup - 1; ratio 0.5 gives the LLM i = 1, 3, ...
     assert rs[3]["config"]["MATRIX_LR"] == 0.06 and rs[3]["status"] == "ok"
+    subject = git(tmp_path / "run" / "repo", "log", "-1", "--format=%s", "refs/trials/0003").strip()
+    assert subject == "centaur llm: try 0.06", subject  # the method named once
 
 
 # -- code agent ------------------------------------------------------------------------------
