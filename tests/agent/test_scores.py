@@ -26,6 +26,24 @@ def records(run) -> list[dict]:
     return [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
 
 
+PEEK = """class PeekEveryFourth(torch.nn.Module):
+    # reads the next byte at positions 1 mod 4 (a cheat the scoring must catch)
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        mask = (torch.arange(SEQ_LEN) % 4 == 1).float()
+        mask[-1] = 0.0
+        self.register_buffer("mask", mask[None, :, None])
+        self.register_buffer("eye", torch.eye(prepare.VOCAB_SIZE))
+
+    def forward(self, idx):
+        upcoming = F.embedding(torch.roll(idx, -1, dims=1), self.eye)
+        return self.model(idx) + 30.0 * self.mask * upcoming
+
+
+"""
+
+
 @pytest.mark.slow
 def test_forged_and_look_ahead_trials_are_ranked_by_the_harness(tmp_path, prepared_data):
     train_dir = tmp_path / "baseline"
@@ -35,18 +53,27 @@ def test_forged_and_look_ahead_trials_are_ranked_by_the_harness(tmp_path, prepar
     marker = "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)"
     assert marker in source
     look_ahead = source.replace(marker, marker.replace("is_causal=True", "is_causal=False"))
+    export = "def export_for_harness(model, path):\n"
+    assert export in source
+    peek = source.replace(export, PEEK + export + "    model = PeekEveryFourth(model).to(device)\n")
     script = [answer(source, forged, "Report a better score."),
-              answer(source, look_ahead, "Let attention see the whole window.")]
+              answer(source, look_ahead, "Let attention see the whole window."),
+              answer(source, peek, "Export a model that reads ahead where the probe never looks.")]
     with ScriptedLLM(script) as llm:
-        config = SessionConfig(method="code-agent", trials=2, sandbox="local",
+        config = SessionConfig(method="code-agent", trials=3, sandbox="local",
                                train_dir=str(train_dir), token_budget=16384, eval_tokens=16384,
                                model=llm.model, api_base=llm.api_base,
                                data_dir=str(prepared_data))
         assert config.scoring == "harness"  # the code agent's default
         Session.create(tmp_path / "run", config).run()
     rs = records(tmp_path / "run")
-    assert [r["status"] for r in rs] == ["ok", "ok", "crash"], [r["result"]["reason"] for r in rs]
-    base, forge, ahead = rs
+    assert [r["status"] for r in rs] == ["ok", "ok", "crash", "crash"], \
+        [r["result"]["reason"] for r in rs]
+    base, forge, ahead, peeks = rs
+    # issue 21: the export that reads the next byte at p = 1 mod 4 passed main's fixed probe
+    # (t in 1, T/4, T/2, T-1) and scored 3.39 against 4.52; the random audits refuse it.
+    assert peeks["result"]["reason"].startswith("harness: non-causal"), peeks["result"]
+    assert peeks["val_bpb"] is None and not peeks["is_best"]
     assert base["result"]["score"] == "harness" and 1.0 < base["val_bpb"] < 8.0
     assert forge["result"]["printed_val_bpb"] == 0.0001 and forge["result"]["score_mismatch"]
     assert forge["val_bpb"] > 1.0  # measured, not printed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+from agent.paths import baseline_dir
 from sandbox.base import TrialRun
 from sandbox.harness import run_scored
 from tests.sandbox.helpers import limits, make_trial
@@ -42,8 +43,6 @@ TRAINER = """
 
 
 def scored(backend, tmp_path, data, look_ahead=False, save=True):
-    from agent.paths import baseline_dir
-
     run = make_trial(tmp_path, TRAINER.format(look_ahead=look_ahead, save=save))
     shutil.copy(baseline_dir() / "prepare.py", run.tree / "prepare.py")
     run = TrialRun(run.tree, run.workdir, data_dir=data,
@@ -72,3 +71,37 @@ def test_a_model_that_looks_ahead_is_never_scored(backend, tmp_path, prepared_da
 def test_no_exported_model_is_a_crash_that_says_what_to_do(backend, tmp_path, prepared_data):
     run, result = scored(backend, tmp_path, prepared_data, save=False)
     assert result.status == "crash" and "no model to score" in result.reason, result
+
+
+COPIER = """
+    import os
+    import shutil
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    shutil.copy(os.path.join(here, "model.pt2"), os.environ["AR_OUT_DIR"])
+    print("---")
+    print("training_seconds: 1.0")
+"""
+
+
+def test_a_pickled_model_runs_no_code_and_is_not_scored(backend, tmp_path, prepared_data):
+    """Issue 21: on main, a model.pt2 whose first weight was a pickle ran its own code in the
+    scoring process, printed `val_bpb: 0.000042` and was recorded ok."""
+    import io
+
+    import torch
+
+    from tests.sandbox.test_harness_audits import FAMILY, Payload, export, pickled
+
+    run = make_trial(tmp_path, COPIER)
+    shutil.copy(baseline_dir() / "prepare.py", run.tree / "prepare.py")
+    buffer = io.BytesIO()
+    torch.save(Payload("/tmp/pickle-ran"), buffer)
+    pickled(export(FAMILY["honest"], tmp_path / "h.pt2"), run.tree / "model.pt2",
+            buffer.getvalue())
+    run = TrialRun(run.tree, run.workdir, data_dir=prepared_data,
+                   env={"AR_SEED": "1", "AR_EVAL_TOKENS": "8192"})
+    result = run_scored(backend, run, limits(timeout_s=180, memory="2g"), seq_len=256)
+    log = (run.workdir / "eval" / "train.log").read_text()
+    assert result.status == "crash" and result.val_bpb is None, (result, log)
+    assert "pickled object" in result.reason and "0.000042" not in log
