@@ -3,7 +3,8 @@
 Docker's own storage quota needs overlay2 on xfs with project quotas, which few hosts have,
 so both backends do the same portable thing: every `interval_s` the allocated size (blocks,
 so a sparse file counts what it really takes) of the trial's writable folders is summed, and
-past the limit `on_exceed` kills the trial.
+past the limit `on_exceed` kills the trial. A local trial's are out/ and its temporary
+folders, which as root are also its /tmp, /var/tmp, /dev/shm and /run/lock (sandbox/local.py).
 """
 
 from __future__ import annotations

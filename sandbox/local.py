@@ -4,14 +4,16 @@ Every trial runs from a private staging folder (`$TMPDIR/ar-local-*`): a copy of
 (`sandbox try DIR` never runs in DIR), its own TMPDIR, and, when the session runs as root, as
 the unprivileged user 65534 in its own mount and network namespace (sandbox/launch.py): /root
 and /home hidden, data and source read-only, out/ and the compile cache the only folders it
-may write, no network. Without root it runs as the session's user, which it can then read and
-write like any of that user's programs: use Docker for untrusted code (README, "Sandbox").
+may write besides /tmp, /var/tmp, /dev/shm and /run/lock, which are its own (folders of the
+staging folder, gone with it), no network, no user namespaces. Without root it runs as the
+session's user, which it can then read and write like any of that user's programs, and shares
+the host's /tmp, /var/tmp and /dev/shm: use Docker for untrusted code (README, "Sandbox").
 
 Host memory is limited by a cgroup of the trial's own where the host allows one, else by a
 watchdog over the resident memory of its process tree (sandbox/memguard.py) -- never by
-RLIMIT_AS, which CUDA's address-space reservations break. What it writes is capped
-(sandbox/diskguard.py). On timeout, and after it ends in any case, every process it started
-is killed; the trial dies with the session (PR_SET_PDEATHSIG).
+RLIMIT_AS, which CUDA's address-space reservations break. What it writes into out/ and its
+temporary folders is capped (sandbox/diskguard.py). On timeout, and after it ends in any
+case, every process it started is killed; the trial dies with the session (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ HIDDEN = ("/root", "/home")
 LAUNCH = Path(__file__).with_name("launch.py")
 DATA_FILES = ("train.bin", "meta.json")
 STAGE_PREFIX = "ar-local-"  # + the pid of the session that made it
+# The folders of the staging folder a root-run trial sees as the places anyone may write
+# (tmp/ is its TMPDIR in any case): counted by --disk, and on a disk, not in RAM, unless
+# $TMPDIR is a tmpfs.
+PRIVATE = {"/tmp": "tmp", "/var/tmp": "var-tmp", "/dev/shm": "shm", "/run/lock": "run-lock"}
 
 
 class LocalSandbox:
@@ -75,10 +81,12 @@ class LocalSandbox:
         shutil.copytree(run.tree, src, ignore=shutil.ignore_patterns("__pycache__", ".git"))
         _readable(src)
         tmp = stage / "tmp"
-        tmp.mkdir()
+        scratch = [stage / name for name in PRIVATE.values()] if self.isolated else [tmp]
+        for folder in scratch:
+            folder.mkdir(mode=0o700)
         binds: list[tuple[str, str, bool]] = []
         if self.isolated:
-            for folder in (out, tmp):
+            for folder in (out, *scratch):
                 os.chown(folder, TRIAL_UID, TRIAL_GID)
             view_out = stage / "out"
             binds.append((str(out.resolve()), str(view_out), True))
@@ -115,9 +123,11 @@ class LocalSandbox:
                 if closed and not any(closed == h or closed.startswith(h + "/")  # keep it
                                       for h in hide):
                     hide.append(closed)
+            covered = hide + list(PRIVATE)  # what the trial sees there is not the host's
             keep = [r for r in interpreter_roots(python)
-                    if any(r == h or r.startswith(h + "/") for h in hide)]
-            spec = {"binds": binds, "hide": hide, "keep": keep, "stash": str(stage / "stash"),
+                    if any(r == h or r.startswith(h + "/") for h in covered)]
+            spec = {"binds": binds, "hide": hide, "keep": keep, "stage": str(stage),
+                    "private": [(str(stage / name), f) for f, name in PRIVATE.items()],
                     "uid": TRIAL_UID, "gid": TRIAL_GID, "no_network": True,
                     "parent": os.getpid(), "cwd": str(view_out), "argv": argv, "env": env}
             (stage / "launch.json").write_text(json.dumps(spec))
@@ -146,7 +156,7 @@ class LocalSandbox:
             sink.close()
             raise
         guard.watch(proc.pid)
-        disk = DiskGuard([out, tmp], limits.disk_bytes, lambda: _kill_group(proc.pid)).start()
+        disk = DiskGuard([out, *scratch], limits.disk_bytes, lambda: _kill_group(proc.pid)).start()
         reader = threading.Thread(target=_pump, args=(proc.stdout, sink), daemon=True)
         reader.start()
         try:
@@ -174,7 +184,8 @@ class LocalSandbox:
                              f"({memory.how}; peak {_mb(memory.peak_bytes)})")
         elif disk.exceeded:
             result.status, result.val_bpb = "crash", None
-            result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"
+            result.reason = (f"wrote more than {limits.disk} into out/ and its temporary "
+                             "folders (the --disk limit)")
         elif cancelled:
             result.status, result.val_bpb, result.reason = "crash", None, CANCELLED
         return result
