@@ -287,6 +287,7 @@ def replay(
     from rich.syntax import Syntax
 
     from agent.report import replay_rows, replay_table, replay_text
+    from agent.rundir import RunDir
 
     records = _records(run_dir, rebuild)
     rows = replay_rows(records)
@@ -302,10 +303,8 @@ def replay(
                                    console.width))
         if show_diff:
             console.print(Syntax(picked[0].diff or "(no diff: the baseline)", "diff"))
-            log = run_dir / "trials" / f"{trial:04d}" / "train.log"
-            if not log.exists():  # the run that was the trial: a preflight, say
-                log = Path((picked[0].result or {}).get("log_path") or log)
-            if log.exists():
+            log = RunDir(run_dir).trial_log(trial, picked[0].result)  # inside the folder
+            if log is not None:
                 tail = log.read_text(errors="replace").splitlines()[-25:]
                 console.print("[bold]train.log (last 25 lines)[/bold]")
                 console.print("\n".join(tail), markup=False, highlight=False)

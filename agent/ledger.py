@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
-from agent.note import TrialNote
+from agent.errors import UserError
+from agent.note import NoteError, TrialNote
 
 TSV_COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "trial", "method",
                "wall_s", "training_s", "best_val_bpb", "reason"]
+
+
+class LedgerError(UserError, ValueError):
+    """A ledger line that is not a trial record, or a rewrite that would lose the ledger."""
 
 
 class Ledger:
@@ -24,12 +31,26 @@ class Ledger:
         self.jsonl = self.run_dir / "trials.jsonl"
 
     def records(self) -> list[TrialNote]:
-        """The notes in trials.jsonl, sorted by trial; ValueError on a broken line."""
+        """The notes in trials.jsonl, sorted by trial; LedgerError (a ValueError) naming the
+        first line that is not a trial record."""
         if not self.jsonl.exists():
             return []
-        with self.jsonl.open() as f:
-            notes = [TrialNote.from_dict(json.loads(line)) for line in f if line.strip()]
+        notes = []
+        with self.jsonl.open(errors="replace") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    notes.append(TrialNote.from_dict(json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise self._broken(i, f"not JSON ({e.msg})") from None
+                except NoteError as e:
+                    raise self._broken(i, str(e)) from None
         return sorted(notes, key=lambda n: n.trial)
+
+    def _broken(self, line: int, why: str) -> LedgerError:
+        return LedgerError(f"{self.jsonl} line {line}: {why}: `autoresearch replay "
+                           f"{self.run_dir} --rebuild` rebuilds it from the git notes")
 
     def append(self, note: TrialNote) -> None:
         new = not self.tsv.exists()
@@ -48,10 +69,19 @@ class Ledger:
                 self.jsonl: "".join(json.dumps(n.to_dict(), sort_keys=True) + "\n"
                                     for n in notes)}
 
-    def rewrite(self, notes: list[TrialNote]) -> None:
-        """Replace both files with `notes` (atomic per file)."""
+    def rewrite(self, notes: list[TrialNote]) -> list[Path]:
+        """Replace both files with `notes` (atomic per file); a file whose text changes is
+        kept beside it as NAME.replaced-TIME first. Never to nothing: the notes always hold
+        the baseline, so no notes means git could not be read. The kept files."""
+        if not notes:
+            raise LedgerError(f"no trial records to write to {self.jsonl}: the ledger is left "
+                              "as it is; check the run's repo (refs/notes/results)")
+        stamp, kept = time.strftime("%Y%m%d-%H%M%S"), []
         for path, text in self.render(notes).items():
+            if path.exists() and path.read_bytes() != text.encode():
+                kept.append(_keep(path, stamp))
             atomic_write(path, text)
+        return kept
 
 
 def tsv_row(note: TrialNote) -> str:
@@ -79,6 +109,18 @@ def _num(value, digits: int) -> str:
 
 def _clean(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _keep(path: Path, stamp: str) -> Path:
+    """A copy of `path` beside it, under a name no earlier copy holds."""
+    keep, n = path.with_name(f"{path.name}.replaced-{stamp}"), 1
+    while keep.exists():
+        keep, n = path.with_name(f"{path.name}.replaced-{stamp}-{n}"), n + 1
+    try:
+        os.link(path, keep)  # the old inode stays under this name when `path` is replaced
+    except OSError:
+        shutil.copyfile(path, keep)
+    return keep
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

@@ -12,7 +12,6 @@ existing commit.
 from __future__ import annotations
 
 import pickle
-import time
 from dataclasses import dataclass, field
 
 from agent.actions import Confirm, action_from_dict, action_to_dict
@@ -47,7 +46,7 @@ def noted(session) -> dict[int, TrialNote]:
         raise SessionError(f"{session.rd.repo} has lost its trial notes (refs/notes/results) "
                            f"but holds {len(refs)} trial commits: restore that ref "
                            "(the notes are the record of results); nothing was changed")
-    by_trial = {r["trial"]: TrialNote.from_dict(r) for r in notes.values()}
+    by_trial = {n.trial: n for n in map(TrialNote.from_dict, notes.values())}
     stray = sorted(n for n in by_trial if n > 0 and n not in refs)
     if stray:
         raise SessionError(f"the trial notes in {session.rd.repo} name trials without a "
@@ -145,7 +144,7 @@ def confirm_of(session, n: int) -> dict | None:
     if n in session.notes:
         action = session.notes[n].action
         return action if action.get("kind") == "confirm" else None
-    message = session.ws.git.log("-1", "--format=%B", session.ws.trial_commit(n))
+    message = session.ws.message(session.ws.trial_commit(n))
     trailers = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
     if trailers.get("Method") != "confirm" or "Confirms" not in trailers:
         return None
@@ -178,14 +177,10 @@ def check_ledger(ledger: Ledger, notes: list[TrialNote], say) -> None:
     if all(current[p] is not None and sorted(current[p].splitlines()) ==
            sorted(text.splitlines()) for p, text in expected.items()):
         return
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for path, text in current.items():
-        if text:  # kept, never silently dropped
-            path.rename(path.with_name(f"{path.name}.replaced-{stamp}"))
-    if any(current.values()):
+    kept = ledger.rewrite(notes)  # the old files kept beside, never silently dropped
+    if kept:
         say(f"the ledger differed from the git notes: rebuilt from them (the old files are "
-            f"kept as *.replaced-{stamp})")
-    ledger.rewrite(notes)
+            f"kept as {', '.join(p.name for p in kept)})")
 
 
 def check_best(ws, best: TrialNote | None, say) -> None:

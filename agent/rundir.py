@@ -85,6 +85,23 @@ class RunDir:
     def trial(self, n: int) -> Path:
         return self.root / "trials" / f"{n:04d}"
 
+    def trial_log(self, n: int, result: dict | None) -> Path | None:
+        """Trial n's train.log, else the log its record names (the run that was the trial: a
+        preflight, say); only a file inside this folder: a record or a link in a folder from
+        someone else may name any file."""
+        named = (result or {}).get("log_path")
+        paths = [self.trial(n) / "train.log"]
+        if isinstance(named, str) and named:
+            paths.append(self.root / named)  # a relative one: relative to the folder
+        return next((p for p in paths if self.holds(p) and p.is_file()), None)
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path`, its links followed, lies inside this folder."""
+        try:
+            return Path(path).resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError, ValueError):
+            return False
+
     def exists(self) -> bool:
         return self.session_toml.is_file()
 
