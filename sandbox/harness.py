@@ -47,7 +47,7 @@ def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = Non
         tree.mkdir()
         shutil.copy(Path(run.tree) / "prepare.py", tree / "prepare.py")
         shutil.copy(EVALUATOR, tree / "ar_evaluate.py")
-        if model.is_file():
+        if model.is_file() and not model.is_symlink():  # a link could name any host file
             shutil.move(str(model), tree / MODEL)  # out/ keeps no 100 MB copy per trial
         env = {k: v for k, v in run.env.items() if k in ("AR_SEED", "AR_EVAL_TOKENS")}
         if seq_len:

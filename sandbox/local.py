@@ -123,6 +123,10 @@ class LocalSandbox:
                 if closed and not any(closed == h or closed.startswith(h + "/")  # keep it
                                       for h in hide):
                     hide.append(closed)
+            if run.hide_val and run.data_dir is not None:  # the real folder holds val.bin:
+                data = str(Path(run.data_dir).resolve())  # covered, once train.bin is bound
+                if not any(_under(p, [data]) for p in (str(stage), *interpreter_roots(python))):
+                    hide.append(data)
             covered = hide + list(PRIVATE)  # what the trial sees there is not the host's
             keep = [r for r in interpreter_roots(python)
                     if any(r == h or r.startswith(h + "/") for h in covered)]
@@ -208,6 +212,10 @@ class LocalSandbox:
             else:
                 _link_or_copy(data / name, view / name)
         return view
+
+
+def _under(path: str, folders: list[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
 def tool_env(python: str) -> dict[str, str]:

@@ -105,3 +105,20 @@ def test_a_pickled_model_runs_no_code_and_is_not_scored(backend, tmp_path, prepa
     log = (run.workdir / "eval" / "train.log").read_text()
     assert result.status == "crash" and result.val_bpb is None, (result, log)
     assert "pickled object" in result.reason and "0.000042" not in log
+
+
+LINKER = """
+    import os
+
+    os.symlink("/etc/shadow", os.path.join(os.environ["AR_OUT_DIR"], "model.pt2"))
+    print("---")
+    print("training_seconds: 1.0")
+"""
+
+
+def test_a_model_that_is_a_link_is_not_followed(backend, tmp_path, prepared_data):
+    run = make_trial(tmp_path, LINKER)
+    shutil.copy(baseline_dir() / "prepare.py", run.tree / "prepare.py")
+    run = TrialRun(run.tree, run.workdir, data_dir=prepared_data, env={"AR_SEED": "1"})
+    result = run_scored(backend, run, limits(timeout_s=120, memory="2g"), seq_len=256)
+    assert result.status == "crash" and "no model to score" in result.reason, result
