@@ -9,6 +9,7 @@ import typer
 
 from agent.cli_sandbox import sandbox_app
 from agent.errors import UserError, fail
+from agent.text import clean, markup
 
 app = typer.Typer(
     help="Let classical optimizers and LLM agents tune a training script, one git commit "
@@ -64,7 +65,7 @@ def _run_session(session) -> None:
     except KeyboardInterrupt as e:
         console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}"
                       f"[/yellow]: every finished trial is in git and the ledger; continue "
-                      f"with `autoresearch resume {session.run_dir}`")
+                      f"with `autoresearch resume {markup(session.run_dir)}`")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     except UserError as e:
         raise fail(f"{e} (finished trials are kept; `autoresearch resume {session.run_dir}` "
@@ -72,10 +73,11 @@ def _run_session(session) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
+    run_dir = markup(session.run_dir)
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
-                  f"val_bpb {best} at {outcome.best_commit[:7]}; {cost_line(session.notes)}; "
-                  f"see `autoresearch replay {session.run_dir}` and `autoresearch diff "
-                  f"{session.run_dir}`")
+                  f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
+                  f"{cost_line(session.notes)}; see `autoresearch replay {run_dir}` and "
+                  f"`autoresearch diff {run_dir}`")
 
 
 def cost_line(notes) -> str:
@@ -302,12 +304,12 @@ def replay(
         console.print(replay_table(replay_rows(picked), f"{run_dir} trial {trial}",
                                    console.width))
         if show_diff:
-            console.print(Syntax(picked[0].diff or "(no diff: the baseline)", "diff"))
+            console.print(Syntax(clean(picked[0].diff or "(no diff: the baseline)"), "diff"))
             log = RunDir(run_dir).trial_log(trial, picked[0].result)  # inside the folder
             if log is not None:
                 tail = log.read_text(errors="replace").splitlines()[-25:]
                 console.print("[bold]train.log (last 25 lines)[/bold]")
-                console.print("\n".join(tail), markup=False, highlight=False)
+                console.print(clean("\n".join(tail)), markup=False, highlight=False)
         return
     if as_json:
         typer.echo(json.dumps(rows, sort_keys=True))
@@ -344,7 +346,7 @@ def diff(
             revs.append(sha)
     except UserError as e:
         raise fail(str(e), 2) from None
-    text = ws.diff(*revs)
+    text = clean(ws.diff(*revs))  # code a model wrote: no escape reaches the terminal
     console = Console()
     if console.is_terminal:
         console.print(Syntax(text or "(no change)", "diff"))

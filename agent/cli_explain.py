@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.errors import UserError, fail
+from agent.text import markup
 
 SANDBOX_HELP = "auto, docker or local (default: the session's)."
 
@@ -38,13 +39,13 @@ def rerun(
         typer.echo(json.dumps(summary, sort_keys=True))
         return
     recorded = summary["recorded"]
-    table = Table(title=f"rerun of trial {trial} ({summary['commit'][:10]}) of {run_dir}")
+    table = Table(title=markup(f"rerun of trial {trial} ({summary['commit'][:10]}) of {run_dir}"))
     for col in ("seed", "status", "recorded val_bpb", "rerun val_bpb", "difference", "wall s"):
         table.add_column(col, justify="right")
     for r in summary["runs"]:
         same = r["same_seed"] and recorded["val_bpb"] is not None and r["val_bpb"] is not None
         table.add_row(str(r["seed"]) + (" (the trial's)" if r["same_seed"] else ""),
-                      r["status"], _num(recorded["val_bpb"]) if r["same_seed"] else "",
+                      markup(r["status"]), _num(recorded["val_bpb"]) if r["same_seed"] else "",
                       _num(r["val_bpb"]),
                       _num(r["val_bpb"] - recorded["val_bpb"], 6, True) if same else "",
                       f"{r['wall_s']:.1f}")
@@ -54,9 +55,10 @@ def rerun(
         console.print(f"over {len(summary['runs'])} seeds: mean {summary['mean']:.6f}, std "
                       f"{summary['std']:.6f}")
     for what in summary["changed"]:
-        console.print(f"[yellow]the {what} differs from the trial's: "
-                      f"{recorded[what][:19]} then, {summary['runs'][0][what][:19]} now[/yellow]")
-    console.print(f"[dim]logs: {summary['folder']}[/dim]")
+        console.print(f"[yellow]the {markup(what)} differs from the trial's: "
+                      f"{markup(str(recorded[what])[:19])} then, "
+                      f"{markup(str(summary['runs'][0][what])[:19])} now[/yellow]")
+    console.print(f"[dim]logs: {markup(summary['folder'])}[/dim]")
 
 
 def attribute(
@@ -74,7 +76,7 @@ def attribute(
     console = Console(stderr=True) if as_json else wide_console()
     try:
         table = measure(run_dir, start, end, seeds, sandbox,
-                        progress=lambda text: console.print(f"[dim]{text}[/dim]"))
+                        progress=lambda text: console.print(f"[dim]{markup(text)}[/dim]"))
     except UserError as e:
         raise fail(str(e), 2) from None
     if as_json:
@@ -82,9 +84,9 @@ def attribute(
         return
     mean = lambda xs: (sum(x for x in xs if x is not None) /  # noqa: E731
                        max(1, sum(x is not None for x in xs)))
-    out = Table(title=f"what helped, {start} ({mean(table['from_val_bpb']):.4f}) -> {end} "
-                      f"({mean(table['to_val_bpb']):.4f}), {len(table['seeds'])} seeds; "
-                      "Δ in val_bpb")
+    out = Table(title=markup(f"what helped, {start} ({mean(table['from_val_bpb']):.4f}) -> {end} "
+                             f"({mean(table['to_val_bpb']):.4f}), {len(table['seeds'])} seeds; "
+                             "Δ in val_bpb"))
     out.add_column("change")
     for col in ("Δ leave-one-out (to − it)", "± std", "Δ add-one (from + it)", "± std"):
         out.add_column(col, justify="right")
@@ -98,11 +100,11 @@ def attribute(
                 cells += [f"unappliable ({len(notes)})", ""]
             else:
                 cells += [_num(r[key], 4, True), _num(r[f"{key}_std"], 4)]
-        out.add_row(r["change"], *cells)
+        out.add_row(markup(r["change"]), *cells)
     console.print(out)
-    for line in notes:
-        console.print(f"[dim]{line}[/dim]")
+    for line in notes:  # the reasons quote the code
+        console.print(f"[dim]{markup(line)}[/dim]")
     console.print("[dim]leave-one-out > 0: removing the change hurts (it helped); add-one < 0: "
                   "the change helps on its own. Unappliable variants name why.[/dim]")
-    console.print(f"[dim]cost {table['cost_s']:.0f} s; plot {table['plot']}; runs and commits "
-                  f"in {table['folder']} and refs/attribution/[/dim]")
+    console.print(f"[dim]cost {table['cost_s']:.0f} s; plot {markup(table['plot'])}; runs and "
+                  f"commits in {markup(table['folder'])} and refs/attribution/[/dim]")

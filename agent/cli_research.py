@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.errors import UserError, fail
+from agent.text import markup
 
 
 def compare(
@@ -45,7 +46,7 @@ def compare(
             console.print(f"[dim]cost to target: summed trial cost until a trial reached "
                           f"val_bpb {comparison.target:.4f} (median over seeds)[/dim]")
     if plot is not None:
-        console.print(f"[dim]plot: {plot}[/dim]")
+        console.print(f"[dim]plot: {markup(plot)}[/dim]")
 
 
 def noise(
@@ -86,11 +87,12 @@ def noise(
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
-    table = Table(title=f"noise: {folder} ({summary['preset']} preset, {summary['budget']})")
+    table = Table(title=markup(f"noise: {folder} ({summary['preset']} preset, "
+                               f"{summary['budget']})"))
     for col in ("seed", "status", "val_bpb", "steps", "train s", "wall s"):
         table.add_column(col, justify="right")
     for r in summary["runs"]:
-        table.add_row(str(r["seed"]), r["status"],
+        table.add_row(str(r["seed"]), markup(r["status"]),
                       "-" if r["val_bpb"] is None else f"{r['val_bpb']:.6f}",
                       "-" if r["num_steps"] is None else f"{r['num_steps']:.0f}",
                       "-" if r["training_s"] is None else f"{r['training_s']:.1f}",
@@ -101,7 +103,7 @@ def noise(
         console.print(f"val_bpb over {summary['ok']} seeds: mean {summary['mean']:.6f}, std "
                       f"{summary['std']:.6f}, range {summary['min']:.6f} .. "
                       f"{summary['max']:.6f} ({summary['max'] - summary['min']:.6f}); "
-                      f"kept in {out}/noise.json")
+                      f"kept in {markup(out)}/noise.json")
 
 
 def bench(
@@ -155,7 +157,8 @@ def bench(
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
         memory=memory, **extra)
     console = wide_console()
-    say = (lambda text: None) if quiet else (lambda text: console.print(f"[bold]{text}[/bold]"))
+    say = (lambda text: None) if quiet else \
+        (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))
     if resuming:
         say(f"resuming the bench in {folder} (its bench.toml holds its plan)")
     try:
@@ -169,4 +172,4 @@ def bench(
         raise fail(f"{e} (finished runs are kept: run the same command again to resume)") \
             from None
     console.print(methods_table(comparison.stats, comparison.ref))
-    console.print(f"report: {folder}/report.html, {folder}/compare.png")
+    console.print(f"report: {markup(folder)}/report.html, {markup(folder)}/compare.png")

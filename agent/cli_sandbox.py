@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.errors import fail
+from agent.text import markup
 from sandbox.base import Limits
 
 sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)
@@ -114,15 +115,15 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print the report a
     d = report["docker"]
     table = Table(show_header=False, box=None)
     engine = f"answers (version {d['version']})" if d.get("engine") else f"no: {d['why_not']}"
-    table.add_row("Docker engine", engine)
+    table.add_row("Docker engine", markup(engine))
     for tag, present in (d.get("images") or {}).items():
-        table.add_row(f"image {tag}", "present" if present else "missing")
-    table.add_row("GPUs", ", ".join(report["gpus"]) or f"none: {report['gpu_note']}")
+        table.add_row(f"image {markup(tag)}", "present" if present else "missing")
+    table.add_row("GPUs", markup(", ".join(report["gpus"]) or f"none: {report['gpu_note']}"))
     if d.get("gpu_mode"):
-        table.add_row("GPUs in Docker", f"{d['gpu_mode']} ({d['gpu_mode_why']})")
+        table.add_row("GPUs in Docker", markup(f"{d['gpu_mode']} ({d['gpu_mode_why']})"))
     table.add_row("local memory limit",
-                  f"{report['local_memory_limit']} ({report['local_memory_why']})")
-    table.add_row("a session would use", f"{report['backend']} ({report['why']})")
+                  markup(f"{report['local_memory_limit']} ({report['local_memory_why']})"))
+    table.add_row("a session would use", markup(f"{report['backend']} ({report['why']})"))
     console.print(table)
 
 
@@ -164,7 +165,7 @@ def try_(
     except SandboxError as e:
         raise fail(str(e)) from None
     if not as_json:
-        console.print(f"[dim]sandbox: {why}[/dim]")
+        console.print(f"[dim]sandbox: {markup(why)}[/dim]")
     env = {"AR_SEED": str(seed)}
     for item in env_vars:
         key, sep, value = item.partition("=")
@@ -187,7 +188,8 @@ def try_(
     limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids, disk=disk,
                     gpu_mem_fraction=gpu_mem_fraction)
     try:
-        status = console.status(f"running {directory}/train.py") if not as_json else nullcontext()
+        status = console.status(f"running {markup(directory)}/train.py") if not as_json \
+            else nullcontext()
         with status:
             result = backend.run(run, limits)
     except SandboxError as e:
@@ -209,12 +211,12 @@ def _data(directory: Path) -> Path | None:
 
 
 def result_table(result) -> Table:
-    table = Table(title=f"trial: {result.status}", show_header=False)
+    table = Table(title=f"trial: {markup(result.status)}", show_header=False)
     for key, value in result.to_dict().items():
         if key == "metrics":
             continue
         if value not in (None, "", {}):
-            table.add_row(key, str(value))
+            table.add_row(key, markup(value))  # the reason is a line the trial printed
     for key, value in result.metrics.items():
-        table.add_row(f"  {key}", str(value))
+        table.add_row(f"  {markup(key)}", markup(value))
     return table

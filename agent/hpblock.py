@@ -9,6 +9,7 @@ keeps the line's comment at its column, and keeps the `2**k` form where the new 
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import operator
 import re
@@ -216,6 +217,65 @@ def _eval_node(node: ast.AST, env: dict[str, Value]) -> Any:
     raise SpaceError(f"unsupported expression: {ast.dump(node)[:60]}")
 
 
+# A block constant is read in the session's own process from a file a model may have written:
+# it is a literal, or a short arithmetic form such as `2**19` or `3 * 2**10`, whose every step
+# is bounded before it is computed (no string arithmetic, no number past 2**128).
+MAX_PARTS, MAX_BITS, MAX_STR = 16, 128, 1000
+
+
+def literal_value(node: ast.AST) -> Value:
+    """The value of a block constant's expression, or SpaceError naming why it is not one."""
+    if sum(1 for _ in itertools.islice(ast.walk(node), MAX_PARTS + 1)) > MAX_PARTS:
+        raise SpaceError(f"an expression of more than {MAX_PARTS} parts")
+    return _bounded(node)
+
+
+def _bounded(node: ast.AST) -> Value:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+        return _in_bounds(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _number(_bounded(node.operand))
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _number(_bounded(node.left)), _number(_bounded(node.right))
+        if isinstance(node.op, ast.Pow) and isinstance(left, int) and isinstance(right, int) \
+                and abs(right) * max(abs(left).bit_length() - 1, 0) > MAX_BITS:
+            raise SpaceError(f"{left}**{right} is past 2**{MAX_BITS}")
+        return _in_bounds(_BINOPS[type(node.op)](left, right))
+    raise SpaceError(f"not a literal ({type(node).__name__})")
+
+
+def _number(value: Value) -> int | float:
+    if isinstance(value, str):
+        raise SpaceError("arithmetic on a string")
+    return value
+
+
+def _in_bounds(value: Any) -> Value:
+    if isinstance(value, str):
+        if len(value) > MAX_STR:
+            raise SpaceError(f"a string of more than {MAX_STR} characters")
+        return value
+    if isinstance(value, int) and abs(value).bit_length() > MAX_BITS:
+        raise SpaceError(f"a number past 2**{MAX_BITS}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpaceError("a number that is not finite")
+    if not isinstance(value, (int, float)):  # (-8) ** 0.5 is complex
+        raise SpaceError(f"a {type(value).__name__} value")
+    return value
+
+
+def _parse_module(source: str) -> ast.Module:
+    """train.py's syntax tree; a file nested past what the parser takes is a SpaceError, not
+    the session's MemoryError or RecursionError."""
+    try:
+        return ast.parse(source)
+    except SyntaxError as e:
+        raise SpaceError(f"train.py does not parse (line {e.lineno}): {e.msg}") from None
+    except (MemoryError, RecursionError):
+        raise SpaceError("train.py nests an expression deeper than Python parses") from None
+
+
 def _safe_eval(expr: str, env: dict[str, Value]) -> Any:
     return _eval_node(ast.parse(expr, mode="eval"), env)
 
@@ -248,10 +308,7 @@ class Assignment:
 
 def read_block(source: str, names: list[str] | None = None) -> dict[str, Assignment]:
     """Find each module-level `NAME = constant` (all upper-case names, or `names`)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        raise SpaceError(f"train.py does not parse (line {e.lineno}): {e.msg}") from None
+    tree = _parse_module(source)
     lines = source.splitlines()
     found: dict[str, Assignment] = {}
     for node in tree.body:
@@ -264,7 +321,7 @@ def read_block(source: str, names: list[str] | None = None) -> dict[str, Assignm
         if node.value.lineno != node.value.end_lineno:
             continue
         try:
-            value = _eval_node(node.value, {})
+            value = literal_value(node.value)
         except (SpaceError, ArithmeticError, TypeError):
             continue
         line = lines[node.value.lineno - 1]
@@ -283,8 +340,8 @@ def non_literal(source: str, names: list[str]) -> list[str]:
     (`float(50)`, `*=`, a tuple target, an assignment inside a block or function, ...): such a
     value escapes the space's bounds, so a trial holding one is refused."""
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
+        tree = _parse_module(source)
+    except SpaceError:
         return []  # read_block reports it
     plain = {id(node) for node in tree.body if isinstance(node, ast.Assign)
              and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)}
@@ -301,16 +358,17 @@ def non_literal(source: str, names: list[str]) -> list[str]:
         hit = sorted(bound & set(names))
         if not hit:
             continue
-        literal = id(node) in plain and node.value.lineno == node.value.end_lineno
-        if literal:
+        why = "" if id(node) in plain and node.value.lineno == node.value.end_lineno else \
+            "not one `NAME = value` line"
+        if not why:
             try:
-                _eval_node(node.value, {})
-            except (SpaceError, ArithmeticError, TypeError):
-                literal = False
-        if not literal:
+                literal_value(node.value)
+            except (SpaceError, ArithmeticError, TypeError) as e:
+                why = str(e) or type(e).__name__
+        if why:
             text = lines[node.lineno - 1].strip()
             problems.append(f"line {node.lineno}: `{text[:80]}` sets {', '.join(hit)} to "
-                            "something other than a literal value")
+                            f"something other than a literal value ({why[:80]})")
     return problems
 
 

@@ -18,6 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from agent.text import clean, markup
+
 STATUS_STYLE = {"ok": "green", "rejected": "magenta", "timeout": "yellow", "oom": "red",
                 "cuda_oom": "red", "diverged": "yellow", "crash": "red"}
 
@@ -39,20 +41,22 @@ class RichReporter:
                                            completed=done, best="")
 
     def note(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/dim]")
+        self.console.print(f"[dim]{markup(text)}[/dim]")
 
     def running(self, n: int, action) -> None:
         self.progress.update(self.task, description=f"trial {n}")
 
     def finished(self, note) -> None:
         style = STATUS_STYLE.get(note.status, "white")
+        status = markup(f"{note.status:<9}")
         val = f"{note.val_bpb:.6f}" if note.val_bpb is not None else "-"
         best = f"{note.best_val_bpb:.6f}" if note.best_val_bpb is not None else "-"
         star = " [bold green]new best[/bold green]" if note.is_best else ""
-        extra = f" [dim]{note.reason[:80]}[/dim]" if note.status != "ok" and note.reason else ""
+        extra = f" [dim]{markup(note.reason, 80)}[/dim]" if note.status != "ok" and note.reason \
+            else ""
         self.console.print(
-            f"trial {note.trial:>4}  [{style}]{note.status:<9}[/{style}] val_bpb {val}  "
-            f"best {best}  [dim]{note.rationale[:60]}[/dim]{star}{extra}")
+            f"trial {note.trial:>4}  [{style}]{status}[/{style}] val_bpb {val}  "
+            f"best {best}  [dim]{markup(note.rationale, 60)}[/dim]{star}{extra}")
         self.progress.update(self.task, advance=1, best=f"best {best}")
 
     def stop(self) -> None:
@@ -143,21 +147,25 @@ def replay_text(rows: list[dict], title: str, width: int = 120) -> str:
     """The replay table as plain aligned text: for long sessions, where a rich Table costs
     milliseconds per row (10,000 trials: seconds instead of 16 s)."""
     room = max(16, width - 72)
-    lines = [title, f"{'trial':>6}  {'commit':7}  {'method':10}  {'status':9} {'val_bpb':>9} "
+    lines = [clean(title, one_line=True),
+             f"{'trial':>6}  {'commit':7}  {'method':10}  {'status':9} {'val_bpb':>9} "
              f"{'best':>9} {'diff':>9}  rationale / reason"]
     for r in rows:
         val = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.6f}"
         best = "-" if r["best_val_bpb"] is None else f"{r['best_val_bpb']:.6f}"
         text = r["rationale"] if r["status"] == "ok" else (r["reason"] or r["rationale"])
         diff = f"+{r['added']} -{r['removed']}"
-        lines.append(f"{r['trial']:>6}  {r['commit'][:7]:7}  {(r['method'] or '')[:10]:10}  "
-                     f"{r['status']:9} {val:>9} {best:>9} {diff:>9}  {text[:room]}"
+        commit, method, status = (clean(r[k] or "", one_line=True)
+                                  for k in ("commit", "method", "status"))
+        lines.append(f"{r['trial']:>6}  {commit[:7]:7}  {method[:10]:10}  "
+                     f"{status:9} {val:>9} {best:>9} {diff:>9}  "
+                     f"{clean(text or '', one_line=True)[:room]}"
                      + (" *" if r["is_best"] else ""))
     return "\n".join(lines) + "\n"
 
 
 def replay_table(rows: list[dict], title: str, width: int = 120) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=markup(title), box=box.SIMPLE_HEAD, show_edge=False)
     room = max(16, width - 72)  # what the fixed columns leave for the rationale
     for col, just, width in (("trial", "right", 5), ("commit", "left", 7),
                              ("method", "left", 8), ("status", "left", 8),
@@ -172,10 +180,9 @@ def replay_table(rows: list[dict], title: str, width: int = 120) -> Table:
         if r["is_best"]:
             val = f"[bold green]{val}[/bold green]"
         text = r["rationale"] if r["status"] == "ok" else (r["reason"] or r["rationale"])
-        table.add_row(str(r["trial"]), r["commit"][:7], r["method"] or "",
-                      f"[{style}]{r['status']}[/{style}]", val, best,
-                      f"+{r['added']} -{r['removed']}",
-                      text if len(text) <= room else text[: room - 1] + "…")
+        table.add_row(str(r["trial"]), markup(r["commit"][:7]), markup(r["method"] or ""),
+                      f"[{style}]{markup(r['status'])}[/{style}]", val, best,
+                      f"+{r['added']} -{r['removed']}", markup(text or "", room))
     return table
 
 
@@ -226,8 +233,9 @@ def compare_table(rows: list[dict]) -> Table:
         if r["best_val_bpb"] is not None and r["best_val_bpb"] == best:
             val = f"[bold green]{val}[/bold green]"
         base = "-" if r["baseline_val_bpb"] is None else f"{r['baseline_val_bpb']:.6f}"
-        cells = [Path(r["run"]).name, r["method"], str(r["seed"]), str(r["trials"]), val, base,
-                 f"{100 * r['failed_share']:.0f}%", _duration(r["wall_s"]), _overhead(r)]
+        cells = [markup(Path(r["run"]).name), markup(r["method"]), str(r["seed"]),
+                 str(r["trials"]), val, base, f"{100 * r['failed_share']:.0f}%",
+                 _duration(r["wall_s"]), _overhead(r)]
         if llm:
             cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
                       str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
@@ -237,8 +245,8 @@ def compare_table(rows: list[dict]) -> Table:
 
 def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
     """One row per method: its best over seeds, failures, cost, and the test against ref."""
-    table = Table(title="methods" + (f" (paired one-sided Wilcoxon against {ref})" if ref
-                                     else ""))
+    table = Table(title="methods" + (f" (paired one-sided Wilcoxon against {markup(ref)})"
+                                     if ref else ""))
     for col in ("method", "seeds", "mean ± std", "median", "95% CI of mean", "failed",
                 "cost lost", "cost to target", "tokens", "$", "p vs ref"):
         table.add_column(col, justify="left" if col == "method" else "right")
@@ -255,7 +263,7 @@ def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
         p = "ref" if method == ref else ("-" if vs.get("p_value") is None
                                          else f"{vs['p_value']:.3f} (n={vs['pairs']})")
         reach = m["cost_to_target_s"]
-        table.add_row(method, str(m["runs"]),
+        table.add_row(markup(method), str(m["runs"]),
                       mean, "-" if m["median_best"] is None else f"{m['median_best']:.4f}",
                       "-" if ci is None else f"{ci[0]:.4f} .. {ci[1]:.4f}",
                       f"{100 * m['failed_share']:.0f}%", f"{100 * m['failed_cost_share']:.0f}%",

@@ -29,6 +29,7 @@ from agent.ledger import Ledger
 from agent.note import TrialNote
 from agent.patching import PatchError, apply_patch
 from agent.protocols import TrialRecord
+from agent.text import clean
 from agent.workspace import Workspace
 from sandbox.result import TrialResult
 
@@ -225,5 +226,7 @@ def seed_of(action: Action, seed: int) -> int:
 
 
 def one_line(text: str, limit: int = 120) -> str:
-    line = " ".join((text or "").split())
+    """A rationale or reason as one line of a commit message and a note: no control bytes
+    (git refuses a NUL in a message; a terminal obeys escapes)."""
+    line = clean(text or "", one_line=True)
     return line if len(line) <= limit else line[: limit - 1] + "…"
