@@ -44,6 +44,9 @@ GPU ?= 0
 gpu-check:
 	@if [ ! -x $(PY) ] && [ -d .whl ] && [ ! -d .site ]; then \
 		$(PYTHON) -m pip install -q --no-index --no-deps --target .site .whl/*.whl; fi
+	@for held in .whl/*.tar.gz; do [ -f "$$held" ] || continue; \
+		src="$${XDG_CACHE_HOME:-$$HOME/.cache}/autoresearch-sandbox/sources"; \
+		mkdir -p "$$src" && chmod 700 "$$src" && mv "$$held" "$$src/"; done
 	@py=$$( [ -x $(PY) ] && echo $(PY) || echo $(PYTHON) ); \
 		PYTHONPATH="$(CURDIR)/.site:$(CURDIR)" $$py scripts/gpu_check.py --gpu $(GPU)
 

@@ -8,7 +8,7 @@
   constraints need it) and the time budget from its TIME_BUDGET.
 - [run]: the folder's venv when it has one; `prepare = "once"` when prepare.py downloads or
   caches under the home folder; read-only mounts of the caches it names (~/.cache/NAME, and
-  ~/.cache/huggingface when train.py loads hub kernels, with HF_HUB_OFFLINE=1); time_budget
+  ~/.cache/huggingface/hub when train.py loads hub kernels, with HF_HUB_OFFLINE=1); time_budget
   from prepare.py's constant.
 Each line carries a comment that says why it is there.
 """
@@ -16,6 +16,7 @@ Each line carries a comment that says why it is there.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import tomllib
 from agent.errors import UserError
 from agent.hpblock import read_block
 from agent.paths import baseline_dir
+from agent.runspec import mount_problem
 
 
 class InitError(UserError):
@@ -123,17 +125,21 @@ def _run_table(folder: Path, source: str, prep: dict, prep_text: str,
         lines.append('# python = ".venv/bin/python"  # after `uv sync` in this folder; until '
                      "then trials use autoresearch's interpreter")
         found.append("no .venv yet: trials use autoresearch's interpreter until you create one")
-    caches = sorted(set(re.findall(r'expanduser\("~"\),\s*"\.cache",\s*"([\w.-]+)"',
+    caches = sorted(set(re.findall(r'expanduser\("~"\),\s*"\.cache",\s*"(\w[\w.-]*)"',
                                    prep_text)))
-    caches += [c for c in re.findall(r'~/\.cache/([\w.-]+)', prep_text) if c not in caches]
+    caches += [c for c in re.findall(r'~/\.cache/(\w[\w.-]*)', prep_text) if c not in caches]
     if prep_text and (caches or "download" in prep_text):
         lines.append('prepare = "once"  # prepare.py downloads and caches: run it once '
                      "yourself (`python prepare.py`)")
         found.append("prepare.py prepares its own data: prepare = \"once\"")
     mounts = [f"~/.cache/{c}" for c in caches]
     hub = "get_kernel(" in source or "from_pretrained(" in source
-    if hub:
-        mounts.append("~/.cache/huggingface")
+    if hub:  # the hub's cache, not the folder above it: that one holds the login token
+        mounts.append("~/.cache/huggingface/hub")
+    # Only what [run] accepts: never the home folder, a folder outside it or one holding
+    # credentials.
+    home = os.path.expanduser("~")
+    mounts = [m for m in mounts if not mount_problem(os.path.join(home, m[2:]))]
     if mounts:
         lines.append(f"mounts = {_toml(mounts)}  # read-only in each trial, under its HOME")
         found.append(f"caches read by trials: {', '.join(mounts)}")

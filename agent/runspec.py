@@ -7,8 +7,10 @@
                                      # folder; "none"/"once": the folder finds its own data
                                      # (you ran prepare.py yourself); or a shell command
     mounts = ["~/.cache/autoresearch"]   # host folders trials read (read-only, same place
-                                         # under the trial's HOME)
-    env = { HF_HUB_OFFLINE = "1" }   # extra variables; names that look like secrets refused
+                                         # under the trial's HOME; inside the home, never it,
+                                         # no credential store nor a folder holding one)
+    env = { HF_HUB_OFFLINE = "1" }   # extra variables; secrets (by name, or a URL with a
+                                     # password) and loader/interpreter paths refused
     time_budget = "prepare.py:TIME_BUDGET"  # or seconds; what train.py really trains for
 
 Relative paths are the training folder's; `~` is the user's home. Every problem is one line
@@ -27,9 +29,20 @@ import tomllib
 
 from agent.errors import UserError
 
-SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE", re.I)
+# Names of variables that carry credentials: refused, whatever their value.
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|PWD|CRED|AUTH|COOKIE|SESSION|(^|_)PAT(_|$)", re.I)
+# A value with user:password@ in a URL (DATABASE_URL, REDIS_URL, ...) is a credential too.
+USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]*@")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-RESERVED = ("HOME", "PATH", "USER", "TIME_BUDGET", "LD_PRELOAD", "PYTHONPATH")
+RESERVED = ("HOME", "PATH", "USER", "TIME_BUDGET")
+# Prefixes that change how programs load code (the loader, the interpreter's own paths).
+LOADER = ("LD_", "PYTHON", "DYLD_")
+# Where credentials live under a home folder: a mount may be none of these, nor hold one.
+CREDENTIAL_STORES = (".ssh", ".aws", ".gnupg", ".azure", ".kube", ".docker", ".password-store",
+                     ".config/gcloud", ".config/gh", ".config/hub", ".local/share/keyrings",
+                     ".netrc", ".git-credentials", ".pypirc", ".npmrc")
+CREDENTIAL_FILES = {"token", "stored_tokens", "credentials", ".netrc", ".git-credentials",
+                    ".pypirc", "id_rsa", "id_ed25519", "id_ecdsa", "id_dsa"}
 KEYS = ("python", "prepare", "mounts", "env", "time_budget")
 
 
@@ -106,9 +119,9 @@ def _parse(path: Path, train_dir: Path, table: dict) -> RunSpec:
         if not os.path.exists(host):
             raise RunSpecError(f"{where} mounts: {host} does not exist (run the folder's "
                                "prepare step first, or drop the entry)")
-        if os.path.relpath(host, Path.home()).startswith(".."):
-            raise RunSpecError(f"{where} mounts: {host} is outside your home "
-                               f"({Path.home()}): trials see mounts under their HOME")
+        problem = mount_problem(host)
+        if problem:
+            raise RunSpecError(f"{where} mounts: {m!r}: {problem}")
         resolved.append(host)
     spec["mounts"] = tuple(resolved)
     env = table.get("env", {})
@@ -117,15 +130,57 @@ def _parse(path: Path, train_dir: Path, table: dict) -> RunSpec:
     for name, value in env.items():
         if not NAME.fullmatch(name) or name in RESERVED or name.startswith("AR_"):
             raise RunSpecError(f"{where} env: {name!r} cannot be set by a folder")
+        if name.upper().startswith(LOADER):
+            raise RunSpecError(f"{where} env: {name} changes which code the interpreter or "
+                               "the loader runs; a folder cannot set it")
         if SECRET.search(name):
-            raise RunSpecError(f"{where} env: {name} looks like a secret; secrets never enter "
-                               "a trial")
+            raise RunSpecError(f"{where} env: {name} looks like a secret (its name); secrets "
+                               "never enter a trial")
         if not isinstance(value, (str, int, float, bool)):
             raise RunSpecError(f"{where} env: {name} must be a string or a number")
+        if USERINFO.match(str(value)):
+            raise RunSpecError(f"{where} env: {name} holds a URL with a user name or password "
+                               "in it; secrets never enter a trial")
     spec["env"] = {k: str(v) for k, v in env.items()}
     if "time_budget" in table:
         spec["time_budget"] = _time_budget(train_dir, table["time_budget"], where)
     return RunSpec(**spec)
+
+
+def mount_problem(host: str, home: str | None = None) -> str:
+    """Why `host` may not be mounted into trials ("" when it may): it must lie strictly inside
+    the home folder once links and `..` are resolved, and be no credential store nor hold one."""
+    home = os.path.realpath(home or Path.home())
+    real = os.path.realpath(host)
+    if home == real or home.startswith(real.rstrip("/") + "/"):
+        return (f"{real} is your home folder or holds it: name the cache folder itself "
+                "(e.g. ~/.cache/NAME)")
+    rel = os.path.relpath(real, home)
+    if rel == ".." or rel.startswith("../"):
+        return f"{real} is outside your home ({home}): trials see mounts under their HOME"
+    for store in CREDENTIAL_STORES:
+        if rel == store or rel.startswith(store + "/") or store.startswith(rel + "/"):
+            return f"~/{store} holds credentials: trials never see it"
+    found = _credential_file(real)
+    if found:
+        return (f"it holds {found}, a credential file: mount the folder beside it instead "
+                "(e.g. ~/.cache/huggingface/hub, not ~/.cache/huggingface)")
+    return ""
+
+
+def _credential_file(folder: str, depth: int = 4, budget: int = 100_000) -> str:
+    """The first credential-named file within `depth` levels of folder ("" if none)."""
+    if os.path.isfile(folder):
+        return folder if os.path.basename(folder) in CREDENTIAL_FILES else ""
+    base = folder.rstrip("/").count("/")
+    for root, dirs, files in os.walk(folder):
+        budget -= len(dirs) + len(files)
+        for name in files:
+            if name in CREDENTIAL_FILES:
+                return os.path.join(root, name)
+        if root.count("/") - base >= depth or budget <= 0:
+            dirs[:] = []
+    return ""
 
 
 def _path(train_dir: Path, value, what: str) -> str:

@@ -17,4 +17,12 @@ $PIP download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
     gitpython gitdb smmap unidiff cmaes optuna alembic sqlalchemy colorlog mako pyyaml tqdm \
     pydantic pydantic-core annotated-types typing-inspection docker requests urllib3 \
     certifi charset-normalizer idna psutil packaging typing-extensions markupsafe
-ls .whl | wc -l | xargs echo "gpu-wheels: wheels in .whl/:"
+# The default corpus's held-out source (baseline_train/prepare.py, HELD_OUT): make gpu-check
+# moves it into the private cache folder, out of every trial's sight.
+PYTHON=$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )
+HELD=$($PYTHON -c 'import sys; sys.path.insert(0, "baseline_train"); import prepare
+h = prepare.HELD_OUT; print("%s==%s --hash=sha256:%s" % (h["name"], h["version"], h["sha256"]))')
+echo "$HELD" > .whl/held-out.txt
+$PIP download -q --no-deps --no-binary=:all: --require-hashes -r .whl/held-out.txt -d .whl
+rm .whl/held-out.txt
+ls .whl | wc -l | xargs echo "gpu-wheels: wheels and archives in .whl/:"

@@ -110,19 +110,26 @@ _ROOTS: dict[str, list[str]] = {}
 
 
 def interpreter_roots(python: str) -> list[str]:
-    """The folders `python` (any interpreter, a venv's included) runs from, asked once."""
+    """The folders `python` (any interpreter, a venv's included) runs from, read from the file
+    system: the interpreter may be a training folder's, so it is never run on the host. Its
+    own folder and the folder its links lead to; for a venv (pyvenv.cfg beside bin/), the
+    base interpreter's folder that `home` names. A folder called bin stands for its parent."""
     if python == sys.executable:
         return python_roots() + [os.path.dirname(python)]
     if python not in _ROOTS:
-        import json
-        import subprocess
-
-        code = ("import json, os, sys; print(json.dumps([sys.prefix, sys.base_prefix, "
-                "os.path.dirname(os.path.realpath(sys.executable))]))")
-        out = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
+        found = [os.path.dirname(os.path.abspath(python)),
+                 os.path.dirname(os.path.realpath(python))]
+        for prefix in {os.path.dirname(f) for f in found}:
+            cfg = os.path.join(prefix, "pyvenv.cfg")
+            if os.path.isfile(cfg):
+                for line in open(cfg, encoding="utf-8", errors="replace"):
+                    key, _, value = line.partition("=")
+                    if key.strip() == "home" and value.strip():
+                        home = value.strip()
+                        found += [home, os.path.dirname(os.path.realpath(
+                            os.path.join(home, os.path.basename(python))))]
         roots: list[str] = []
-        for p in json.loads(out) + [os.path.dirname(python)]:
+        for p in found:
             real = os.path.realpath(p)
             if os.path.basename(real) == "bin":
                 real = os.path.dirname(real)

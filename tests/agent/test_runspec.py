@@ -70,3 +70,80 @@ def test_two_tables_are_refused(tmp_path):
     (d / "search_space.toml").write_text('[run]\nprepare = "once"\n')
     with pytest.raises(RunSpecError, match="keep one"):
         load_runspec(d)
+
+
+# Issue 21, point 4: mounts never expose the home folder or credentials, the env filter
+# refuses credential-like names and values and loader paths (each accepted on main).
+@pytest.mark.parametrize("table, words", [
+    ('[run]\nmounts = ["~"]\n', "is your home folder or holds it"),
+    ('[run]\nmounts = ["~/.cache/.."]\n', "is your home folder or holds it"),
+    ('[run]\nmounts = ["~/.aws"]\n', "~/.aws holds credentials"),
+    ('[run]\nmounts = ["~/.config"]\n', "~/.config/gcloud holds credentials"),
+    ('[run]\nmounts = ["~/.cache/huggingface"]\n', "a credential file"),
+    ('[run]\nmounts = ["~/etc-link"]\n', "is outside your home"),
+    ('[run]\nenv = { DATABASE_URL = "postgres://me:hunter2@db/x" }\n', "URL with a user name"),
+    ('[run]\nenv = { MYSQL_PWD = "x" }\n', "looks like a secret"),
+    ('[run]\nenv = { GH_PAT = "x" }\n', "looks like a secret"),
+    ('[run]\nenv = { GOOGLE_APPLICATION_CREDENTIALS = "/x" }\n', "looks like a secret"),
+    ('[run]\nenv = { LD_LIBRARY_PATH = "/x" }\n', "changes which code"),
+    ('[run]\nenv = { LD_PRELOAD = "/x.so" }\n', "changes which code"),
+    ('[run]\nenv = { PYTHONHOME = "/x" }\n', "changes which code"),
+    ('[run]\nenv = { PYTHONPATH = "/x" }\n', "changes which code"),
+])
+def test_credentials_and_the_home_folder_never_reach_a_trial(tmp_path, monkeypatch, table,
+                                                              words):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\n")
+    (tmp_path / ".config" / "gcloud").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "hub").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "token").write_text("hf_x")
+    os.symlink("/etc", tmp_path / "etc-link")
+    d = folder(tmp_path, table)
+    with pytest.raises(RunSpecError) as e:
+        load_runspec(d)
+    assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_hub_cache_itself_and_plain_values_are_accepted(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".cache" / "huggingface" / "hub").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "token").write_text("hf_x")
+    d = folder(tmp_path, '[run]\nmounts = ["~/.cache/huggingface/hub"]\n'
+                         'env = { HF_HUB_OFFLINE = "1", DATA_URL = "https://host/x.parquet",'
+                         ' CUDA_PATH_HINT = "x" }\n')
+    spec = load_runspec(d)
+    assert spec.mounts == (str(tmp_path / ".cache" / "huggingface" / "hub"),)
+    assert spec.env["DATA_URL"] == "https://host/x.parquet"
+
+
+def test_the_interpreter_is_never_run_to_find_its_folders(tmp_path):
+    """On main the local backend ran `[run] python` on the host (as root) to ask where it
+    lives; its folders are now read from the file system."""
+    from sandbox.images.host import interpreter_roots
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    base = Path(sys.executable).resolve()
+    (venv / "pyvenv.cfg").write_text(f"home = {base.parent}\n")
+    marker = tmp_path / "ran"
+    python = venv / "bin" / "python"
+    python.write_text(f"#!/bin/sh\ntouch {marker}\nexec {base} \"$@\"\n")
+    python.chmod(0o755)
+    roots = interpreter_roots(str(python))
+    assert not marker.exists()
+    assert str(venv) in roots and str(base.parent.parent) in roots
+
+
+def test_init_never_proposes_the_home_folder(tmp_path, monkeypatch):
+    from agent.init_folder import init_folder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    d = tmp_path / "k"
+    d.mkdir()
+    (d / "train.py").write_text("MATRIX_LR = 0.04\nDEPTH = 8\nmodel = from_pretrained('x')\n")
+    (d / "prepare.py").write_text('CACHE = "~/.cache/../"\nURL = "download it"\n'
+                                  'DATA = os.path.join(os.path.expanduser("~"), ".cache", "..")\n')
+    path, text, found = init_folder(d)
+    assert "~/.cache/.." not in text and '"~"' not in text, text
+    assert "~/.cache/huggingface/hub" in text

@@ -32,7 +32,7 @@ def home(tmp_path, monkeypatch):
     shutil.copytree(FIXTURE, folder)
     subprocess.run([sys.executable, "prepare.py"], cwd=folder, check=True,
                    capture_output=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
-    hub = home / ".cache" / "huggingface" / "arfixture" / "score"
+    hub = home / ".cache" / "huggingface" / "hub" / "arfixture" / "score"
     hub.mkdir(parents=True)
     (hub / "kernel.py").write_text("def score(n, seq):\n    return 1.0 + 1.0 / (n + seq)\n")
     return folder
@@ -85,7 +85,7 @@ def test_init_writes_the_config_that_runs_the_folder(home, tmp_path):
     result = runner.invoke(app, ["init", "--train-dir", str(home)])
     assert result.exit_code == 0, result.output
     text = (home / "search_space.toml").read_text()
-    assert 'mounts = ["~/.cache/arfixture", "~/.cache/huggingface"]' in text
+    assert 'mounts = ["~/.cache/arfixture", "~/.cache/huggingface/hub"]' in text
     assert 'env = { HF_HUB_OFFLINE = "1" }' in text and 'prepare = "once"' in text
     assert 'time_budget = "prepare.py:TIME_BUDGET"' in text
     assert "[params.MATRIX_LR]" in text and "[params.DEPTH]" in text
