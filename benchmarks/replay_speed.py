@@ -1,7 +1,8 @@
 """How long `autoresearch replay` takes on a long session (issue 4: 1,000 trials in < 2 s).
 
-Builds a synthetic run folder with N trials — a git repo whose commits and result notes are
-written in one `git fast-import` stream, plus the ledger — then times, in one run:
+Builds a synthetic run folder with N trials — a git repo whose commits, then result notes
+(each naming its commit's id, as a session's do), are written by two `git fast-import` streams,
+plus the ledger — then times, in one run:
   * `autoresearch replay RUN --json` (the ledger path, whole process),
   * `autoresearch replay RUN` (the rich table, whole process),
   * `autoresearch replay RUN --json --rebuild` (reads every git note, rewrites the ledger).
@@ -52,33 +53,38 @@ def make_run(root: Path, n: int) -> Path:
             "is_best": False, "best_val_bpb": None, "tokens": {"prompt": 0, "completion": 0},
             "cost_usd": 0.0, "started_at": "2026-01-01T00:00:00+00:00", "wall_s": 75.0})
         data = text.encode()
-        stream.append(f"blob\nmark :{3 * i + 1}\ndata {len(data)}\n".encode() + data + b"\n")
+        stream.append(f"blob\nmark :{2 * i + 1}\ndata {len(data)}\n".encode() + data + b"\n")
         msg = f"tpe: sample {i}\n\nTrial: {i}\n".encode()
         ref = "refs/heads/best" if i == 0 else f"refs/trials/{i:04d}"
         parent = "" if i == 0 else "from :2\n"
-        stream.append(f"commit {ref}\nmark :{3 * i + 2}\ncommitter a <a@b> 0 +0000\n"
+        stream.append(f"commit {ref}\nmark :{2 * i + 2}\ncommitter a <a@b> 0 +0000\n"
                       f"data {len(msg)}\n".encode() + msg + parent.encode()
-                      + f"M 100644 :{3 * i + 1} train.py\n\n".encode())
-    for i, record in enumerate(records):
-        note = json.dumps(record).encode()
-        stream.append(f"commit refs/notes/results\ncommitter a <a@b> 0 +0000\ndata 5\nnotes"
-                      f"\nN inline :{3 * i + 2}\ndata {len(note)}\n".encode() + note
-                      + b"\n\n")
-    subprocess.run(["git", "fast-import", "--quiet"], cwd=run / "repo", input=b"".join(stream),
-                   check=True)
+                      + f"M 100644 :{2 * i + 1} train.py\n\n".encode())
+    _fast_import(run / "repo", stream)
+    # A session's note names the commit it is attached to (agent/trial.py), so the notes are
+    # written once the commits exist and their ids are known.
     marks = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)"],
-                           cwd=run / "repo", capture_output=True, text=True).stdout
-    shas = {}
+                           cwd=run / "repo", capture_output=True, text=True, check=True).stdout
     for line in marks.splitlines():
         name, sha = line.split()
         if name == "refs/heads/best":
-            shas[0] = sha
+            records[0]["commit"] = sha
         elif name.startswith("refs/trials/"):
-            shas[int(name.rsplit("/", 1)[1])] = sha
-    for i, record in enumerate(records):
-        record["commit"] = shas.get(i, "0" * 40)
+            records[int(name.rsplit("/", 1)[1])]["commit"] = sha
+    stream = []
+    for record in records:
+        note = json.dumps(record).encode()
+        stream.append(f"commit refs/notes/results\ncommitter a <a@b> 0 +0000\ndata 5\nnotes"
+                      f"\nN inline {record['commit']}\ndata {len(note)}\n".encode() + note
+                      + b"\n\n")
+    _fast_import(run / "repo", stream)
     Ledger(run).rewrite([TrialNote.from_dict(r) for r in records])
     return run
+
+
+def _fast_import(repo: Path, stream: list[bytes]) -> None:
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=repo, input=b"".join(stream),
+                   check=True)
 
 
 def timed(args: list[str], repeat: int) -> float:
