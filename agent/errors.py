@@ -6,14 +6,18 @@ its message; anything else is our bug and keeps its traceback.
 
 from __future__ import annotations
 
+from agent.text import clean
+
 
 class UserError(RuntimeError):
     """Bad input or a state the user can fix; the message says what to do."""
 
 
 def fail(message: str, code: int = 1):
-    """Print `error: message` on stderr and return the exit to raise."""
+    """Print `error: message` on stderr, as one line, and return the exit to raise. Messages
+    quote paths, names and lines from folders someone else may have written: cleaned, so an
+    escape in one (a clipboard write, a link) never reaches the terminal."""
     import typer
 
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {clean(message, one_line=True)}", err=True)
     return typer.Exit(code)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.stats import best_so_far
+from agent.text import clean
 
 STATUS_COLOURS = {"ok": "#2a9d3f", "oom": "#d62728", "cuda_oom": "#8c1c13",
                   "timeout": "#ff7f0e", "diverged": "#9467bd", "crash": "#7f7f7f",
@@ -26,6 +27,13 @@ def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height))
+
+
+def _label(text) -> str:
+    """Text from a run (a line of code, a method's or a run's name) as matplotlib shows it:
+    one clean line whose `$` are escaped, so it is never parsed as mathtext (where an unknown
+    command such as `\\frob` raises when the figure is drawn)."""
+    return clean(text, one_line=True).replace("$", r"\$")
 
 
 def save(fig, path: Path) -> Path:
@@ -55,7 +63,7 @@ def _trials_panel(ax, notes, title: str) -> None:
             linewidth=1.2, label="incumbent")
     ax.set_xlabel("trial")
     ax.set_ylabel("val_bpb")
-    ax.set_title(title)
+    ax.set_title(_label(title))
     ax.legend(fontsize=7, loc="best")
 
 
@@ -107,12 +115,12 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns before a result
             grid = np.arange(0, max(len(r) for r in runs))
             mid, low, high = _band(per_trial, grid)
-            by_trial.plot(grid, mid, color=colour, label=f"{method} ({len(runs)} seeds)")
+            by_trial.plot(grid, mid, color=colour, label=f"{_label(method)} ({len(runs)} seeds)")
             by_trial.fill_between(grid, low, high, color=colour, alpha=0.15)
             end = max(max((x for x, _ in p), default=0.0) for p in per_cost)
             cgrid = np.linspace(0, end, 200)
             mid, low, high = _band(per_cost, cgrid)
-            by_cost.plot(cgrid / per, mid, color=colour, label=method)
+            by_cost.plot(cgrid / per, mid, color=colour, label=_label(method))
             by_cost.fill_between(cgrid / per, low, high, color=colour, alpha=0.15)
         shares = [sum(n.status != "ok" for n in r if n.trial > 0) /
                   max(1, sum(n.trial > 0 for n in r)) for r in runs]
@@ -130,7 +138,7 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
     by_cost.set_ylabel("best val_bpb so far")
     by_cost.set_title("best so far against cost")
     by_cost.legend(fontsize=8)
-    failed.set_xticks(range(len(groups)), list(groups), rotation=20)
+    failed.set_xticks(range(len(groups)), [_label(m) for m in groups], rotation=20)
     failed.set_ylim(0, max(5.0, 1.2 * top))
     failed.set_ylabel("failed trials (%)")
     failed.set_title("failed share per method (mean, bar: best..worst seed)")
@@ -160,12 +168,12 @@ def attribution_figure(table: dict):
                                                         else "failed"),
                         va="center", fontsize=7, color="#555555")
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, [r["change"] for r in rows], fontsize=8)
+    ax.set_yticks(y, [_label(r["change"]) for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("val_bpb gained (right of 0: the change helped; bars: mean over seeds, "
                   "whiskers: std)")
-    ax.set_title(f"what each change from {table['from']} to {table['to']} is worth "
-                 f"({len(table['seeds'])} seeds)")
+    ax.set_title(f"what each change from {_label(table['from'])} to {_label(table['to'])} is "
+                 f"worth ({len(table['seeds'])} seeds)")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig

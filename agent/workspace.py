@@ -24,6 +24,7 @@ from pathlib import Path
 
 from agent.errors import UserError
 from agent.note import OBJECT_ID, NoteError, check_record
+from agent.text import clean
 
 NOTES_REF = "refs/notes/results"
 TRIAL_REF = "refs/trials/{:04d}"
@@ -157,7 +158,8 @@ class Workspace:
                            ("commit.gpgsign", "false")):
             git.run("config", key, value)
         git.run("add", "-A")
-        git.run("commit", "-q", "-m", f"baseline: {train_dir.name}/ as the session's start")
+        git.run("commit", "-q", "-m",
+                f"baseline: {clean(train_dir.name, one_line=True)}/ as the session's start")
         git.run("tag", "baseline")
         return cls(path)
 
@@ -249,7 +251,9 @@ class Workspace:
         return sha
 
     def write_commit(self, parent: str, message: str, train_py: str | None) -> str:
-        """The commit object only (no ref points at it yet)."""
+        """The commit object only (no ref points at it yet). Every caller's message is
+        cleaned here: it may quote a rationale or a line of code, and git refuses a NUL (a lone
+        surrogate cannot even be encoded), while an escape would reach whoever runs git log."""
         parent = object_id(parent)
         index = {"GIT_INDEX_FILE": str(self.path / ".git" / "trial-index")}
         run = lambda *a, **kw: self.git.text(*a, env=index, **kw)  # noqa: E731
@@ -259,7 +263,7 @@ class Workspace:
             run("update-index", "--add", "--cacheinfo", f"100644,{object_id(blob)},train.py")
         tree = object_id(run("write-tree"))
         return object_id(run("commit-tree", tree, "-p", parent, "-F", "-",
-                             input=message.encode()))
+                             input=clean(message).encode()))
 
     def set_ref(self, name: str, sha: str) -> None:
         self.git.run("update-ref", name, object_id(sha))
