@@ -14,7 +14,7 @@ mkdir -p .whl
 $PIP download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform any -d .whl \
-    gitpython gitdb smmap unidiff cmaes optuna alembic sqlalchemy colorlog mako pyyaml tqdm \
+    unidiff cmaes optuna alembic sqlalchemy colorlog mako pyyaml tqdm \
     pydantic pydantic-core annotated-types typing-inspection docker requests urllib3 \
     certifi charset-normalizer idna psutil packaging typing-extensions markupsafe
 # The default corpus's held-out source (baseline_train/prepare.py, HELD_OUT): make gpu-check
