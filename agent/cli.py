@@ -108,6 +108,8 @@ def _config_or_fail(**values):
 
 
 OPTION_OF = {"budget_s": "--budget", "cost_s": "--cost"}
+# off by default: a folder's preparation is its code, and may only download when you say so
+PREPARE_NETWORK = "Give the folder's prepare.py or [run] prepare (sandboxed) the network."
 
 
 def _default(name: str):
@@ -175,6 +177,7 @@ def run(
                                          help="Refuse trials predicted to run fewer."),
     confirm: int = typer.Option(_default("confirm"), "--confirm",
                                 help="A new best must hold over K seeds (1: off)."),
+    prepare_network: bool = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -206,7 +209,7 @@ def run(
         ray_address=ray_address, eval_tokens=eval_tokens, llm_ratio=llm_ratio,
         llm_warmup=llm_warmup, max_repairs=max_repairs, score=score,
         preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
-        confirm=confirm)
+        confirm=confirm, prepare_network=prepare_network)
     reporter = QuietReporter() if quiet else RichReporter()
     try:
         session = Session.create(run_dir, config, reporter)
@@ -226,6 +229,7 @@ def resume(
     model: str | None = typer.Option(None, "--model", help="Switch to this litellm model."),
     api_base: str | None = typer.Option(None, "--api-base", help="The model's new address."),
     trials: int | None = typer.Option(None, "--trials", help="Raise the trial count."),
+    prepare_network: bool = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Continue a stopped or killed session exactly where it stopped."""
@@ -242,6 +246,7 @@ def resume(
         new = _config_or_fail(**{**session.config.model_dump(), **changes})
         session.config = new
         new.save(session.rd.session_toml)
+    session.config = session.config.model_copy(update={"prepare_network": prepare_network})
     _run_session(session)
 
 

@@ -13,6 +13,7 @@ from agent.errors import UserError, fail
 from agent.text import markup
 
 SANDBOX_HELP = "auto, docker or local (default: the session's)."
+PREPARE_NETWORK = "Give the folder's prepare.py or [run] prepare (sandboxed) the network."
 
 
 def _num(value, digits: int = 6, sign: bool = False) -> str:
@@ -26,13 +27,14 @@ def rerun(
     trial: int = typer.Argument(..., help="Trial number."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds: the trial's own, then the next."),
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
+    prepare_network: bool = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run trial N again from its commit, seed and limits; recorded and new val_bpb side by side."""
     from agent.reruns import rerun as run_again
 
     try:
-        summary = run_again(run_dir, trial, seeds, sandbox)
+        summary = run_again(run_dir, trial, seeds, sandbox, prepare_network)
     except UserError as e:
         raise fail(str(e), 2) from None
     if as_json:
@@ -67,6 +69,7 @@ def attribute(
     end: str = typer.Option("best", "--to", help="baseline, best or a trial number."),
     seeds: int = typer.Option(2, "--seeds", help="Seeds per variant."),
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
+    prepare_network: bool = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Each change from --from to --to measured by leave-one-out and add-one, K seeds each."""
@@ -76,7 +79,8 @@ def attribute(
     console = Console(stderr=True) if as_json else wide_console()
     try:
         table = measure(run_dir, start, end, seeds, sandbox,
-                        progress=lambda text: console.print(f"[dim]{markup(text)}[/dim]"))
+                        progress=lambda text: console.print(f"[dim]{markup(text)}[/dim]"),
+                        prepare_network=prepare_network)
     except UserError as e:
         raise fail(str(e), 2) from None
     if as_json:

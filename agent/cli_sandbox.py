@@ -142,6 +142,8 @@ def try_(
     out: Path | None = typer.Option(None, "--out", help="Keep train.log and out/ here."),
     cache: Path | None = typer.Option(None, "--cache", help="Compile cache (default: OUT/cache)."),
     env_vars: list[str] = typer.Option([], "--env", help="AR_NAME=VALUE for the trial; repeat."),
+    prepare_network: bool = typer.Option(
+        False, "--prepare-network", help="Give DIR/prepare.py (sandboxed) the network."),
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
 ) -> None:
     """Run DIR/train.py once exactly as a trial would, and print the result record."""
@@ -183,10 +185,11 @@ def try_(
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise fail(f"--out {out}: {e.strerror or e}", 2) from None
-    run = TrialRun(tree=directory.resolve(), workdir=workdir, data_dir=_data(directory),
-                   env=env, cache_dir=cache or workdir / "cache")
     limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids, disk=disk,
                     gpu_mem_fraction=gpu_mem_fraction)
+    data = _data(directory, backend, workdir / "prepare", prepare_network, limits)
+    run = TrialRun(tree=directory.resolve(), workdir=workdir, data_dir=data,
+                   env=env, cache_dir=cache or workdir / "cache")
     try:
         status = console.status(f"running {markup(directory)}/train.py") if not as_json \
             else nullcontext()
@@ -201,12 +204,16 @@ def try_(
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _data(directory: Path) -> Path | None:
-    from agent.data import DataError, prepare_default_data
+def _data(directory: Path, backend, workdir: Path, network: bool, limits) -> Path | None:
+    """DIR/prepare.py's data folder: prepared in the same sandbox as the trial (the packaged
+    baseline's own prepare.py on the host)."""
+    from agent.data import DataError, Preparation, prepare_default_data
+    from sandbox.base import SandboxError
 
     try:
-        return prepare_default_data(directory)
-    except DataError as e:
+        return prepare_default_data(directory, Preparation(backend, workdir, network,
+                                                           limits.memory, limits.disk))
+    except (DataError, SandboxError) as e:
         raise fail(str(e)) from None
 
 

@@ -53,6 +53,10 @@ class SessionConfig(BaseModel):
     gpus_per_trial: int | None = Field(None, ge=1)
     cpus: float | None = Field(None, gt=0, allow_inf_nan=False)  # CPU share of each trial
     data_dir: str | None = None  # the prepared data, filled in at session start
+    # the folder's preparation (agent/data.py) may use the network: only when the user passes
+    # --prepare-network to this command, never from session.toml (a run folder may be
+    # someone else's), so it is neither saved nor read
+    prepare_network: bool = Field(False, exclude=True)
     eval_tokens: int | None = Field(None, gt=0)  # AR_EVAL_TOKENS (None: prepare.py's)
     llm_ratio: float = Field(0.2, ge=0, le=1)  # centaur: LLM share of post-warm-up trials
     llm_warmup: int = Field(10, ge=0)  # centaur: trials CMA-ES proposes alone first
@@ -105,6 +109,7 @@ class SessionConfig(BaseModel):
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid TOML ({e}): fix it by hand") from None
+        data.pop("prepare_network", None)
         try:
             return cls(**data)
         except ValidationError as e:

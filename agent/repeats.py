@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import SessionConfig
-from agent.data import prepare_data
+from agent.data import preparation, prepare_data
 from agent.executors import TrialJob, make_executor, slot_limits
 from agent.hpblock import apply_preset, load_space
 from agent.plan import TrialPlan
@@ -94,7 +94,8 @@ def noise(train_dir: Path, out: Path, seeds: list[int], config: SessionConfig) -
     if config.preset:
         (tree / "train.py").write_text(apply_preset(source, space))
     spec = load_runspec(train_dir)
-    data = Path(config.data_dir) if config.data_dir else prepare_data(spec, tree, train_dir)
+    data = Path(config.data_dir) if config.data_dir else prepare_data(
+        spec, tree, train_dir, preparation(config, space, spec, out / "prepare"))
     results = run_seeds(tree, out, seeds, config, data, spec)
     rows = [{"seed": s, "status": r.status, "val_bpb": r.val_bpb,
              "training_s": r.training_s, "num_steps": r.metrics.get("num_steps"),

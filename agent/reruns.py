@@ -38,7 +38,8 @@ class RecordedRun:
     notes: dict[int, TrialNote]
 
     @classmethod
-    def open(cls, run_dir: Path, sandbox: str | None = None) -> RecordedRun:
+    def open(cls, run_dir: Path, sandbox: str | None = None,
+             prepare_network: bool = False) -> RecordedRun:
         rd = RunDir(run_dir)
         require_session(rd)
         rd.lock()
@@ -46,6 +47,8 @@ class RecordedRun:
             config = SessionConfig.load(rd.session_toml)
             if sandbox is not None:
                 config = config.model_copy(update={"sandbox": sandbox, "workers": 1})
+            # --prepare-network of this command: never what the folder says
+            config = config.model_copy(update={"prepare_network": prepare_network})
             space = load_space(rd.repo / "search_space.toml", config.preset)
             notes = {n.trial: n for n in Ledger(rd.root).records()}
             return cls(rd, config, Workspace(rd.repo), space, notes)
@@ -89,22 +92,25 @@ class RecordedRun:
 
     def run(self, runs: list[tuple[str, Path, int]]) -> list[TrialResult]:
         """Each (commit, folder, seed) once; results in order."""
-        from agent.data import prepare_data
+        from agent.data import preparation, prepare_data
         from agent.paths import baseline_dir
         from agent.runspec import load_runspec
 
         train_dir = Path(self.config.train_dir or baseline_dir())
         spec = load_runspec(train_dir)
         data = self.config.data_dir
-        data = Path(data) if data else prepare_data(spec, self.rd.repo, train_dir)
+        data = Path(data) if data else prepare_data(
+            spec, self.rd.repo, train_dir,
+            preparation(self.config, self.space, spec, self.rd.root / "prepare"))
         trees = {c: self.ws.archive(c) for c, _, _ in runs}
         return run_trees([(trees[c], folder, seed) for c, folder, seed in runs], self.config,
                          self.space, data, self.rd.cache, spec)
 
 
-def rerun(run_dir: Path, n: int, k: int = 1, sandbox: str | None = None) -> dict:
+def rerun(run_dir: Path, n: int, k: int = 1, sandbox: str | None = None,
+          prepare_network: bool = False) -> dict:
     """Trial n of run_dir again with K seeds, in reruns/NNNN-TIME/; the comparison."""
-    with RecordedRun.open(run_dir, sandbox) as rec:
+    with RecordedRun.open(run_dir, sandbox, prepare_network) as rec:
         note, seeds = rec.trial(n), rec.seeds(k)
         out = rec.rd.root / "reruns" / f"{n:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
         results = rec.run([(note.commit, out / f"seed-{s}", s) for s in seeds])

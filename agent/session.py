@@ -118,14 +118,15 @@ class Session:
         return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
 
     def _start(self) -> float:
-        from agent.data import prepare_data
+        from agent.data import preparation, prepare_data
         from agent.local_llm import connect
 
         self.rd.lock()  # no-op when create/open took it
         self.rd.clear_tmp()  # what a killed run of this folder left
         spec = load_runspec(train_dir := Path(self.config.train_dir or baseline_dir()))
         if self.config.data_dir is None:
-            data = prepare_data(spec, self.rd.repo, train_dir)
+            data = prepare_data(spec, self.rd.repo, train_dir, preparation(
+                self.config, self.space, spec, self.rd.root / "prepare"))
             if data is not None:
                 self.config = self.config.model_copy(update={"data_dir": str(data)})
                 self.config.save(self.rd.session_toml)

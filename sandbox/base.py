@@ -77,6 +77,28 @@ class TrialRun:
     python: str | None = None
     folder_env: dict[str, str] = field(default_factory=dict)
     mounts: tuple[tuple[str, str], ...] = ()  # (host path, path relative to the trial's HOME)
+    # A folder's preparation (agent/data.py), run where its trials run and as their user:
+    # `command` (by /bin/sh, in the source folder) instead of `script`, the mounts writable,
+    # and out/ seen at its own host path as HOME, so the data folder it prints is a host path
+    # (agent/data.py accepts one inside out/ or a mount). Trials keep all of it False/None.
+    prepare: bool = False
+    command: str | None = None
+    network: bool = False  # the host's network: only a preparation the user allowed it
+
+
+def give_tree(folder: Path, uid: int, gid: int) -> None:
+    """Let the trial user write the folder (and what earlier runs left in it); where the
+    session may not chown, the folder stays as it is."""
+    import os
+
+    if folder.stat().st_uid == uid:
+        return
+    for root, dirs, files in os.walk(folder):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            try:
+                os.lchown(name, uid, gid)
+            except OSError:
+                pass
 
 
 def cache_env(cache_dir: Path | str) -> dict[str, str]:

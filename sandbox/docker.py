@@ -7,7 +7,9 @@ and GPUs: by DeviceRequest where the NVIDIA container toolkit is installed, else
 nodes plus the driver's libraries (sandbox/gpus.py). Its output is
 read from an attach stream (the log driver is off, so the engine keeps no copy) into a
 LogSink. OOM is read from State.OOMKilled, a timeout from our own clock; the container is
-removed in every case, Ctrl-C included.
+removed in every case, Ctrl-C included. A folder's preparation (TrialRun.prepare) runs the
+same way, with its mounts writable, out/ at its own path as HOME, and a network only when the
+user allowed it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sandbox.base import (
     SandboxError,
     TrialRun,
     cache_env,
+    give_tree,
     trial_env,
     wait_for,
 )
@@ -122,9 +125,13 @@ class DockerSandbox:
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
         _give_to_trial_user(out)
-        env = {**trial_env(run, limits), "HOME": "/tmp", "USER": "trial", "AR_OUT_DIR": "/out"}
+        # A preparation sees out/ at its own host path, as its HOME: the folder it prints is
+        # then a host path (agent/data.py accepts one inside out/ or a mount).
+        view_out = str(out.resolve()) if run.prepare else "/out"
+        home = view_out if run.prepare else "/tmp"
+        env = {**trial_env(run, limits), "HOME": home, "USER": "trial", "AR_OUT_DIR": view_out}
         mounts = [Mount("/src", str(Path(run.tree).resolve()), type="bind", read_only=True),
-                  Mount("/out", str(out.resolve()), type="bind", read_only=False)]
+                  Mount(view_out, str(out.resolve()), type="bind", read_only=False)]
         if run.data_dir is not None:
             data = Path(run.data_dir).resolve()
             if run.hide_val:  # train.bin and meta.json only; val.bin an empty file
@@ -152,8 +159,16 @@ class DockerSandbox:
                 mounts += [Mount(r, r, type="bind", read_only=True)
                            for r in interpreter_roots(run.python)
                            if not any(r == h or r.startswith(h + "/") for h in have)]
-        for host, rel in run.mounts:  # read-only under the trial's HOME (/tmp)
-            mounts.append(Mount(f"/tmp/{rel}", host, type="bind", read_only=True))
+        for host, rel in run.mounts:  # read-only under HOME; a preparation writes its data
+            if run.prepare and os.path.isdir(host):
+                give_tree(Path(host), TRIAL_UID, TRIAL_GID)
+            mounts.append(Mount(f"{home}/{rel}", host, type="bind", read_only=not run.prepare))
+        argv = [python, f"/src/{run.script}"]
+        if run.command:  # by the shell, in the folder, the interpreter's folder on PATH
+            argv = ["/bin/sh", "-c", run.command]
+            env["PATH"] = ":".join([os.path.dirname(python)] * ("/" in python)
+                                   + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                                      "/usr/bin", "/sbin", "/bin"])
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
         container = disk = None
@@ -161,8 +176,9 @@ class DockerSandbox:
         exit_code = None
         try:
             options = self._options(limits, env, mounts)
-            container = self.client.containers.create(
-                self.image, [python, f"/src/{run.script}"], **options)
+            options.update(network_disabled=not run.network,
+                           working_dir="/src" if run.command else view_out)
+            container = self.client.containers.create(self.image, argv, **options)
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
             reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
             reader.start()

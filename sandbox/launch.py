@@ -5,7 +5,8 @@ never returns: it execs the trial. What it sets up, in this order, using only th
 library (the kernel's unshare/mount/prctl through ctypes):
 
 1. a private mount namespace and an empty network namespace (only a loopback, down): the
-   trial reaches no address, as in Docker with `network_disabled`;
+   trial reaches no address, as in Docker with `network_disabled` (a preparation the user
+   gave --prepare-network keeps the host's);
 2. the binds of the spec (the trial's data, out/ and compile cache at their staging paths);
 3. tmpfs over the folders that hold other users' files and secrets (/root, /home), and
    folders of the staging folder bound over the ones anyone may write (/tmp, /var/tmp,
@@ -13,7 +14,9 @@ library (the kernel's unshare/mount/prctl through ctypes):
    the staging folder, and it sees no other program's (or trial's) temporary files;
 4. the staging folder and the interpreter's folders that lived under the folders covered in
    3 bound back at their own paths (from descriptors opened before they were covered), so the
-   same Python runs the same trial and nothing else of those folders is visible;
+   same Python runs the same trial and nothing else of those folders is visible; so is, with
+   the binds below it and writable, a preparation's out/ folder ("reveal"), which it sees at
+   its own path;
 5. no supplementary groups, the trial user's gid and uid, no new privileges, a seccomp filter
    that refuses new user namespaces (below), and SIGKILL on the death of the process that
    started it (PR_SET_PDEATHSIG, set after the uid change, which clears it);
@@ -116,8 +119,9 @@ def main(spec_path):
     covered = spec["hide"] + [folder for _, folder in private]
     # Opened in this namespace, before anything is covered: a bind from a descriptor still
     # reaches a folder once its path leads somewhere else.
+    reveal = spec.get("reveal", [])
     held = {path: os.open(path, os.O_PATH) for path in
-            [spec["stage"], *spec["keep"], *(backing for backing, _ in private)]
+            [spec["stage"], *spec["keep"], *reveal, *(backing for backing, _ in private)]
             if os.path.exists(path)}
     for folder in spec["hide"]:
         if os.path.isdir(folder):
@@ -131,6 +135,9 @@ def main(spec_path):
     for path in spec["keep"]:
         if path in held and _under(path, covered):
             bind(f"/proc/self/fd/{held[path]}", path, False)
+    for path in reveal:
+        if path in held and _under(path, covered):
+            bind(f"/proc/self/fd/{held[path]}", path, True)
     for fd in held.values():
         os.close(fd)
     os.setgroups([])

@@ -5,7 +5,9 @@ Every trial runs from a private staging folder (`$TMPDIR/ar-local-*`): a copy of
 the unprivileged user 65534 in its own mount and network namespace (sandbox/launch.py): /root
 and /home hidden, data and source read-only, out/ and the compile cache the only folders it
 may write besides /tmp, /var/tmp, /dev/shm and /run/lock, which are its own (folders of the
-staging folder, gone with it), no network, no user namespaces. Without root it runs as the
+staging folder, gone with it), no network, no user namespaces (a folder's preparation, run
+the same way, sees out/ at its own path and may write its mounts, and has the host's network
+when the user passes --prepare-network). Without root it runs as the
 session's user, which it can then read and write like any of that user's programs, and shares
 the host's /tmp, /var/tmp and /dev/shm: use Docker for untrusted code (README, "Sandbox").
 
@@ -31,7 +33,15 @@ import threading
 import time
 from pathlib import Path
 
-from sandbox.base import CANCELLED, Limits, TrialRun, cache_env, trial_env, wait_for
+from sandbox.base import (
+    CANCELLED,
+    Limits,
+    TrialRun,
+    cache_env,
+    give_tree,
+    trial_env,
+    wait_for,
+)
 from sandbox.diskguard import DiskGuard
 from sandbox.images.host import TRIAL_GID, TRIAL_UID, interpreter_roots
 from sandbox.logsink import LogSink
@@ -85,13 +95,18 @@ class LocalSandbox:
         for folder in scratch:
             folder.mkdir(mode=0o700)
         binds: list[tuple[str, str, bool]] = []
+        reveal: list[str] = []  # folders brought back, writable, once /tmp and /root are covered
         if self.isolated:
             for folder in (out, *scratch):
                 os.chown(folder, TRIAL_UID, TRIAL_GID)
+        if not self.isolated:
+            view_out = out.resolve()
+        elif run.prepare:  # at its own path: the data folder it prints is a host path
+            view_out = out.resolve()
+            reveal.append(str(view_out))
+        else:
             view_out = stage / "out"
             binds.append((str(out.resolve()), str(view_out), True))
-        else:
-            view_out = out.resolve()
         python = run.python or self.python  # the training folder's interpreter, if it has one
         env = {**trial_env(run, limits), **tool_env(python),
                "HOME": str(view_out), "AR_OUT_DIR": str(view_out), "TMPDIR": str(tmp)}
@@ -99,7 +114,9 @@ class LocalSandbox:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             if self.isolated:
                 (out / rel).mkdir(exist_ok=True) if os.path.isdir(host) else (out / rel).touch()
-                binds.append((host, str(view_out / rel), False))
+                if run.prepare and os.path.isdir(host):  # a preparation writes its data there
+                    give_tree(Path(host), TRIAL_UID, TRIAL_GID)
+                binds.append((host, str(view_out / rel), run.prepare))
             elif not (out / rel).exists():
                 (out / rel).symlink_to(host)
         if run.data_dir is not None:
@@ -108,14 +125,15 @@ class LocalSandbox:
             cache = Path(run.cache_dir)
             cache.mkdir(parents=True, exist_ok=True)
             if self.isolated:
-                _give_tree(cache)
+                give_tree(cache, TRIAL_UID, TRIAL_GID)
                 binds.append((str(cache.resolve()), str(stage / "cache"), True))
                 cache = stage / "cache"
             env.update(cache_env(cache.resolve()))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in limits.gpus)
         guard = memory_guard(limits.memory_bytes, self.memory_guard)
         env.update(guard.env)
-        argv = [python, str(src / run.script)]
+        argv = ["/bin/sh", "-c", run.command] if run.command else [python, str(src / run.script)]
+        cwd = src if run.command else view_out  # a command runs in the folder, as it was written
         if self.isolated:
             hide = [h for h in HIDDEN if os.path.isdir(h)]
             for root in interpreter_roots(python):  # a venv behind a folder the trial
@@ -132,8 +150,9 @@ class LocalSandbox:
                     if any(r == h or r.startswith(h + "/") for h in covered)]
             spec = {"binds": binds, "hide": hide, "keep": keep, "stage": str(stage),
                     "private": [(str(stage / name), f) for f, name in PRIVATE.items()],
-                    "uid": TRIAL_UID, "gid": TRIAL_GID, "no_network": True,
-                    "parent": os.getpid(), "cwd": str(view_out), "argv": argv, "env": env}
+                    "reveal": reveal, "uid": TRIAL_UID, "gid": TRIAL_GID,
+                    "no_network": not run.network, "parent": os.getpid(), "cwd": str(cwd),
+                    "argv": argv, "env": env}
             (stage / "launch.json").write_text(json.dumps(spec))
             command, child_env = [self.python, "-I", str(LAUNCH), str(stage / "launch.json")], {}
         else:
@@ -152,7 +171,7 @@ class LocalSandbox:
         timed_out = False
         try:
             proc = subprocess.Popen(
-                command, cwd=view_out if not self.isolated else stage, env=child_env,
+                command, cwd=cwd if not self.isolated else stage, env=child_env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=in_child, close_fds=True)
         except BaseException:
@@ -260,18 +279,6 @@ def _readable(tree: Path) -> None:
         os.chmod(root, 0o755)
         for f in files:
             os.chmod(os.path.join(root, f), 0o644)
-
-
-def _give_tree(folder: Path) -> None:
-    """Let the trial user write the folder (and what earlier trials left in it)."""
-    if folder.stat().st_uid == TRIAL_UID:
-        return
-    for root, dirs, files in os.walk(folder):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            try:
-                os.lchown(name, TRIAL_UID, TRIAL_GID)
-            except OSError:
-                pass
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
