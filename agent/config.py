@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import UserError
+from agent.runspec import data_problem
 from sandbox.base import Limits
 
 if sys.version_info >= (3, 11):
@@ -110,6 +111,11 @@ class SessionConfig(BaseModel):
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid TOML ({e}): fix it by hand") from None
         data.pop("prepare_network", None)
+        if isinstance(data.get("data_dir"), str):  # trials read it: not any host folder
+            problem = data_problem(data["data_dir"])
+            if problem:
+                raise ConfigError(f"{path}: data_dir = {data['data_dir']!r}: {problem}; "
+                                  "delete the line to prepare the data again")
         try:
             return cls(**data)
         except ValidationError as e:

@@ -168,6 +168,30 @@ def mount_problem(host: str, home: str | None = None) -> str:
     return ""
 
 
+SYSTEM = ("/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/run", "/var/run", "/usr", "/bin",
+          "/sbin", "/lib", "/lib64")
+
+
+def data_problem(folder: str, home: str | None = None) -> str:
+    """Why a data folder named by a session.toml (which may be someone else's) may not be
+    given to trials ("" when it may): it may not hold the home folder, lie in a system folder
+    or a credential store, or hold a credential file."""
+    home = os.path.realpath(home or Path.home())
+    real = os.path.realpath(folder)
+    if home == real or home.startswith(real.rstrip("/") + "/") or real == "/":
+        return f"{real} is your home folder or holds it"
+    if any(real == s or real.startswith(s + "/") for s in SYSTEM) and not \
+            (real + "/").startswith(home.rstrip("/") + "/"):
+        return f"{real} is a system folder"
+    rel = os.path.relpath(real, home)
+    if not rel.startswith(".."):
+        for store in CREDENTIAL_STORES:
+            if rel == store or rel.startswith(store + "/") or store.startswith(rel + "/"):
+                return f"~/{store} holds credentials"
+    found = _credential_file(real)
+    return f"it holds {found}, a credential file" if found else ""
+
+
 def _credential_file(folder: str, depth: int = 4, budget: int = 100_000) -> str:
     """The first credential-named file within `depth` levels of folder ("" if none)."""
     if os.path.isfile(folder):
