@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from agent.cli_explain import PREPARE_NETWORK
 from agent.cli_sandbox import sandbox_app
 from agent.errors import UserError, fail
 from agent.text import clean, markup
@@ -108,8 +109,6 @@ def _config_or_fail(**values):
 
 
 OPTION_OF = {"budget_s": "--budget", "cost_s": "--cost"}
-# off by default: a folder's preparation is its code, and may only download when you say so
-PREPARE_NETWORK = "Give the folder's prepare.py or [run] prepare (sandboxed) the network."
 
 
 def _default(name: str):

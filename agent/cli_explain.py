@@ -13,6 +13,7 @@ from agent.errors import UserError, fail
 from agent.text import markup
 
 SANDBOX_HELP = "auto, docker or local (default: the session's)."
+# off by default: a folder's preparation is its code, and may only download when you say so
 PREPARE_NETWORK = "Give the folder's prepare.py or [run] prepare (sandboxed) the network."
 
 

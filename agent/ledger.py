@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.errors import UserError
 from agent.note import NoteError, TrialNote
+from agent.text import clean
 
 TSV_COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "trial", "method",
                "wall_s", "training_s", "best_val_bpb", "reason"]
@@ -100,15 +101,11 @@ def tsv_row(note: TrialNote) -> str:
         "best_val_bpb": _num(note.best_val_bpb, 6),
         "reason": result.get("reason") or "",
     }
-    return "\t".join(_clean(cells[c]) for c in TSV_COLUMNS)
+    return "\t".join(clean(cells[c], one_line=True) for c in TSV_COLUMNS)
 
 
 def _num(value, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
-
-
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _keep(path: Path, stamp: str) -> Path:

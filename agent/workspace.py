@@ -109,7 +109,7 @@ class GitError(WorkspaceError):
 
     def __init__(self, path: Path, command: str, stderr: bytes):
         lines = [x for x in stderr.decode(errors="replace").splitlines() if x.strip()]
-        why = "".join(c if c.isprintable() else "?" for c in (lines or ["no message"])[-1])
+        why = clean((lines or ["no message"])[-1], one_line=True)
         super().__init__(f"git {command} failed in {path}: {why[:200]}: the repository is "
                          f"damaged or changed by hand (`git -C {path} fsck` says more)")
 
@@ -212,20 +212,8 @@ class Workspace:
                                                         "list").splitlines() if line.strip()]
         if not pairs:
             return {}
-        blobs = "\n".join(object_id(note) for note, _ in pairs) + "\n"
-        out = self.git.run("cat-file", "--batch", input=blobs.encode()).stdout
-        records, pos = {}, 0
-        for _, commit in pairs:
-            header_end = out.index(b"\n", pos)
-            header = out[pos:header_end].split()
-            if len(header) != 3 or not header[2].isdigit():
-                raise GitError(self.path, "cat-file", b"the note of " + commit.encode()
-                               + b" is " + b" ".join(header[1:]))
-            size = int(header[2])
-            body = out[header_end + 1: header_end + 1 + size]
-            pos = header_end + 1 + size + 1
-            records[object_id(commit)] = self._record(commit, body)
-        return records
+        blobs = self._objects([object_id(note) for note, _ in pairs])
+        return {object_id(commit): self._record(commit, blobs[note]) for note, commit in pairs}
 
     def note(self, commit: str) -> dict | None:
         out = self.git.run("notes", f"--ref={NOTES_REF}", "show", "--end-of-options",
