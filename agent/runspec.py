@@ -150,22 +150,16 @@ def _parse(path: Path, train_dir: Path, table: dict) -> RunSpec:
 def mount_problem(host: str, home: str | None = None) -> str:
     """Why `host` may not be mounted into trials ("" when it may): it must lie strictly inside
     the home folder once links and `..` are resolved, and be no credential store nor hold one."""
-    home = os.path.realpath(home or Path.home())
-    real = os.path.realpath(host)
-    if home == real or home.startswith(real.rstrip("/") + "/"):
+    home, real = os.path.realpath(home or Path.home()), os.path.realpath(host)
+    if _inside(home, real):
         return (f"{real} is your home folder or holds it: name the cache folder itself "
                 "(e.g. ~/.cache/NAME)")
-    rel = os.path.relpath(real, home)
-    if rel == ".." or rel.startswith("../"):
+    if not _inside(real, home):
         return f"{real} is outside your home ({home}): trials see mounts under their HOME"
-    for store in CREDENTIAL_STORES:
-        if rel == store or rel.startswith(store + "/") or store.startswith(rel + "/"):
-            return f"~/{store} holds credentials: trials never see it"
-    found = _credential_file(real)
-    if found:
-        return (f"it holds {found}, a credential file: mount the folder beside it instead "
-                "(e.g. ~/.cache/huggingface/hub, not ~/.cache/huggingface)")
-    return ""
+    problem = _credentials(real, home)
+    if problem.startswith("it holds"):
+        problem += ": mount the folder beside it (~/.cache/huggingface/hub, not its parent)"
+    return problem
 
 
 SYSTEM = ("/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/run", "/var/run", "/usr", "/bin",
@@ -176,18 +170,26 @@ def data_problem(folder: str, home: str | None = None) -> str:
     """Why a data folder named by a session.toml (which may be someone else's) may not be
     given to trials ("" when it may): it may not hold the home folder, lie in a system folder
     or a credential store, or hold a credential file."""
-    home = os.path.realpath(home or Path.home())
-    real = os.path.realpath(folder)
-    if home == real or home.startswith(real.rstrip("/") + "/") or real == "/":
+    home, real = os.path.realpath(home or Path.home()), os.path.realpath(folder)
+    if _inside(home, real):
         return f"{real} is your home folder or holds it"
-    if any(real == s or real.startswith(s + "/") for s in SYSTEM) and not \
-            (real + "/").startswith(home.rstrip("/") + "/"):
+    if any(_inside(real, s) for s in SYSTEM) and not _inside(real, home):
         return f"{real} is a system folder"
-    rel = os.path.relpath(real, home)
-    if not rel.startswith(".."):
+    return _credentials(real, home)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """`path` is `folder` or lies below it (both resolved)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _credentials(real: str, home: str) -> str:
+    """A credential store `real` is, lies in or holds, or a credential file it holds ("")."""
+    if _inside(real, home):
+        rel = os.path.relpath(real, home)
         for store in CREDENTIAL_STORES:
-            if rel == store or rel.startswith(store + "/") or store.startswith(rel + "/"):
-                return f"~/{store} holds credentials"
+            if _inside(rel, store) or store.startswith(rel + "/"):
+                return f"~/{store} holds credentials: trials never see it"
     found = _credential_file(real)
     return f"it holds {found}, a credential file" if found else ""
 

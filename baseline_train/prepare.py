@@ -129,8 +129,12 @@ def default_source():
 def stdlib_documents():
     """(relative posix path, bytes) of every stdlib .py file that is not a near-duplicate of
     one before it, in sorted path order."""
-    docs = [(rel, data) for rel, data in text_documents(stdlib_root(), suffix=".py")
-            if not generated(data)]
+    return kept(text_documents(stdlib_root(), suffix=".py"))
+
+
+def kept(docs):
+    """docs without generated tables and near-duplicates (of a document kept before)."""
+    docs = [(rel, data) for rel, data in docs if not generated(data)]
     dropped = set(near_duplicates(docs))
     return [(rel, data) for rel, data in docs if rel not in dropped]
 
@@ -144,12 +148,10 @@ def default_documents():
     `django-tests/`), without generated tables and near-duplicates -- the standard library
     first, so a held-out file that repeats a readable one is left out -- and the set of
     held-out paths, which alone may go to val."""
-    std = [(rel, data) for rel, data in text_documents(stdlib_root(), suffix=".py")
-           if not generated(data)]
-    held = [(rel, data) for rel, data in held_out_documents() if not generated(data)]
-    dropped = set(near_duplicates(std + held))
-    docs = [(rel, data) for rel, data in std + held if rel not in dropped]
-    return docs, {rel for rel, _ in held if rel not in dropped}
+    held = held_out_documents()
+    docs = kept(text_documents(stdlib_root(), suffix=".py") + held)
+    names = {rel for rel, _ in held}
+    return docs, {rel for rel, _ in docs if rel in names}
 
 
 def held_out_documents():

@@ -136,18 +136,17 @@ class LocalSandbox:
         cwd = src if run.command else view_out  # a command runs in the folder, as it was written
         if self.isolated:
             hide = [h for h in HIDDEN if os.path.isdir(h)]
-            for root in interpreter_roots(python):  # a venv behind a folder the trial
-                closed = _closed_ancestor(root)      # user cannot enter: hide that folder,
-                if closed and not any(closed == h or closed.startswith(h + "/")  # keep it
-                                      for h in hide):
+            roots = interpreter_roots(python)
+            for root in roots:  # a venv behind a folder the trial user cannot enter: hide
+                closed = _closed_ancestor(root)  # that folder, keep the venv
+                if closed and not _under(closed, hide):
                     hide.append(closed)
             if run.hide_val and run.data_dir is not None:  # the real folder holds val.bin:
                 data = str(Path(run.data_dir).resolve())  # covered, once train.bin is bound
-                if not any(_under(p, [data]) for p in (str(stage), *interpreter_roots(python))):
+                if not any(_under(p, [data]) for p in (str(stage), *roots)):
                     hide.append(data)
             covered = hide + list(PRIVATE)  # what the trial sees there is not the host's
-            keep = [r for r in interpreter_roots(python)
-                    if any(r == h or r.startswith(h + "/") for h in covered)]
+            keep = [r for r in roots if _under(r, covered)]
             spec = {"binds": binds, "hide": hide, "keep": keep, "stage": str(stage),
                     "private": [(str(stage / name), f) for f, name in PRIVATE.items()],
                     "reveal": reveal, "uid": TRIAL_UID, "gid": TRIAL_GID,

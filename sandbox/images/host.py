@@ -122,7 +122,7 @@ def interpreter_roots(python: str) -> list[str]:
         for prefix in {os.path.dirname(f) for f in found}:
             cfg = os.path.join(prefix, "pyvenv.cfg")
             if os.path.isfile(cfg):
-                for line in open(cfg, encoding="utf-8", errors="replace"):
+                for line in Path(cfg).read_text(encoding="utf-8", errors="replace").splitlines():
                     key, _, value = line.partition("=")
                     if key.strip() == "home" and value.strip():
                         home = value.strip()

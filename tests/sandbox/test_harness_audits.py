@@ -196,11 +196,11 @@ def test_a_pickled_weight_is_refused_before_anything_is_unpickled(tmp_path, prep
     assert not marker.exists()
     # The loader's own torch.load is forced to weights_only as well: a payload that slipped
     # past the archive check would fail to load, not run.
-    code = ("import io, torch, harness_eval\n"
-            f"try:\n    torch.load(io.BytesIO(open({str(bad)!r}, 'rb').read()), "
-            "weights_only=False)\nexcept Exception as e:\n    print('load failed:', type(e))\n")
-    (tmp_path / "payload.pt").write_bytes(buffer.getvalue())
-    code = code.replace(str(bad), str(tmp_path / "payload.pt"))
+    payload = tmp_path / "payload.pt"
+    payload.write_bytes(buffer.getvalue())
+    code = ("import torch, harness_eval\n"
+            f"try:\n    torch.load({str(payload)!r}, weights_only=False)\n"
+            "except Exception as e:\n    print('load failed:', type(e))\n")
     done = run_harness(folder, prepared_data, code)
     assert "load failed" in done.stdout and not marker.exists(), (done.stdout, done.stderr)
 
