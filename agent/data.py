@@ -133,9 +133,10 @@ def _sandboxed(run: TrialRun, where: Preparation, what: str, timeout_s: float,
     log = Path(result.log_path or run.workdir / "train.log")
     lines = [x.strip() for x in _text(log).splitlines() if x.strip()]
     if result.exit_code != 0 or result.timed_out or result.oom_killed:
+        # the reason may quote the preparation's own output (a crash line, a FAIL line)
         why = (f"took longer than {timeout_s:.0f} s" if result.timed_out
-               else result.reason if (result.oom_killed or result.exit_code is None
-                                      or "--disk" in result.reason)
+               else clean(result.reason, one_line=True)[:300]
+               if (result.oom_killed or result.exit_code is None or "--disk" in result.reason)
                else f"exit {result.exit_code}")
         tail = clean((lines or ["no output"])[-1], one_line=True)[:300]
         hint = ""

@@ -45,10 +45,11 @@ class RecordedRun:
         rd.lock()
         try:
             config = SessionConfig.load(rd.session_toml)
-            if sandbox is not None:
-                config = config.model_copy(update={"sandbox": sandbox, "workers": 1})
             # --prepare-network of this command: never what the folder says
-            config = config.model_copy(update={"prepare_network": prepare_network})
+            update = {"prepare_network": prepare_network}
+            if sandbox is not None:
+                update |= {"sandbox": sandbox, "workers": 1}
+            config = config.model_copy(update=update)
             space = load_space(rd.repo / "search_space.toml", config.preset)
             notes = {n.trial: n for n in Ledger(rd.root).records()}
             return cls(rd, config, Workspace(rd.repo), space, notes)

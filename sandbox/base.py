@@ -93,12 +93,12 @@ def give_tree(folder: Path, uid: int, gid: int) -> None:
 
     if folder.stat().st_uid == uid:
         return
-    for root, dirs, files in os.walk(folder):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            try:
-                os.lchown(name, uid, gid)
-            except OSError:
-                pass
+    below = (os.path.join(root, n) for root, dirs, files in os.walk(folder) for n in dirs + files)
+    for name in [str(folder), *below]:
+        try:
+            os.lchown(name, uid, gid)
+        except OSError:
+            pass
 
 
 def cache_env(cache_dir: Path | str) -> dict[str, str]:

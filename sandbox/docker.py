@@ -45,6 +45,7 @@ from sandbox.images.host import (
     host_mounts,
     interpreter_roots,
 )
+from sandbox.local import SYSTEM_PATH
 from sandbox.logsink import LogSink
 from sandbox.reaper import alive
 from sandbox.result import TrialResult, build_result
@@ -166,9 +167,8 @@ class DockerSandbox:
         argv = [python, f"/src/{run.script}"]
         if run.command:  # by the shell, in the folder, the interpreter's folder on PATH
             argv = ["/bin/sh", "-c", run.command]
-            env["PATH"] = ":".join([os.path.dirname(python)] * ("/" in python)
-                                   + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
-                                      "/usr/bin", "/sbin", "/bin"])
+            here = [os.path.dirname(python)] if "/" in python else []
+            env["PATH"] = ":".join([*here, *SYSTEM_PATH])  # the container's, not checked here
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
         container = disk = None

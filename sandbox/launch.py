@@ -144,8 +144,9 @@ def main(spec_path):
     os.setgid(spec["gid"])
     os.setuid(spec["uid"])
     _call(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    if os.uname().machine in SYSCALLS:
-        no_user_namespaces(os.uname().machine)
+    machine = os.uname().machine
+    if machine in SYSCALLS:
+        no_user_namespaces(machine)
     _call(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
     if os.getppid() != spec["parent"]:  # the session died before the line above
         os._exit(137)
