@@ -145,8 +145,9 @@ def check_program(program):
         namespace = getattr(target, "namespace", None)
         if isinstance(target, torch._ops.OpOverload) and namespace in OPERATOR_NAMESPACES:
             continue
-        if target in PLAIN_FUNCTIONS or getattr(target, "__module__", "") == "torch" and \
-                getattr(target, "__name__", "").startswith("sym_"):
+        symbolic = (getattr(target, "__module__", "") == "torch"
+                    and getattr(target, "__name__", "").startswith("sym_"))
+        if target in PLAIN_FUNCTIONS or symbolic:  # arithmetic on shapes
             continue
         raise Refused(f"model calls {target} (node {node.name}): a scored model is made of "
                       "aten operators only")
