@@ -149,7 +149,7 @@ def compare_figure(groups: dict[str, list[list]], ref: str | None = None):
 
 
 def attribution_figure(table: dict):
-    """`table` of agent/attribution.py: per change, the val_bpb it is worth measured both
+    """`table` of agent/analysis/attribution.py: per change, the val_bpb it is worth measured both
     ways, drawn as gains (right of zero: the change helped), with the seeds' spread."""
     rows = table["changes"]
     fig = _figure(9, 1.2 + 0.55 * len(rows))

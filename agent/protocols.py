@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from agent.actions import Action
-from agent.hpblock import Value
+from agent.edit.actions import Action
+from agent.edit.block import Value
 from sandbox.base import Sandbox
 
 if TYPE_CHECKING:
-    from agent.trial import PreparedTrial, TrialNote
+    from agent.loop.trial import PreparedTrial, TrialNote
     from sandbox.result import TrialResult
 
 __all__ = ["Executor", "LLMClient", "LLMMethod", "Optimizer", "Reporter", "Sandbox",

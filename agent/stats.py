@@ -21,7 +21,7 @@ BOOTSTRAP_RESAMPLES = 2000
 
 def best_so_far(notes) -> list[float | None]:
     """The incumbent's val_bpb after each trial (None before the first ok trial), at the
-    session's seed: confirmation runs (other seeds, agent/gate.py) add cost, not values."""
+    session's seed: confirmation runs (other seeds, agent/loop/gate.py) add cost, not values."""
     best, out = None, []
     for n in sorted(notes, key=lambda n: n.trial):
         if n.status == "ok" and n.method != "confirm" and (best is None or n.val_bpb < best):

@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.actions import EditHyperparameters, NoAction  # noqa: E402
-from agent.hpblock import load_space  # noqa: E402
+from agent.edit.actions import EditHyperparameters, NoAction  # noqa: E402
+from agent.edit.block import load_space  # noqa: E402
+from agent.llm.prompting import AnswerError, parse_answer  # noqa: E402
 from agent.optimizers.centaur import Centaur  # noqa: E402
-from agent.optimizers.llm_common import AnswerError, parse_answer  # noqa: E402
 from agent.optimizers.llm_hpo import LLMHPO  # noqa: E402
 from agent.paths import baseline_dir  # noqa: E402
 from agent.protocols import TrialContext, TrialRecord  # noqa: E402
@@ -108,8 +108,8 @@ def ask_one(llm, method: str, history: list[dict], k: int, max_repairs: int) -> 
 
 
 def measure(model: str, items, max_repairs: int, log: Path) -> dict:
-    from agent.config import SessionConfig
-    from agent.local_llm import connect
+    from agent.config.settings import SessionConfig
+    from agent.llm.local import connect
 
     config = SessionConfig(method="centaur", model=model)
     llm, server = connect(config, log)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import SessionConfig  # noqa: E402
-from agent.session import Session  # noqa: E402
+from agent.config.settings import SessionConfig  # noqa: E402
+from agent.loop.session import Session  # noqa: E402
 from agent.testing.synthetic import make_train_dir  # noqa: E402
 
 

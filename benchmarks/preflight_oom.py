@@ -25,19 +25,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import SessionConfig  # noqa: E402
-from agent.hpblock import apply_preset, load_space, render_block  # noqa: E402
-from agent.ledger import Ledger  # noqa: E402
+from agent.config.settings import SessionConfig  # noqa: E402
+from agent.edit.block import apply_preset, load_space, render_block  # noqa: E402
+from agent.loop.session import Session  # noqa: E402
 from agent.optimizers.encoding import Encoding  # noqa: E402
 from agent.paths import baseline_dir  # noqa: E402
-from agent.session import Session  # noqa: E402
+from agent.record.ledger import Ledger  # noqa: E402
 from sandbox import select_sandbox  # noqa: E402
 from sandbox.base import Limits, TrialRun  # noqa: E402
 
 
 def calibrate(root: Path, samples: int, sandbox: str, seed: int) -> list[float]:
     """Peak host memory (MB) of `samples` random cpu-preset configurations, one probe each."""
-    from agent.data import prepare_default_data
+    from agent.config.data import prepare_default_data
 
     space = load_space(baseline_dir() / "search_space.toml", "cpu")
     encoding = Encoding(space)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.config import SessionConfig  # noqa: E402
-from agent.ledger import Ledger  # noqa: E402
-from agent.note import TrialNote  # noqa: E402
+from agent.config.settings import SessionConfig  # noqa: E402
+from agent.record.ledger import Ledger  # noqa: E402
+from agent.record.note import TrialNote  # noqa: E402
 
 TRAIN = "DEPTH = {d}  # layers\nMATRIX_LR = {lr}  # muon\n"
 
@@ -61,7 +61,7 @@ def make_run(root: Path, n: int) -> Path:
                       f"data {len(msg)}\n".encode() + msg + parent.encode()
                       + f"M 100644 :{2 * i + 1} train.py\n\n".encode())
     _fast_import(run / "repo", stream)
-    # A session's note names the commit it is attached to (agent/trial.py), so the notes are
+    # A session's note names the commit it is attached to (agent/loop/trial.py), so the notes are
     # written once the commits exist and their ids are known.
     marks = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)"],
                            cwd=run / "repo", capture_output=True, text=True, check=True).stdout

@@ -72,15 +72,15 @@ class TrialRun:
     cache_dir: Path | None = None  # the session's compile cache, shared by its trials (rw)
     script: str = "train.py"  # what runs: a file of `tree`
     hide_val: bool = False  # the trial sees train.bin and meta.json, and an empty val.bin
-    # how the training folder runs (its [run] table, agent/runspec.py): its interpreter, extra
+    # how the training folder runs (its [run] table, config/runspec.py): its interpreter, extra
     # variables (checked there: no secrets, nothing of ours), host folders read under HOME
     python: str | None = None
     folder_env: dict[str, str] = field(default_factory=dict)
     mounts: tuple[tuple[str, str], ...] = ()  # (host path, path relative to the trial's HOME)
-    # A folder's preparation (agent/data.py), run where its trials run and as their user:
+    # A folder's preparation (agent/config/data.py), run where its trials run and as their user:
     # `command` (by /bin/sh, in the source folder) instead of `script`, the mounts writable,
     # and out/ seen at its own host path as HOME, so the data folder it prints is a host path
-    # (agent/data.py accepts one inside out/ or a mount). Trials keep all of it False/None.
+    # (agent/config/data.py accepts one inside out/ or a mount). Trials keep all of it False/None.
     prepare: bool = False
     command: str | None = None
     network: bool = False  # the host's network: only a preparation the user allowed it

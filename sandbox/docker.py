@@ -127,7 +127,7 @@ class DockerSandbox:
         out.mkdir(parents=True, exist_ok=True)
         _give_to_trial_user(out)
         # A preparation sees out/ at its own host path, as its HOME: the folder it prints is
-        # then a host path (agent/data.py accepts one inside out/ or a mount).
+        # then a host path (agent/config/data.py accepts one inside out/ or a mount).
         view_out = str(out.resolve()) if run.prepare else "/out"
         home = view_out if run.prepare else "/tmp"
         env = {**trial_env(run, limits), "HOME": home, "USER": "trial", "AR_OUT_DIR": view_out}

@@ -75,7 +75,7 @@ class TrialResult:
     score: str = "printed"  # "harness": val_bpb measured by sandbox/harness_eval.py
     printed_val_bpb: float | None = None  # what train.py printed, under harness scoring
     score_mismatch: bool = False  # the printed val_bpb differs from the measured one
-    preflight: bool = False  # the trial ended in its preflight probe (agent/preflight.py)
+    preflight: bool = False  # the trial ended in its preflight probe (agent/loop/preflight.py)
 
     def to_dict(self) -> dict:
         return asdict(self)

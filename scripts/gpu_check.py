@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "from agent.cli import app; app()"]
+CLI = [sys.executable, "-c", "from agent.cli.main import app; app()"]
 
 
 class Check:
@@ -76,7 +76,7 @@ def slug(name: str) -> str:
 
 def gpu_tree(folder: Path) -> Path:
     """The baseline train.py with the gpu preset's block, and prepare.py, in `folder`."""
-    from agent.hpblock import apply_preset, load_space
+    from agent.edit.block import apply_preset, load_space
     from agent.paths import baseline_dir
 
     folder.mkdir(parents=True, exist_ok=True)

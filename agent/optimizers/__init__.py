@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.hpblock import SearchSpace, Value
+from agent.edit.block import SearchSpace, Value
 from agent.optimizers.base import Optimizer
 from agent.optimizers.centaur import Centaur
 from agent.optimizers.cmaes import CMAES

@@ -24,13 +24,13 @@ import math
 
 import numpy as np
 
-from agent.actions import Action, EditHyperparameters, NoAction
-from agent.config import SessionConfig
-from agent.hpblock import SearchSpace, Value
+from agent.config.settings import SessionConfig
+from agent.edit.actions import Action, EditHyperparameters, NoAction
+from agent.edit.block import SearchSpace, Value
+from agent.llm.prompting import EDIT, edit_tool, edit_validator, example_values
+from agent.llm.seat import MAX_REPAIRS, LLMSeat
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.cmaes import CMAES
-from agent.optimizers.llm_common import EDIT, edit_tool, edit_validator, example_values
-from agent.optimizers.llm_seat import MAX_REPAIRS, LLMSeat
 
 # the paper's ablation: a ratio of 0.1-0.2 did best, 0.8 clearly worse; 10 trials of CMA-ES
 # alone first, as published (SessionConfig holds the defaults, once)

@@ -7,8 +7,8 @@ import copy
 import numpy as np
 from cmaes import CMA
 
-from agent.actions import Action, EditHyperparameters
-from agent.hpblock import SearchSpace, SpaceError, Value
+from agent.edit.actions import Action, EditHyperparameters
+from agent.edit.block import SearchSpace, SpaceError, Value
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, unmeetable
 

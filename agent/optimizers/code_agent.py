@@ -13,10 +13,10 @@ status, reason and diff.
 
 from __future__ import annotations
 
-from agent.actions import Action, ApplyDiff
-from agent.hpblock import SearchSpace, SpaceError, Value, non_literal, read_block
-from agent.optimizers.base import TrialContext, TrialRecord
-from agent.optimizers.llm_common import (
+from agent.edit.actions import Action, ApplyDiff
+from agent.edit.block import SearchSpace, SpaceError, Value, non_literal, read_block
+from agent.edit.patching import PatchError, apply_patch
+from agent.llm.prompting import (
     DIFF,
     EDIT,
     AnswerError,
@@ -26,8 +26,8 @@ from agent.optimizers.llm_common import (
     edit_validator,
     example_values,
 )
-from agent.optimizers.llm_seat import MAX_REPAIRS, LLMSeat
-from agent.patching import PatchError, apply_patch
+from agent.llm.seat import MAX_REPAIRS, LLMSeat
+from agent.optimizers.base import TrialContext, TrialRecord
 
 RECENT_DIFFS = 5
 

@@ -11,11 +11,11 @@ the history of its next prompt.
 
 from __future__ import annotations
 
-from agent.actions import Action
-from agent.hpblock import SearchSpace, Value
+from agent.edit.actions import Action
+from agent.edit.block import SearchSpace, Value
+from agent.llm.prompting import EDIT, edit_tool, edit_validator, example_values
+from agent.llm.seat import MAX_REPAIRS, LLMSeat
 from agent.optimizers.base import TrialContext, TrialRecord
-from agent.optimizers.llm_common import EDIT, edit_tool, edit_validator, example_values
-from agent.optimizers.llm_seat import MAX_REPAIRS, LLMSeat
 
 
 class LLMHPO:

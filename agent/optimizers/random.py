@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.actions import Action, EditHyperparameters
-from agent.hpblock import SearchSpace, Value
+from agent.edit.actions import Action, EditHyperparameters
+from agent.edit.block import SearchSpace, Value
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, unmeetable
 

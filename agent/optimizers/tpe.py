@@ -13,8 +13,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState, create_trial
 
-from agent.actions import Action, EditHyperparameters
-from agent.hpblock import Param, SearchSpace, Value
+from agent.edit.actions import Action, EditHyperparameters
+from agent.edit.block import Param, SearchSpace, Value
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, unmeetable
 

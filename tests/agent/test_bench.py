@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from agent import bench
-from agent.cli import app
-from agent.config import SessionConfig
+from agent.analysis import bench
+from agent.cli.main import app
+from agent.config.settings import SessionConfig
 from agent.stats import bootstrap_mean_ci, paired_wilcoxon
 from agent.testing.scripted_llm import ScriptedLLM
 
@@ -106,7 +106,7 @@ def test_compare_statistics_and_plot(tmp_path, train_dir):
 def test_the_pictures_have_the_axes_they_claim(tmp_path, train_dir):
     import matplotlib.image as mpimg
 
-    from agent.comparison import compare_runs
+    from agent.analysis.comparison import compare_runs
     from agent.plots import compare_figure, progress_figure, save
 
     cfg = template(train_dir, trials=4)

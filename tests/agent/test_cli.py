@@ -5,7 +5,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 
 runner = CliRunner()
 

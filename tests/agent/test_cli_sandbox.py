@@ -2,7 +2,7 @@ import json
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 
 runner = CliRunner()
 SUMMARY = 'print("---"); print("val_bpb: 2.500000")\n'

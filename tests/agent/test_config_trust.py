@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import ConfigError, SessionConfig
+from agent.config.settings import ConfigError, SessionConfig
 
 
 @pytest.mark.parametrize("where, words", [

@@ -24,11 +24,11 @@ STEPS = ["commit", "ref", "asked", "note", "ledger", "best", "pickle"]
 DRIVER = """
 import os, re, signal, sys
 sys.path.insert(0, {root!r})
-from agent.config import SessionConfig
-from agent.ledger import Ledger
-from agent.restore import Progress
-from agent.session import Session
-from agent.workspace import Workspace
+from agent.config.settings import SessionConfig
+from agent.record.ledger import Ledger
+from agent.loop.restore import Progress
+from agent.loop.session import Session
+from agent.record.workspace import Workspace
 
 STEP, K = {step!r}, {k}
 last = {{"trial": None}}
@@ -96,8 +96,8 @@ def reference(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ref")
     train_dir = make_train_dir(root)
-    from agent.config import SessionConfig
-    from agent.session import Session
+    from agent.config.settings import SessionConfig
+    from agent.loop.session import Session
 
     Session.create(root / "run", SessionConfig(**settings(train_dir))).run()
     records = normalized(root / "run")

@@ -14,14 +14,14 @@ import pytest
 from matplotlib.image import imread
 from typer.testing import CliRunner
 
-from agent.actions import EditHyperparameters
-from agent.attribution import attribute, split_changes
-from agent.cli import app
-from agent.config import SessionConfig
-from agent.hpblock import load_space
+from agent.analysis.attribution import attribute, split_changes
+from agent.analysis.reruns import rerun
+from agent.cli.main import app
+from agent.config.settings import SessionConfig
+from agent.edit.actions import EditHyperparameters
+from agent.edit.block import load_space
+from agent.loop.session import Session
 from agent.paths import baseline_dir
-from agent.reruns import rerun
-from agent.session import Session
 from agent.testing.synthetic import ScriptedOptimizer, make_train_dir
 
 runner = CliRunner()
@@ -37,7 +37,7 @@ WORTH = {"MATRIX_LR": (math.log10(0.08) + 1.4) ** 2, "DEPTH": 0.1,
 def session_run(tmp_path, monkeypatch):
     train_dir = make_train_dir(tmp_path, noise=NOISE)
     scripted = ScriptedOptimizer([EditHyperparameters(EDIT, "four changes")])
-    monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(trials=1, sandbox="local", train_dir=str(train_dir),
                            time_budget=0.001, seed=7, preflight_steps=0)
     Session.create(tmp_path / "run", config).run()
@@ -71,7 +71,7 @@ def test_rerun_errors_are_one_line(session_run, tmp_path):
 def test_split_names_each_value_and_marks_unappliable_variants():
     space = load_space(baseline_dir() / "search_space.toml", "cpu")
     train_dir_source = (baseline_dir() / "train.py").read_text()
-    from agent.hpblock import render_block
+    from agent.edit.block import render_block
 
     before = render_block(train_dir_source, space.defaults())
     after = render_block(before, EDIT)

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.hpblock import (
+from agent.edit.block import (
     SpaceError,
     apply_preset,
     format_value,

@@ -11,15 +11,15 @@ import threading
 import numpy as np
 import pytest
 
-from agent.actions import ApplyDiff, EditHyperparameters, NoAction
-from agent.config import SessionConfig
-from agent.hpblock import load_space
-from agent.llm import LLM, LLMConfig, LLMError
+from agent.config.settings import SessionConfig
+from agent.edit.actions import ApplyDiff, EditHyperparameters, NoAction
+from agent.edit.block import load_space
+from agent.llm.client import LLM, LLMConfig, LLMError
+from agent.loop.session import Session
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.centaur import Centaur
 from agent.optimizers.code_agent import CodeAgent
 from agent.optimizers.llm_hpo import LLMHPO
-from agent.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
 from tests.agent.test_session import git
 
@@ -144,7 +144,7 @@ def test_a_server_that_dies_mid_session_stops_it_cleanly_and_resume_goes_on(
         tmp_path, train_dir):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.main import app
 
     llm = ScriptedLLM([edit({"DEPTH": 5}, "first")]).start()
 
@@ -332,7 +332,7 @@ def test_an_echoed_rationale_is_not_the_trial_description(tmp_path, train_dir):
     ("Rationale", True), ("halve the batch: it ran out of memory", False),
     ("why not deeper", False)])
 def test_the_echo_detector(text, echo):
-    from agent.optimizers.llm_common import is_echo
+    from agent.llm.prompting import is_echo
 
     assert is_echo(text) is echo
 
@@ -392,7 +392,7 @@ def test_a_small_models_prompt_is_the_last_one_plus_its_new_lines(space, method)
 
 
 def test_a_long_history_window_moves_in_steps():
-    from agent.optimizers.llm_common import WINDOW, WINDOW_STEP, history_view
+    from agent.llm.prompting import WINDOW, WINDOW_STEP, history_view
 
     class Small:
         config = LLMConfig("m", compact=True)

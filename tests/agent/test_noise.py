@@ -7,7 +7,7 @@ import statistics
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 
 runner = CliRunner()
 

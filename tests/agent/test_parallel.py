@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.config import SessionConfig
-from agent.session import Session
+from agent.cli.main import app
+from agent.config.settings import SessionConfig
+from agent.loop.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
 from agent.testing.synthetic import add_after_block
 

@@ -1,4 +1,4 @@
-"""agent/patching.py: diffs apply by content; anything but an edit of train.py is refused."""
+"""agent/edit/patching.py: diffs apply by content; anything but an edit of train.py is refused."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from agent.actions import unified_diff
-from agent.patching import Hunk, PatchError, apply_patch, check_patch
+from agent.edit.actions import unified_diff
+from agent.edit.patching import Hunk, PatchError, apply_patch, check_patch
 
 SOURCE = '''"""Tiny train.py for the patching tests."""
 

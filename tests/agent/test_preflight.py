@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.actions import EditHyperparameters
-from agent.config import SessionConfig
-from agent.session import Session
+from agent.config.settings import SessionConfig
+from agent.edit.actions import EditHyperparameters
+from agent.loop.session import Session
 from agent.testing.synthetic import ScriptedOptimizer, add_after_block
 
 # Honours AR_PREFLIGHT_STEPS; memory grows with DEVICE_BATCH_SIZE * DEPTH, and past 256 the
@@ -39,7 +39,7 @@ def probing(train_dir) -> Path:
 def run(tmp_path, train_dir, actions, monkeypatch,
         **kw) -> tuple[Path, ScriptedOptimizer]:
     scripted = ScriptedOptimizer(actions)
-    monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(**{"trials": len(actions), "sandbox": "local",
                               "train_dir": str(train_dir), "time_budget": 0.001, **kw})
     Session.create(tmp_path / "run", config).run()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +126,7 @@ def _session(args: list[str], home: Path) -> subprocess.CompletedProcess:
     """`autoresearch ...` as its own process, an API key in its environment."""
     env = {"HOME": str(home), "PATH": os.environ["PATH"], "OPENAI_API_KEY": CANARY,
            "LANG": "C.UTF-8"}
-    return subprocess.run([sys.executable, "-c", "from agent.cli import app; app()", *args],
+    return subprocess.run([sys.executable, "-c", "from agent.cli.main import app; app()", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -239,7 +239,7 @@ def test_rerun_runs_a_run_folders_prepare_py_in_the_sandbox(folder, tmp_path):
 
 @pytest.mark.parametrize("printed", ["/etc", "link"])
 def test_only_a_folder_of_its_own_or_a_mount_comes_back(tmp_path, printed):
-    from agent.data import DataError, Preparation, prepare_default_data
+    from agent.config.data import DataError, Preparation, prepare_default_data
 
     d = tmp_path / "p"
     d.mkdir()
@@ -252,7 +252,7 @@ def test_only_a_folder_of_its_own_or_a_mount_comes_back(tmp_path, printed):
 
 
 def test_the_packaged_prepare_py_still_prepares_on_the_host(tmp_path):
-    from agent.data import Preparation, prepare_default_data
+    from agent.config.data import Preparation, prepare_default_data
     from agent.paths import baseline_dir
 
     d = tmp_path / "b"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import SessionConfig
-from agent.session import Session
+from agent.config.settings import SessionConfig
+from agent.loop.session import Session
 from sandbox.base import SandboxError
 
 ray = pytest.importorskip("ray") if os.environ.get("CI", "").lower() not in (

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.config import SessionConfig
-from agent.rundir import RunDirBusy
-from agent.session import Session
+from agent.cli.main import app
+from agent.config.settings import SessionConfig
+from agent.loop.session import Session
+from agent.record.rundir import RunDirBusy
 
 runner = CliRunner()
 
@@ -77,7 +77,7 @@ def test_the_lock_is_released_and_a_dead_holders_lock_taken_over(finished):
     root = str(Path(__file__).resolve().parents[2])
     holder = subprocess.Popen([sys.executable, "-c", (
         f"import sys, time; sys.path.insert(0, {root!r})\n"
-        f"from agent.rundir import RunDir\nRunDir({str(finished)!r}).lock()\n"
+        f"from agent.record.rundir import RunDir\nRunDir({str(finished)!r}).lock()\n"
         "print('held', flush=True)\ntime.sleep(600)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

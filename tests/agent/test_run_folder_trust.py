@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.actions import EditHyperparameters
-from agent.cli import app
-from agent.config import SessionConfig
+from agent.cli.main import app
+from agent.config.settings import SessionConfig
+from agent.edit.actions import EditHyperparameters
 from agent.errors import UserError
-from agent.ledger import Ledger
-from agent.note import TrialNote
-from agent.session import Session
+from agent.loop.session import Session
+from agent.record.ledger import Ledger
+from agent.record.note import TrialNote
+from agent.record.workspace import Workspace, WorkspaceError
 from agent.testing.synthetic import ScriptedOptimizer, make_train_dir
-from agent.workspace import Workspace, WorkspaceError
 from sandbox.result import TrialResult
 
 runner = CliRunner()
@@ -37,7 +37,7 @@ def finished(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("finished")
     train_dir = make_train_dir(root)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("agent.restore.make_optimizer",
+        mp.setattr("agent.loop.restore.make_optimizer",
                    lambda *a, **k: ScriptedOptimizer([EditHyperparameters(EDIT, "two")]))
         config = SessionConfig(trials=1, sandbox="local", train_dir=str(train_dir),
                                time_budget=0.001, seed=7, preflight_steps=0)
@@ -84,7 +84,7 @@ def fake_runs(monkeypatch) -> list:
         assert all(tree[:5] and len(tree) % 512 == 0 for tree, _, _ in runs)  # a tar each
         return [TrialResult("ok", 0, val_bpb=2.0, wall_s=1.0) for _ in runs]
 
-    monkeypatch.setattr("agent.reruns.run_trees", run_trees)
+    monkeypatch.setattr("agent.analysis.reruns.run_trees", run_trees)
     return calls
 
 
@@ -272,7 +272,7 @@ def test_wrong_types_in_the_ledger_are_one_line(run, field, value):
     result = runner.invoke(app, ["replay", str(run), "--json"])
     assert result.exit_code == 0 and result.exception is None, result.output
     assert "broken line" in result.output
-    from agent.note import NoteError
+    from agent.record.note import NoteError
 
     with pytest.raises(NoteError):
         TrialNote.from_dict(records[1])
@@ -368,6 +368,6 @@ def test_archive_holds_the_commit_as_git_archive_does(tmp_path):
 def test_the_schema_names_every_field_of_a_record():
     from dataclasses import fields
 
-    from agent.note import SCHEMA
+    from agent.record.note import SCHEMA
 
     assert set(SCHEMA) == {f.name for f in fields(TrialNote)}

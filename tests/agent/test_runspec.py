@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runspec import RunSpec, RunSpecError, load_runspec
+from agent.config.runspec import RunSpec, RunSpecError, load_runspec
 
 
 def folder(tmp_path, run_table: str, name: str = "autoresearch.toml") -> Path:
@@ -136,7 +136,7 @@ def test_the_interpreter_is_never_run_to_find_its_folders(tmp_path):
 
 
 def test_init_never_proposes_the_home_folder(tmp_path, monkeypatch):
-    from agent.init_folder import init_folder
+    from agent.config.init_folder import init_folder
 
     monkeypatch.setenv("HOME", str(tmp_path))
     d = tmp_path / "k"

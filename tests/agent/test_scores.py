@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from agent.config import SessionConfig
+from agent.config.settings import SessionConfig
+from agent.loop.session import Session
 from agent.paths import baseline_dir
-from agent.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
 
 
@@ -100,7 +100,7 @@ def test_a_value_that_is_not_a_literal_is_rejected_naming_the_line(tmp_path, tra
 
 
 def test_harness_scoring_needs_an_evaluate_bpb(tmp_path, train_dir):
-    from agent.session import SessionError
+    from agent.loop.session import SessionError
 
     config = SessionConfig(method="code-agent", trials=1, sandbox="local",
                            train_dir=str(train_dir), model="openai/x", api_base="http://x")

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from agent.config import SessionConfig
-from agent.session import Session
+from agent.config.settings import SessionConfig
+from agent.loop.session import Session
 
 
 def _need_local_llm():
@@ -75,7 +75,7 @@ def test_gemma3_is_a_second_builtin_and_answers(tmp_path, train_dir):
 
 
 def test_builtin_names(tmp_path):
-    from agent.local_llm import LocalModelError, builtin_name
+    from agent.llm.local import LocalModelError, builtin_name
 
     assert builtin_name(None) == "smollm2-135m"  # no --model: the default built-in
     assert builtin_name("builtin:gemma3-270m") == "gemma3-270m"

@@ -15,15 +15,15 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from agent.actions import ApplyDiff, EditHyperparameters
-from agent.cli import app
-from agent.config import SessionConfig
-from agent.hpblock import load_space, non_literal, read_block
-from agent.llm import LLM, LLMConfig
+from agent.cli.main import app
+from agent.config.settings import SessionConfig
+from agent.edit.actions import ApplyDiff, EditHyperparameters
+from agent.edit.block import load_space, non_literal, read_block
+from agent.llm.client import LLM, LLMConfig
+from agent.loop.session import Session
 from agent.optimizers.base import TrialContext
 from agent.optimizers.code_agent import CodeAgent
 from agent.paths import baseline_dir
-from agent.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
 from agent.testing.synthetic import ScriptedOptimizer, make_train_dir
 from agent.text import clean, markup
@@ -106,7 +106,7 @@ def test_replay_prints_hostile_text_literally_and_no_control_bytes(dirty_run):
 
 
 def test_replay_of_a_long_session_strips_control_bytes(dirty_run, tmp_path):
-    from agent.report import replay_text
+    from agent.analysis.report import replay_text
 
     row = {"trial": 1, "commit": "abcdef0", "method": "code-agent", "status": "crash",
            "val_bpb": None, "best_val_bpb": None, "is_best": False, "added": 1, "removed": 0,
@@ -136,7 +136,7 @@ def test_attribute_survives_markup_in_the_code(dirty_run):
 def test_a_nul_in_a_rationale_commits_without_it(tmp_path, monkeypatch):
     train_dir = make_train_dir(tmp_path)
     scripted = ScriptedOptimizer([EditHyperparameters({"DEPTH": 5}, "deeper\x00 still\x1b[2J")])
-    monkeypatch.setattr("agent.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(trials=1, sandbox="local", train_dir=str(train_dir),
                            time_budget=0.001, preflight_steps=0)
     Session.create(tmp_path / "run", config).run()

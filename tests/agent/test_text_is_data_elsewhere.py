@@ -11,15 +11,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from agent.attribution import split_changes
-from agent.cli import app
+from agent.analysis.attribution import split_changes
+from agent.cli.main import app
+from agent.edit.block import load_space
 from agent.errors import fail
-from agent.hpblock import load_space
-from agent.note import TrialNote
 from agent.paths import baseline_dir
 from agent.plots import attribution_figure, compare_figure, progress_figure, save
+from agent.record.note import TrialNote
+from agent.record.workspace import Workspace
 from agent.testing.synthetic import make_train_dir
-from agent.workspace import Workspace
 
 runner = CliRunner()
 OSC52 = "\x1b]52;c;ZXZpbA==\x07"  # write "evil" to the clipboard

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.main import app
 
 runner = CliRunner()
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "karpathy_like"

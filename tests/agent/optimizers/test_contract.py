@@ -11,8 +11,8 @@ import pickle
 import numpy as np
 import pytest
 
-from agent.actions import ApplyDiff, EditHyperparameters
-from agent.hpblock import Constraint, load_space
+from agent.edit.actions import ApplyDiff, EditHyperparameters
+from agent.edit.block import Constraint, load_space
 from agent.optimizers import LLM_METHODS, METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord, failure_value
 from agent.optimizers.encoding import Encoding

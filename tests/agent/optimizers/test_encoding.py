@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.hpblock import SpaceError, load_space
+from agent.edit.block import SpaceError, load_space
 from agent.optimizers.encoding import Encoding
 from agent.paths import baseline_dir
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from agent.actions import EditHyperparameters
-from agent.llm import LLM, LLMConfig
+from agent.edit.actions import EditHyperparameters
+from agent.llm.client import LLM, LLMConfig
 from agent.optimizers import LLM_METHODS, METHODS, make_optimizer
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.testing.scripted_llm import ScriptedLLM

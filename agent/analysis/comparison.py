@@ -1,0 +1,71 @@
+"""Loading runs for `compare` and `bench`: their rows, notes, and per-method statistics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.analysis.report import compare_row
+from agent.config.settings import SessionConfig
+from agent.record.ledger import Ledger
+from agent.record.newrun import require_session
+from agent.record.note import TrialNote
+from agent.record.rundir import RunDir
+from agent.record.workspace import Workspace
+from agent.stats import default_target, method_stats
+
+
+@dataclass
+class Comparison:
+    rows: list[dict]
+    notes: dict[str, list[TrialNote]]  # run -> its notes
+    ref: str | None = None
+    target: float | None = None
+    stats: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> dict[str, list[list[TrialNote]]]:
+        out: dict[str, list] = {}
+        for row in self.rows:
+            out.setdefault(row["method"], []).append(self.notes[row["run"]])
+        return out
+
+
+def load_notes(run_dir: Path) -> list[TrialNote]:
+    """The run's notes from its ledger, or from git when the ledger is unreadable."""
+    try:
+        return Ledger(run_dir).records()
+    except (ValueError, TypeError):
+        notes = Workspace(RunDir(run_dir).repo).notes().values()
+        return sorted((TrialNote.from_dict(r) for r in notes), key=lambda n: n.trial)
+
+
+def compare_runs(run_dirs: list[Path], ref: str | None = None,
+                 target: float | None = None) -> Comparison:
+    rows, notes = [], {}
+    for run_dir in run_dirs:
+        rd = RunDir(run_dir)
+        require_session(rd)
+        config = SessionConfig.load(rd.session_toml)
+        run_notes = load_notes(run_dir)
+        elapsed = rd.load_clock() if rd.clock_json.exists() else None
+        row = compare_row(run_dir, config, run_notes, elapsed)
+        rows.append(row)
+        notes[row["run"]] = run_notes
+    comparison = Comparison(rows, notes)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    comparison.ref = ref if ref in methods else ("tpe" if "tpe" in methods and ref is None
+                                                 else None)
+    comparison.target = target if target is not None else default_target(rows)
+    by = {m: [r for r in rows if r["method"] == m] for m in methods}
+    for m in methods:
+        ref_rows = by.get(comparison.ref) if comparison.ref and m != comparison.ref else None
+        comparison.stats[m] = method_stats(by[m], notes, comparison.target, ref_rows)
+    for row in rows:  # --json stays a list of runs; the method's summary rides along
+        row["method_stats"] = comparison.stats[row["method"]]
+    return comparison
+
+
+def dumps(comparison: Comparison) -> str:
+    return json.dumps(comparison.rows, sort_keys=True)

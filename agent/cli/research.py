@@ -1,0 +1,175 @@
+"""`autoresearch compare | noise | bench`: is a method better, by how much, with what confidence."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.errors import UserError, fail
+from agent.text import markup
+
+
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Session folders."),
+    as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the comparison as a PNG."),
+    ref: str | None = typer.Option(None, "--ref", help="Reference method (default: tpe)."),
+    target: float | None = typer.Option(None, "--target", help="val_bpb for cost-to-target."),
+) -> None:
+    """One row per run, one per method over its seeds (mean ± std, tests against --ref)."""
+    from agent.analysis.comparison import compare_runs, dumps
+    from agent.analysis.report import compare_table, methods_table, wide_console
+
+    try:
+        comparison = compare_runs(run_dirs, ref, target)
+    except UserError as e:
+        raise fail(str(e), 2) from None
+    if ref is not None and ref not in comparison.stats:
+        raise fail(f"--ref {ref}: no run of that method among {', '.join(comparison.stats)}", 2)
+    if plot is not None:
+        from agent.plots import compare_figure, save
+
+        save(compare_figure(comparison.groups, comparison.ref), plot)
+    if as_json:
+        typer.echo(dumps(comparison))
+        return
+    console = wide_console()
+    console.print(compare_table(comparison.rows))
+    if any(len(s["seeds"]) > 1 for s in comparison.stats.values()) or len(comparison.stats) > 1:
+        console.print(methods_table(comparison.stats, comparison.ref))
+        if comparison.target is not None:
+            console.print(f"[dim]cost to target: summed trial cost until a trial reached "
+                          f"val_bpb {comparison.target:.4f} (median over seeds)[/dim]")
+    if plot is not None:
+        console.print(f"[dim]plot: {markup(plot)}[/dim]")
+
+
+def noise(
+    seeds: int = typer.Option(5, "--seeds", help="How many seeds (0 .. K-1)."),
+    train_dir: Path | None = typer.Option(None, "--train-dir", help="Your training folder."),
+    preset: str | None = typer.Option(None, "--preset", help="cpu or gpu: rewrites the block."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/run."),
+    token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per run."),
+    eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
+    workers: int = typer.Option(1, "--workers", help="Runs at once."),
+    memory: str | None = typer.Option(None, "--memory", help="Host memory per run."),
+    gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
+    out: Path | None = typer.Option(None, "--out", help="Default runs/noise-TIME."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The baseline once per seed: how far val_bpb moves by the seed alone."""
+    from agent.analysis.repeats import noise as measure
+    from agent.cli.main import _config_or_fail, _gpu_ids
+    from agent.paths import baseline_dir
+
+    if seeds < 2:
+        raise fail(f"--seeds {seeds}: need at least 2 to measure a spread", 2)
+    config = _config_or_fail(method="random", trials=0, preset=preset, sandbox=sandbox,
+                             time_budget=time_budget, token_budget=token_budget,
+                             eval_tokens=eval_tokens, memory=memory, gpus=_gpu_ids(gpus),
+                             workers=workers)
+    folder = train_dir or baseline_dir()
+    if not (folder / "train.py").is_file():
+        raise fail(f"{folder} has no train.py: --train-dir takes the folder that holds it", 2)
+    out = out or Path("runs") / f"noise-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and any(out.iterdir()):
+        raise fail(f"--out {out} exists and is not empty: pick another", 2)
+    try:
+        summary = measure(folder, out, list(range(seeds)), config)
+    except UserError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    table = Table(title=markup(f"noise: {folder} ({summary['preset']} preset, "
+                               f"{summary['budget']})"))
+    for col in ("seed", "status", "val_bpb", "steps", "train s", "wall s"):
+        table.add_column(col, justify="right")
+    for r in summary["runs"]:
+        table.add_row(str(r["seed"]), markup(r["status"]),
+                      "-" if r["val_bpb"] is None else f"{r['val_bpb']:.6f}",
+                      "-" if r["num_steps"] is None else f"{r['num_steps']:.0f}",
+                      "-" if r["training_s"] is None else f"{r['training_s']:.1f}",
+                      f"{r['wall_s']:.1f}")
+    console = Console()
+    console.print(table)
+    if summary["ok"] >= 2:
+        console.print(f"val_bpb over {summary['ok']} seeds: mean {summary['mean']:.6f}, std "
+                      f"{summary['std']:.6f}, range {summary['min']:.6f} .. "
+                      f"{summary['max']:.6f} ({summary['max'] - summary['min']:.6f}); "
+                      f"kept in {markup(out)}/noise.json")
+
+
+def bench(
+    methods: str = typer.Option("random,tpe,cmaes", "--methods", help="Comma-separated."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per method (0 .. K-1)."),
+    trials: int | None = typer.Option(None, "--trials", help="Trials per run."),
+    cost: str | None = typer.Option(None, "--cost", help="Equal cost per run, e.g. 2h."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Default runs/bench-TIME."),
+    workers: int = typer.Option(1, "--workers", help="Trials at once in each run."),
+    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
+    preset: str | None = typer.Option(None, "--preset", help="cpu or gpu."),
+    train_dir: Path | None = typer.Option(None, "--train-dir", help="Your training folder."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/trial."),
+    token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per trial."),
+    eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
+    model: str | None = typer.Option(None, "--model", help="litellm model (LLM methods)."),
+    api_base: str | None = typer.Option(None, "--api-base"),
+    llm_warmup: int | None = typer.Option(None, "--llm-warmup", help="centaur: CMA-ES first."),
+    llm_ratio: float | None = typer.Option(None, "--llm-ratio", help="centaur: LLM share."),
+    memory: str | None = typer.Option(None, "--memory", help="Host memory per trial."),
+    preflight_steps: int | None = typer.Option(None, "--preflight-steps",
+                                               help="Probe steps per trial (0: none)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
+) -> None:
+    """Every method x every seed under one folder at equal cost; a report when done."""
+    from agent.analysis import bench as benching
+    from agent.analysis.report import RichReporter, methods_table, wide_console
+    from agent.cli.main import _config_or_fail
+    from agent.config.settings import parse_duration
+    from agent.optimizers import METHODS
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise fail(f"--methods {methods!r}: use names from {', '.join(METHODS)}", 2)
+    if seeds < 1:
+        raise fail(f"--seeds {seeds}: at least 1", 2)
+    folder = run_dir or Path("runs") / f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    resuming = (folder / "bench.toml").exists()
+    if not resuming and trials is None and cost is None:
+        raise fail("say when each run stops: --trials N or --cost 2h (equal cost)", 2)
+    try:
+        cost_s = parse_duration(cost) if cost else None
+    except ValueError as e:
+        raise fail(str(e), 2) from None
+    extra = {k: v for k, v in (("llm_warmup", llm_warmup), ("llm_ratio", llm_ratio),
+                               ("preflight_steps", preflight_steps)) if v is not None}
+    template = _config_or_fail(
+        trials=trials, cost_s=cost_s, workers=workers, sandbox=sandbox, preset=preset,
+        train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,
+        token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
+        memory=memory, **extra)
+    console = wide_console()
+    say = (lambda text: None) if quiet else \
+        (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))
+    if resuming:
+        say(f"resuming the bench in {folder} (its bench.toml holds its plan)")
+    try:
+        comparison = benching.run(
+            folder, names, seeds, template,
+            lambda name: benching.QuietReporter() if quiet else RichReporter(), say)
+    except KeyboardInterrupt:
+        raise fail(f"interrupted: run the same command again to resume {folder}", 130) \
+            from None
+    except UserError as e:
+        raise fail(f"{e} (finished runs are kept: run the same command again to resume)") \
+            from None
+    console.print(methods_table(comparison.stats, comparison.ref))
+    console.print(f"report: {markup(folder)}/report.html, {markup(folder)}/compare.png")

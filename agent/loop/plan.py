@@ -1,0 +1,74 @@
+"""What a session's settings mean for its trials, derived once: the training budget, the
+limits of each trial, the environment it gets, and how its device is described to a model."""
+
+from __future__ import annotations
+
+import os
+
+from agent.config.runspec import RunSpec
+from agent.config.settings import SessionConfig
+from agent.edit.block import SearchSpace
+from agent.optimizers import LLM_METHODS
+from sandbox.base import Limits
+
+
+class TrialPlan:
+    def __init__(self, config: SessionConfig, space: SearchSpace, spec: RunSpec | None = None):
+        self.config, self.space, self.spec = config, space, spec or RunSpec()
+
+    @property
+    def time_budget(self) -> float:
+        """--time-budget, else what the folder's [run] table says train.py trains for, else
+        the preset's."""
+        return (self.config.time_budget or self.spec.time_budget or self.space.time_budget
+                or 60.0)
+
+    @property
+    def memory(self) -> str:
+        return self.config.memory or self.space.memory or Limits.memory
+
+    def limits(self) -> Limits:
+        c = self.config
+        return Limits(timeout_s=c.trial_timeout or 3 * self.time_budget + 120,
+                      memory=self.memory, disk=c.disk, gpus=tuple(c.gpus),
+                      gpu_mem_fraction=c.gpu_mem_fraction)
+
+    def env(self) -> dict[str, str]:
+        env = {"TIME_BUDGET": f"{self.time_budget:g}", "AR_SEED": str(self.config.seed)}
+        if self.config.token_budget:
+            env["AR_TOKEN_BUDGET"] = str(self.config.token_budget)
+        if self.config.eval_tokens:
+            env["AR_EVAL_TOKENS"] = str(self.config.eval_tokens)
+        return env
+
+    def budget_spent(self, notes, spent: float) -> bool:
+        """The wall-clock budget cannot fit one more typical trial, or the cost is spent."""
+        config, notes = self.config, list(notes)
+        if config.cost_s is not None and sum(n.cost_s for n in notes) >= config.cost_s:
+            return True
+        if config.budget_s is None:
+            return False
+        walls = sorted(n.wall_s for n in notes if n.status != "rejected")
+        expected = walls[len(walls) // 2] if walls else 0.0
+        return spent + expected > config.budget_s
+
+    def device(self) -> str:
+        gpus, share = self.config.gpus_per_trial or 1, self.config.gpu_mem_fraction
+        if not self.config.gpus:
+            cores = self.config.cpus or os.cpu_count()
+            return f"cpu, {cores:g} cores"
+        text = f"{gpus} GPU{'s' if gpus > 1 else ''}"
+        return text + (f" (capped at {share:.0%} of its memory)" if share else "")
+
+    def budget(self) -> str:
+        if self.config.token_budget:
+            return f"{self.config.token_budget} training tokens"
+        return f"{self.time_budget:g} s of training"
+
+    def method_options(self, llm) -> dict:
+        if self.config.method not in LLM_METHODS:
+            return {}
+        options = {"llm": llm, "max_repairs": self.config.max_repairs}
+        if self.config.method == "centaur":
+            options.update(ratio=self.config.llm_ratio, warmup=self.config.llm_warmup)
+        return options

@@ -1,0 +1,254 @@
+"""The loop: ask -> prepare -> submit -> record -> tell (DESIGN.md, "One trial, end to end").
+
+The session is the only writer of git, the ledger and the optimizer; an executor runs the
+prepared trials, up to `slots` at once. The order is fixed so that a seed and a slot count
+give the same proposals however long each trial takes: results are recorded (note, ledger,
+best) as they finish, but told to the optimizer in trial order, and trial n is proposed once
+trials 0 .. n - slots have been told; `pending` holds the trials proposed and not yet told.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.analysis.report import ProgressPlot, Reporters
+from agent.config.runspec import load_runspec
+from agent.config.settings import SessionConfig
+from agent.edit.actions import Confirm, action_to_dict
+from agent.edit.block import SearchSpace, load_space, read_block
+from agent.executors import TrialJob, make_executor, slot_limits
+from agent.loop.gate import Gate, best_note
+from agent.loop.plan import TrialPlan
+from agent.loop.preflight import Preflight
+from agent.loop.restore import Progress, noted, pending_views, restore, tell
+from agent.loop.trial import PreparedTrial, TrialNote, Trials, seed_of
+from agent.optimizers import LLM_METHODS
+from agent.paths import baseline_dir
+from agent.protocols import LLMMethod, TrialContext, TrialRecord
+from agent.record.ledger import Ledger
+from agent.record.newrun import SessionError, create_run_folder, require_session
+from agent.record.rundir import RunDir
+from agent.record.workspace import Workspace
+from sandbox.result import TrialResult
+
+__all__ = ["Outcome", "QuietReporter", "Session", "SessionError"]
+
+
+@dataclass
+class Outcome:
+    trials_run: int
+    best_val_bpb: float | None
+    best_commit: str
+    stopped_by: str  # "trials", "budget"
+
+
+class Session:
+    def __init__(self, run_dir: Path, config: SessionConfig, reporter=None):
+        self.rd, self.config = RunDir(run_dir), config
+        self.run_dir, self.ws, self.ledger = self.rd.root, Workspace(self.rd.repo), Ledger(run_dir)
+        self.space: SearchSpace = load_space(self.rd.repo / "search_space.toml", config.preset)
+        self.plot = ProgressPlot(self.rd.progress_png, self.rd.root.name)
+        self.reporter = Reporters(reporter or QuietReporter(), self.plot)
+        self.trials = Trials(self.ws, self.ledger, self.space, config)
+        self.plan = TrialPlan(config, self.space)
+        self.notes: dict[int, TrialNote] = {}  # recorded trials
+        self.history: list[TrialRecord] = []  # told trials, in order
+        self.progress: Progress | None = None
+        self.running: dict[int, PreparedTrial] = {}  # submitted, not recorded
+        self.gate = Gate(config.confirm, config.seed)  # --confirm K (agent/loop/gate.py)
+        self.executor = self.llm = self.server = None
+
+    @classmethod
+    def create(cls, run_dir: Path, config: SessionConfig, reporter=None) -> Session:
+        """A new session folder (agent/record/newrun.py), locked for this process."""
+        session = cls(run_dir, create_run_folder(run_dir, config), reporter)
+        session.rd.lock()
+        return session
+
+    @classmethod
+    def open(cls, run_dir: Path, reporter=None) -> Session:
+        """An existing session, locked for this process (RunDirBusy if another drives it)."""
+        rd = RunDir(run_dir)
+        require_session(rd)
+        rd.lock()
+        try:
+            session = cls(rd.root, SessionConfig.load(rd.session_toml), reporter)
+            noted(session)  # refuse at once what resume cannot repair
+        except BaseException:
+            rd.unlock()
+            raise
+        session.rd = rd
+        return session
+
+    def close(self) -> None:
+        self.rd.unlock()
+
+    @property
+    def slots(self) -> int:
+        return self.executor.slots if self.executor else self.config.workers
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        started, stopped_by, elapsed_before = time.monotonic(), "trials", 0.0
+        try:
+            elapsed_before = self._start()
+            self.reporter.start(len(self.notes), self.config.trials)
+            for prepared in self._reruns:  # running when the session was stopped
+                self._submit(self.preflight.first_stage(prepared))
+            while True:  # propose what the tells so far allow, then tell one more, ...
+                spent = elapsed_before + time.monotonic() - started
+                if self._budget_spent(spent):
+                    stopped_by = "budget"
+                elif self._may_propose():
+                    self._propose()
+                    continue
+                if self.progress.told in self.notes:
+                    self._tell_next()
+                    continue
+                if not self.running:
+                    break
+                for prepared, result in self.executor.wait():
+                    prepared, final = self.preflight.after(prepared, result)
+                    self._record(prepared, final) if final else self._submit(prepared)
+        finally:
+            self._stop(elapsed_before, started)
+        best = best_note(self.gate, self.notes.values())
+        return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
+
+    def _start(self) -> float:
+        from agent.config.data import preparation, prepare_data
+        from agent.llm.local import connect
+
+        self.rd.lock()  # no-op when create/open took it
+        self.rd.clear_tmp()  # what a killed run of this folder left
+        spec = load_runspec(train_dir := Path(self.config.train_dir or baseline_dir()))
+        if self.config.data_dir is None:
+            data = prepare_data(spec, self.rd.repo, train_dir, preparation(
+                self.config, self.space, spec, self.rd.root / "prepare"))
+            if data is not None:
+                self.config = self.config.model_copy(update={"data_dir": str(data)})
+                self.config.save(self.rd.session_toml)
+        config, self.plan = self.config, TrialPlan(self.config, self.space, spec)
+        self.preflight = Preflight(config, self.trials, self.plan.time_budget, self.space.preset,
+                                   self.plan.limits().memory_bytes / 2**20)
+        slots = slot_limits(self.plan.limits(), config.workers, config.gpus,
+                            config.gpus_per_trial, config.cpus)
+        self.executor = make_executor(config.executor, config.sandbox, slots, self.rd.tmp,
+                                      config.ray_address, config.data_dir,
+                                      config.gpus_per_trial or 0)
+        self.reporter.note(f"sandbox: {self.executor.why}")
+        if config.method in LLM_METHODS:
+            self.llm, self.server = connect(config, self.rd.llm_server_log, self.reporter.note)
+        self.notes = noted(self)
+        self.plot.seed(self.notes.values())
+        self.progress, self._reruns = restore(self)
+        if not self.history:
+            self.history = [self.notes[n].as_seen() for n in range(self.progress.told)]
+        self.progress.save(self.rd.state_pkl)
+        elapsed = self.rd.load_clock()
+        if elapsed is None:
+            self.reporter.note(f"{self.rd.clock_json} is unreadable: the session clock "
+                               "restarts from the trials' own wall time")
+            elapsed = sum(n.wall_s or 0.0 for n in self.notes.values())
+        return elapsed
+
+    def _may_propose(self) -> bool:
+        n = self.progress.asked
+        wanted = self.config.trials is None or n <= self.config.trials
+        return wanted and n - self.progress.told < self.slots
+
+    def _budget_spent(self, spent: float) -> bool:
+        return self.plan.budget_spent(self.notes.values(), spent)
+
+    def _propose(self) -> None:
+        """Ask for trial n, commit it, save the optimizer, and run it (or record a refusal)."""
+        n, progress = self.progress.asked, self.progress
+        action = self.gate.next()  # a confirmation run that is due comes first
+        if action is None:
+            pending = pending_views(self, progress.inflight)
+            action = progress.optimizer.ask(list(self.history), pending, self.context(n))
+        calls = progress.optimizer.take_calls() if isinstance(progress.optimizer,
+                                                              LLMMethod) else []
+        llm = self.trials.llm_summary(calls, action, self.rd.trial(n))
+        parent = self.notes[action.of].commit if isinstance(action, Confirm) else \
+            self.incumbent()
+        prepared = self.trials.prepare(n, action, parent, llm)
+        progress.inflight[n] = action_to_dict(prepared.action)
+        progress.asked = n + 1
+        progress.save(self.rd.state_pkl)
+        if prepared.rejected is not None:
+            self.reporter.running(n, action)
+            self._record(prepared, TrialResult(status="rejected", reason=prepared.rejected))
+        else:
+            self._submit(self.preflight.first_stage(prepared))
+
+    def _submit(self, prepared: PreparedTrial) -> None:
+        self.reporter.running(prepared.number, prepared.action)
+        config, env = self.config, {**self.plan.env(), **self.preflight.env(prepared)}
+        env["AR_SEED"] = str(seed_of(prepared.action, config.seed))
+        folder = self.rd.trial(prepared.number)  # each preflight keeps its own log
+        if prepared.stage == "preflight":
+            folder = folder / f"preflight-{len(prepared.probes) + 1}"
+        job = TrialJob(prepared.number, self.ws.archive(prepared.commit), str(folder),
+                       config.data_dir, env, str(self.rd.cache), self.plan.limits(),
+                       config.scoring, self.space.fixed.get("SEQ_LEN"), self.plan.spec.job())
+        self.executor.submit(prepared, job)
+        self.running[prepared.number] = prepared
+
+    def _record(self, prepared: PreparedTrial, result) -> None:
+        self.running.pop(prepared.number, None)
+        best = best_note(self.gate, self.notes.values())  # under the gate: its incumbent
+        note = self.trials.record(prepared, result, best.val_bpb if best else None)
+        self.notes[note.trial] = note
+        self.reporter.finished(note)
+
+    def _tell_next(self) -> None:
+        note = self.notes[self.progress.told]
+        seen = tell(self.progress, note)  # None: a confirmation run, no optimizer's business
+        self.history += [seen] if seen else []
+        decision = self.gate.observe(note) if self.gate.on else None
+        if decision is not None:
+            self.reporter.note(decision.line())
+            self.ws.move_best(self.incumbent())
+        self.progress.save(self.rd.state_pkl)
+
+    def _stop(self, elapsed_before: float, started: float) -> None:
+        try:
+            if self.executor is not None:
+                self.executor.close()
+            if self.progress is not None:
+                self.rd.save_clock(elapsed_before + time.monotonic() - started)
+        finally:
+            self.reporter.stop()
+            if self.server is not None:
+                self.server.stop()
+            self.rd.clear_tmp()
+            self.close()
+
+    # -- what a proposal is made from --------------------------------------------------------
+    def incumbent(self) -> str:
+        """The best ok trial among those told (the baseline before any; under the gate, the
+        last one it promoted): the parent of the next proposal, whatever order results came in."""
+        told = [self.notes[n] for n in range(self.progress.told)]
+        best = best_note(self.gate, told)
+        return best.commit if best else self.ws.baseline
+
+    def context(self, n: int) -> TrialContext:
+        source = self.ws.source(self.incumbent())
+        config = {k: a.value for k, a in read_block(source, self.space.names).items()}
+        return TrialContext(trial=n, incumbent_source=source, incumbent_config=config,
+                            device=self.plan.device(), memory=self.plan.memory,
+                            budget=self.plan.budget(), preset=self.space.preset)
+
+
+
+class QuietReporter:
+    """Reports nothing: for tests and --quiet."""
+
+    def start(self, done: int, total: int | None) -> None: ...
+    def note(self, text: str) -> None: ...
+    def running(self, n: int, action) -> None: ...
+    def finished(self, note) -> None: ...
+    def stop(self) -> None: ...

@@ -1,0 +1,161 @@
+"""Every path of a run folder, and the lock held by the one process that drives it.
+
+    runs/NAME/
+      session.toml  repo/  results.tsv  trials.jsonl  trials/NNNN/  optimizer/  cache/  tmp/
+      .lock         held (flock) by the process driving the folder; says its pid and host
+
+The lock is an advisory `fcntl.flock` on `.lock`: the kernel drops it when its process dies
+(kill -9 included), so a stale lock is simply taken over; a live holder makes a second
+process fail at once with a line naming the holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from agent.errors import UserError
+
+
+class RunDirBusy(UserError):
+    """Another live process drives this run folder."""
+
+
+class RunDir:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._lock_fd: int | None = None
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def session_toml(self) -> Path:
+        return self.root / "session.toml"
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def results_tsv(self) -> Path:
+        return self.root / "results.tsv"
+
+    @property
+    def trials_jsonl(self) -> Path:
+        return self.root / "trials.jsonl"
+
+    @property
+    def optimizer(self) -> Path:
+        return self.root / "optimizer"
+
+    @property
+    def state_pkl(self) -> Path:
+        return self.optimizer / "state.pkl"
+
+    @property
+    def clock_json(self) -> Path:
+        return self.optimizer / "clock.json"
+
+    @property
+    def llm_server_log(self) -> Path:
+        return self.optimizer / "llm-server.log"
+
+    @property
+    def cache(self) -> Path:
+        """The compile cache the session's trials share."""
+        return self.root / "cache"
+
+    @property
+    def tmp(self) -> Path:
+        """Scratch space of the driving process (trial trees); emptied when a session opens."""
+        return self.root / "tmp"
+
+    @property
+    def progress_png(self) -> Path:
+        return self.root / "progress.png"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def trial(self, n: int) -> Path:
+        return self.root / "trials" / f"{n:04d}"
+
+    def trial_log(self, n: int, result: dict | None) -> Path | None:
+        """Trial n's train.log, else the log its record names (the run that was the trial: a
+        preflight, say); only a file inside this folder: a record or a link in a folder from
+        someone else may name any file."""
+        named = (result or {}).get("log_path")
+        paths = [self.trial(n) / "train.log"]
+        if isinstance(named, str) and named:
+            paths.append(self.root / named)  # a relative one: relative to the folder
+        return next((p for p in paths if self.holds(p) and p.is_file()), None)
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path`, its links followed, lies inside this folder."""
+        try:
+            return Path(path).resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError, ValueError):
+            return False
+
+    def exists(self) -> bool:
+        return self.session_toml.is_file()
+
+    # -- the lock -----------------------------------------------------------------------
+    def lock(self) -> RunDir:
+        """Take the folder's lock or raise RunDirBusy naming the process that holds it."""
+        if self._lock_fd is not None:
+            return self
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            pid, host = (holder + ["?", "?"])[:2]
+            raise RunDirBusy(f"{self.root} is in use by pid {pid} on {host}: wait for that "
+                             "session to end or stop it, then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {int(time.time())}\n".encode(), 0)
+        self._lock_fd = fd
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_fd is None:
+            return
+        try:
+            os.ftruncate(self._lock_fd, 0)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunDir:
+        return self.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    def load_clock(self) -> float | None:
+        """Seconds the session ran before; None when clock.json is unreadable."""
+        try:
+            elapsed = json.loads(self.clock_json.read_text())["elapsed_s"]
+        except FileNotFoundError:
+            return 0.0
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+        return float(elapsed) if isinstance(elapsed, (int, float)) and elapsed >= 0 else None
+
+    def save_clock(self, elapsed: float) -> None:
+        from agent.record.ledger import atomic_write
+
+        atomic_write(self.clock_json, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
+
+    def clear_tmp(self) -> None:
+        """Empty tmp/ of what a killed process left (only while holding the lock)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(exist_ok=True)
