@@ -7,10 +7,9 @@ its message; anything else is our bug and keeps its traceback.
 from __future__ import annotations
 
 from agent.text import clean
+from sandbox.base import UserError
 
-
-class UserError(RuntimeError):
-    """Bad input or a state the user can fix; the message says what to do."""
+__all__ = ["UserError", "fail"]
 
 
 def fail(message: str, code: int = 1):

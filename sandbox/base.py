@@ -7,15 +7,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from agent.errors import UserError
 from sandbox.result import TrialResult
 
 LABEL = "autoresearch-sandbox"
+# "<hostname>:<pid>" of the process that started a container (its reaper removes it)
+OWNER_LABEL = f"{LABEL}.owner"
 
 # The only variables a trial ever sees. Host variables (API keys above all) never enter: the
 # backends build the environment from these names and from nothing else.
 ALLOWED_ENV = re.compile(
     r"^(AR_[A-Z0-9_]+|TIME_BUDGET|OMP_NUM_THREADS|OMP_WAIT_POLICY|PYTHONHASHSEED)$")
+
+
+class UserError(RuntimeError):
+    """Bad input or a state the user can fix; the message says what to do. The root of every
+    such error, here at the bottom so that sandbox/ needs nothing from agent/ (agent.errors
+    re-exports it)."""
 
 
 class SandboxError(UserError):

@@ -28,6 +28,7 @@ from docker.types import DeviceRequest, LogConfig, Mount
 from sandbox.base import (
     CANCELLED,
     LABEL,
+    OWNER_LABEL,
     Limits,
     SandboxError,
     TrialRun,
@@ -51,7 +52,6 @@ from sandbox.reaper import alive
 from sandbox.result import TrialResult, build_result
 
 GPU_IMAGE = "autoresearch-sandbox/gpu:1"
-OWNER_LABEL = f"{LABEL}.owner"  # "<hostname>:<pid>" of the process that started the container
 
 
 def connect(timeout: int = 60) -> docker.DockerClient:

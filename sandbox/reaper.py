@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(0.5)
     import docker
 
-    from sandbox.base import LABEL
-    from sandbox.docker import OWNER_LABEL
+    from sandbox.base import LABEL, OWNER_LABEL
 
     client = docker.from_env(timeout=60)
     owner = f"{OWNER_LABEL}={host}:{pid}"

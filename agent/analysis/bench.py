@@ -19,7 +19,8 @@ from pathlib import Path
 
 from agent.analysis.comparison import Comparison, compare_runs
 from agent.config.settings import SessionConfig, toml_value
-from agent.loop.session import QuietReporter, Session
+from agent.loop.progress import QuietReporter
+from agent.loop.session import Session
 from agent.record.newrun import SessionError
 from agent.record.rundir import RunDir
 

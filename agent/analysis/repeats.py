@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config.data import preparation, prepare_data
+from agent.config.data import prepare_data
 from agent.config.runspec import load_runspec
 from agent.config.settings import SessionConfig
 from agent.edit.block import apply_preset, load_space
@@ -95,7 +95,7 @@ def noise(train_dir: Path, out: Path, seeds: list[int], config: SessionConfig) -
         (tree / "train.py").write_text(apply_preset(source, space))
     spec = load_runspec(train_dir)
     data = Path(config.data_dir) if config.data_dir else prepare_data(
-        spec, tree, train_dir, preparation(config, space, spec, out / "prepare"))
+        spec, tree, train_dir, TrialPlan(config, space, spec).preparation(out / "prepare"))
     results = run_seeds(tree, out, seeds, config, data, spec)
     rows = [{"seed": s, "status": r.status, "val_bpb": r.val_bpb,
              "training_s": r.training_s, "num_steps": r.metrics.get("num_steps"),

@@ -3,118 +3,20 @@
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from agent.loop.progress import STATUS_STYLE
 from agent.text import clean, markup
-
-STATUS_STYLE = {"ok": "green", "rejected": "magenta", "timeout": "yellow", "oom": "red",
-                "cuda_oom": "red", "diverged": "yellow", "crash": "red"}
-
-
-class RichReporter:
-    """One line per finished trial above a progress bar (trial, ETA, best so far)."""
-
-    def __init__(self, console: Console | None = None):
-        self.console = console or Console()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            TextColumn("{task.fields[best]}"), console=self.console, transient=True)
-        self.task = None
-
-    def start(self, done: int, total: int | None) -> None:
-        self.progress.start()
-        self.task = self.progress.add_task("trials", total=None if total is None else total + 1,
-                                           completed=done, best="")
-
-    def note(self, text: str) -> None:
-        self.console.print(f"[dim]{markup(text)}[/dim]")
-
-    def running(self, n: int, action) -> None:
-        self.progress.update(self.task, description=f"trial {n}")
-
-    def finished(self, note) -> None:
-        style = STATUS_STYLE.get(note.status, "white")
-        status = markup(f"{note.status:<9}")
-        val = f"{note.val_bpb:.6f}" if note.val_bpb is not None else "-"
-        best = f"{note.best_val_bpb:.6f}" if note.best_val_bpb is not None else "-"
-        star = " [bold green]new best[/bold green]" if note.is_best else ""
-        extra = f" [dim]{markup(note.reason, 80)}[/dim]" if note.status != "ok" and note.reason \
-            else ""
-        self.console.print(
-            f"trial {note.trial:>4}  [{style}]{status}[/{style}] val_bpb {val}  "
-            f"best {best}  [dim]{markup(note.rationale, 60)}[/dim]{star}{extra}")
-        self.progress.update(self.task, advance=1, best=f"best {best}")
-
-    def stop(self) -> None:
-        self.progress.stop()
 
 
 def wide_console() -> Console:
     """A console that does not squeeze wide tables when the output is a file or a pipe."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
-
-
-class ProgressPlot:
-    """Keeps runs/NAME/progress.png up to date: every trial a point, the incumbent a line;
-    drawn at most every `every_s` seconds while the session runs, and when it stops."""
-
-    def __init__(self, path: Path, title: str, every_s: float = 10.0):
-        self.path, self.title, self.every_s = path, title, every_s
-        self.notes: dict[int, object] = {}
-        self.drawn = 0.0
-
-    def start(self, done: int, total: int | None) -> None: ...
-
-    def note(self, text: str) -> None: ...
-
-    def running(self, n: int, action) -> None: ...
-
-    def seed(self, notes) -> None:
-        """The notes a resumed session already holds."""
-        self.notes.update({n.trial: n for n in notes})
-
-    def finished(self, note) -> None:
-        self.notes[note.trial] = note
-        if time.monotonic() - self.drawn >= self.every_s:
-            self.draw()
-
-    def stop(self) -> None:
-        if self.notes:
-            self.draw()
-
-    def draw(self) -> None:
-        from agent.plots import progress_figure, save
-
-        save(progress_figure(list(self.notes.values()), self.title), self.path)
-        self.drawn = time.monotonic()
-
-
-class Reporters:
-    """Several reporters as one: each call goes to all of them."""
-
-    def __init__(self, *reporters):
-        self.reporters = reporters
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            for reporter in self.reporters:
-                getattr(reporter, name)(*args, **kwargs)
-        return call
 
 
 def diffstat(diff: str) -> tuple[int, int]:

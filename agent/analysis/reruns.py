@@ -93,8 +93,9 @@ class RecordedRun:
 
     def run(self, runs: list[tuple[str, Path, int]]) -> list[TrialResult]:
         """Each (commit, folder, seed) once; results in order."""
-        from agent.config.data import preparation, prepare_data
+        from agent.config.data import prepare_data
         from agent.config.runspec import load_runspec
+        from agent.loop.plan import TrialPlan
         from agent.paths import baseline_dir
 
         train_dir = Path(self.config.train_dir or baseline_dir())
@@ -102,7 +103,7 @@ class RecordedRun:
         data = self.config.data_dir
         data = Path(data) if data else prepare_data(
             spec, self.rd.repo, train_dir,
-            preparation(self.config, self.space, spec, self.rd.root / "prepare"))
+            TrialPlan(self.config, self.space, spec).preparation(self.rd.root / "prepare"))
         trees = {c: self.ws.archive(c) for c, _, _ in runs}
         return run_trees([(trees[c], folder, seed) for c, folder, seed in runs], self.config,
                          self.space, data, self.rd.cache, spec)

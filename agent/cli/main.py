@@ -182,9 +182,9 @@ def run(
     """Start an autonomous research session (the embedded default with no options)."""
     from datetime import datetime
 
-    from agent.analysis.report import RichReporter
     from agent.config.settings import parse_duration
-    from agent.loop.session import QuietReporter, Session
+    from agent.loop.progress import QuietReporter, RichReporter
+    from agent.loop.session import Session
     from agent.optimizers import METHODS
 
     if method not in METHODS:
@@ -232,8 +232,8 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Continue a stopped or killed session exactly where it stopped."""
-    from agent.analysis.report import RichReporter
-    from agent.loop.session import QuietReporter, Session
+    from agent.loop.progress import QuietReporter, RichReporter
+    from agent.loop.session import Session
 
     try:
         session = Session.open(run_dir, QuietReporter() if quiet else RichReporter())

@@ -130,9 +130,10 @@ def bench(
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
     from agent.analysis import bench as benching
-    from agent.analysis.report import RichReporter, methods_table, wide_console
+    from agent.analysis.report import methods_table, wide_console
     from agent.cli.main import _config_or_fail
     from agent.config.settings import parse_duration
+    from agent.loop.progress import QuietReporter, RichReporter
     from agent.optimizers import METHODS
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -164,7 +165,7 @@ def bench(
     try:
         comparison = benching.run(
             folder, names, seeds, template,
-            lambda name: benching.QuietReporter() if quiet else RichReporter(), say)
+            lambda name: QuietReporter() if quiet else RichReporter(), say)
     except KeyboardInterrupt:
         raise fail(f"interrupted: run the same command again to resume {folder}", 130) \
             from None

@@ -48,16 +48,6 @@ class Preparation:
     disk: str = Limits.disk
 
 
-def preparation(config, space, spec, workdir: Path) -> Preparation:
-    """A session's preparation: its sandbox, the network only if the user passed
-    --prepare-network to this command, its trials' memory and disk limits."""
-    from agent.loop.plan import TrialPlan
-
-    limits = TrialPlan(config, space, spec).limits()
-    return Preparation(config.sandbox, Path(workdir), config.prepare_network, limits.memory,
-                       limits.disk)
-
-
 def prepare_data(spec, repo: Path, train_dir: Path, where: Preparation) -> Path | None:
     """The data folder of a session, as its training folder's [run] table says: `auto` runs
     prepare.py (it prints the folder); `none` and `once` leave it to train.py (the user ran

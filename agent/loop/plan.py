@@ -4,7 +4,9 @@ limits of each trial, the environment it gets, and how its device is described t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from agent.config.data import Preparation
 from agent.config.runspec import RunSpec
 from agent.config.settings import SessionConfig
 from agent.edit.block import SearchSpace
@@ -32,6 +34,14 @@ class TrialPlan:
         return Limits(timeout_s=c.trial_timeout or 3 * self.time_budget + 120,
                       memory=self.memory, disk=c.disk, gpus=tuple(c.gpus),
                       gpu_mem_fraction=c.gpu_mem_fraction)
+
+    def preparation(self, workdir: Path) -> Preparation:
+        """Where the folder's data preparation runs: the session's sandbox, the network only
+        if the user passed --prepare-network to this command, its trials' memory and disk."""
+        limits = self.limits()
+        c = self.config
+        return Preparation(c.sandbox, Path(workdir), c.prepare_network, limits.memory,
+                           limits.disk)
 
     def env(self) -> dict[str, str]:
         env = {"TIME_BUDGET": f"{self.time_budget:g}", "AR_SEED": str(self.config.seed)}

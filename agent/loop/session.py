@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.analysis.report import ProgressPlot, Reporters
 from agent.config.runspec import load_runspec
 from agent.config.settings import SessionConfig
 from agent.edit.actions import Confirm, action_to_dict
@@ -22,6 +21,7 @@ from agent.executors import TrialJob, make_executor, slot_limits
 from agent.loop.gate import Gate, best_note
 from agent.loop.plan import TrialPlan
 from agent.loop.preflight import Preflight
+from agent.loop.progress import ProgressPlot, QuietReporter, Reporters
 from agent.loop.restore import Progress, noted, pending_views, restore, tell
 from agent.loop.trial import PreparedTrial, TrialNote, Trials, seed_of
 from agent.optimizers import LLM_METHODS
@@ -33,7 +33,7 @@ from agent.record.rundir import RunDir
 from agent.record.workspace import Workspace
 from sandbox.result import TrialResult
 
-__all__ = ["Outcome", "QuietReporter", "Session", "SessionError"]
+__all__ = ["Outcome", "Session", "SessionError"]
 
 
 @dataclass
@@ -118,15 +118,15 @@ class Session:
         return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
 
     def _start(self) -> float:
-        from agent.config.data import preparation, prepare_data
+        from agent.config.data import prepare_data
         from agent.llm.local import connect
 
         self.rd.lock()  # no-op when create/open took it
         self.rd.clear_tmp()  # what a killed run of this folder left
         spec = load_runspec(train_dir := Path(self.config.train_dir or baseline_dir()))
         if self.config.data_dir is None:
-            data = prepare_data(spec, self.rd.repo, train_dir, preparation(
-                self.config, self.space, spec, self.rd.root / "prepare"))
+            data = prepare_data(spec, self.rd.repo, train_dir, TrialPlan(
+                self.config, self.space, spec).preparation(self.rd.root / "prepare"))
             if data is not None:
                 self.config = self.config.model_copy(update={"data_dir": str(data)})
                 self.config.save(self.rd.session_toml)
@@ -241,14 +241,3 @@ class Session:
         return TrialContext(trial=n, incumbent_source=source, incumbent_config=config,
                             device=self.plan.device(), memory=self.plan.memory,
                             budget=self.plan.budget(), preset=self.space.preset)
-
-
-
-class QuietReporter:
-    """Reports nothing: for tests and --quiet."""
-
-    def start(self, done: int, total: int | None) -> None: ...
-    def note(self, text: str) -> None: ...
-    def running(self, n: int, action) -> None: ...
-    def finished(self, note) -> None: ...
-    def stop(self) -> None: ...
