@@ -14,6 +14,7 @@ import math
 import operator
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,49 @@ class Param:
         Bounds are enforced by `check`; `clip=True` clips instead, for methods that ask."""
         if self.type == "categorical":
             return value
-        v = float(value)
         if clip:
-            v = min(max(v, self.low), self.high)
+            return self.nearest(value)[0]
+        v = float(value)
         if self.power_of_two:
             return 2 ** round(math.log2(max(v, 1.0)))
         if self.type == "int":
             return int(round(v))
         return float(f"{v:.6g}")
+
+    def grid(self) -> Sequence[Value] | None:
+        """Every value this parameter may take, ascending (choices in the toml's order): the
+        powers of two or the integers within the bounds; None for a float, which takes any
+        value within its bounds."""
+        if self.type == "categorical":
+            return self.choices
+        if self.power_of_two:
+            low = max(math.ceil(math.log2(self.low)), 0) if self.low > 0 else 0
+            high = math.floor(math.log2(self.high)) if self.high >= 1 else -1
+            return [2**e for e in range(low, high + 1)]
+        if self.type == "int":
+            return range(math.ceil(self.low), math.floor(self.high) + 1)
+        return None
+
+    def nearest(self, value: Any, k: int = 1) -> list[Value]:
+        """The k values of this parameter's space nearest to `value`, nearest first; each
+        passes `check`. Distance counts in exponents for powers of two (so each power owns
+        the same stretch of log2), in units for ints; a tie goes to the larger value. A float
+        has one answer: `value` held within the bounds at 6 significant digits. A categorical
+        lists `value` first when it is a choice, then the other choices in order."""
+        grid = self.grid()
+        if self.type == "categorical":
+            return sorted(grid, key=lambda c: c != value)[:k]
+        if grid is None:
+            return [min(max(float(f"{float(value):.6g}"), float(self.low)), float(self.high))]
+        if not grid:
+            return []
+        v = min(max(float(value), grid[0]), grid[-1])  # inf and values <= 0 have a distance
+        if self.power_of_two:
+            at = math.log2(v)
+            return sorted(grid, key=lambda g: (abs(g.bit_length() - 1 - at), -g))[:k]
+        c = int(min(max(math.floor(v + 0.5), grid[0]), grid[-1]))
+        near = range(max(c - k, grid[0]), min(c + k, grid[-1]) + 1)  # ints: only around v
+        return sorted(near, key=lambda g: (abs(g - v), -g))[:k]
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ default population size. The price is an arbitrary neighbourhood (adjacent choic
 look "close"), acceptable for six patterns: sigma0 = 0.2 spans about one bin either way.
 Equal bins make a uniform point of the cube a uniform choice, which random search relies on.
 
-`decode` always returns values that pass `Param.check` (snapped with `Param.snap`, then held
-inside the bounds); the space's cross-parameter constraints are the optimizers' job.
+`decode` always returns values that pass `Param.check` (each the `Param.nearest` value of its
+coordinate); the space's cross-parameter constraints are the optimizers' job.
 
 The second half holds what random, TPE and CMA-ES share about a tell: which configuration it
 is about, the value it teaches (failures as worst success + margin), and seeds per ask.
@@ -65,13 +65,8 @@ class _Axis:
             return p.choices[min(int(u * len(p.choices)), len(p.choices) - 1)]
         t = self.lo + u * (self.hi - self.lo)
         if p.power_of_two:
-            e = min(max(math.floor(t + 0.5), math.ceil(self.lo)), math.floor(self.hi))
-            return 2**e
-        raw = math.exp(t) if p.log else t
-        if p.type == "int":
-            return min(max(int(p.snap(raw)), math.ceil(p.low)), math.floor(p.high))
-        value = float(p.snap(raw))
-        return min(max(value, float(p.low)), float(p.high))
+            return p.nearest(2.0**t)[0]
+        return p.nearest(math.exp(t) if p.log else t)[0]
 
 
 def _transform(p: Param, v: float) -> float:
@@ -80,11 +75,16 @@ def _transform(p: Param, v: float) -> float:
     return math.log(v) if p.log else v
 
 
+def exponent(power_of_two: int) -> int:
+    return int(power_of_two).bit_length() - 1
+
+
 def _axis(p: Param) -> _Axis:
     if p.type == "categorical":
         return _Axis(p, 0.0, 1.0)
     if p.power_of_two:
-        return _Axis(p, math.ceil(math.log2(p.low)) - 0.5, math.floor(math.log2(p.high)) + 0.5)
+        grid = p.grid()
+        return _Axis(p, exponent(grid[0]) - 0.5, exponent(grid[-1]) + 0.5)
     if p.type == "int":
         lo, hi = p.low - 0.5, p.high + 0.5
         return _Axis(p, *((math.log(lo), math.log(hi)) if p.log else (lo, hi)))

@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 from agent.edit.actions import Action, EditHyperparameters
 from agent.edit.block import Param, SearchSpace, Value
 from agent.optimizers.base import TrialContext, TrialRecord
-from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, unmeetable
+from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, exponent, unmeetable
 
 N_STARTUP_TRIALS = 10  # Optuna's default: this many completed trials are sampled at random
 
@@ -113,29 +113,21 @@ class TPE:
 
     def _params(self, config: dict[str, Value]) -> dict[str, Value]:
         """Optuna's view of a configuration in the space (exponents for powers of two)."""
-        return {n: int(config[n]).bit_length() - 1 if p.power_of_two else config[n]
+        return {n: exponent(config[n]) if p.power_of_two else config[n]
                 for n, p in self.space.params.items()}
 
     def _config(self, params: dict[str, Value]) -> dict[str, Value]:
-        config: dict[str, Value] = {}
-        for n, p in self.space.params.items():
-            v = params[n]
-            if p.type == "categorical":
-                config[n] = v
-            elif p.power_of_two:
-                config[n] = 2 ** int(v)
-            elif p.type == "int":
-                config[n] = int(v)
-            else:
-                config[n] = min(max(float(p.snap(v)), float(p.low)), float(p.high))
-        return config
+        return {n: params[n] if p.type == "categorical"
+                else p.nearest(2 ** int(params[n]) if p.power_of_two else params[n])[0]
+                for n, p in self.space.params.items()}
 
 
 def _distribution(p: Param) -> BaseDistribution:
     if p.type == "categorical":
         return CategoricalDistribution(p.choices)
     if p.power_of_two:
-        return IntDistribution(math.ceil(math.log2(p.low)), math.floor(math.log2(p.high)))
+        grid = p.grid()
+        return IntDistribution(exponent(grid[0]), exponent(grid[-1]))
     if p.type == "int":
         return IntDistribution(math.ceil(p.low), math.floor(p.high), log=p.log)
     return FloatDistribution(float(p.low), float(p.high), log=p.log)

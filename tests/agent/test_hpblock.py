@@ -1,6 +1,7 @@
 import pytest
 
 from agent.edit.block import (
+    Param,
     SpaceError,
     apply_preset,
     format_value,
@@ -115,6 +116,34 @@ def test_snap_rounds_onto_the_grid():
     assert p["DEPTH"].snap(7.6) == 8
     assert p["MATRIX_LR"].snap(0.0412345678) == 0.0412346
     assert p["DEPTH"].snap(99, clip=True) == 24
+
+
+def test_a_parameter_lists_its_grid():
+    p = load_space(SPACE, "gpu").params
+    assert p["HEAD_DIM"].grid() == [64, 128, 256]
+    assert list(p["DEPTH"].grid()) == list(range(4, 25))
+    assert p["WINDOW_PATTERN"].grid() == p["WINDOW_PATTERN"].choices
+    assert p["MATRIX_LR"].grid() is None
+    odd = Param("X", "int", 40, 33, 100, power_of_two=True)
+    assert odd.grid() == [64]
+
+
+def test_nearest_values_lie_in_the_space_nearest_first():
+    p = load_space(SPACE, "gpu").params
+    head, depth, lr = p["HEAD_DIM"], p["DEPTH"], p["MATRIX_LR"]
+    assert head.nearest(100) == [128] and head.nearest(80) == [64]
+    assert head.nearest(1000, 2) == [256, 128] and head.nearest(-5, 2) == [64, 128]
+    assert head.nearest(90.50966799187809, 3) == [128, 64, 256]  # 2**6.5: a tie goes up
+    assert depth.nearest(7.6) == [8] and depth.nearest(6.5, 2) == [7, 6]
+    assert depth.nearest(99, 3) == [24, 23, 22] and depth.nearest(float("-inf")) == [4]
+    assert depth.nearest(10, 100) == sorted(depth.grid(), key=lambda g: (abs(g - 10), -g))
+    assert lr.nearest(0.0412345678, 3) == [0.0412346]
+    assert lr.nearest(5.0) == [0.2] and lr.nearest(0.0) == [0.005]
+    window = p["WINDOW_PATTERN"]
+    assert window.nearest("LLLL", 2) == ["LLLL", "SSSL"] and window.nearest("X") == ["SSSL"]
+    for param in (head, depth, lr, window):
+        for v in (head.nearest(1)[0], 3, 1e9, 0.07) if param is not window else ("SSLL",):
+            assert all(param.check(g) is None for g in param.nearest(v, 3))
 
 
 def test_reads_and_rewrites_a_karpathy_style_block():
