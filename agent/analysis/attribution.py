@@ -8,9 +8,11 @@ by seed with its endpoint:
   (positive: the change helped, taking it away hurts);
 - add-one: `from` with only that change; delta = val_bpb(from + c) - val_bpb(from)
   (negative: the change helps on its own).
-A variant that breaks the space's constraints or leaves train.py unparsable is reported as
-unappliable, not run. Every variant is a commit in the run's repo (parent: the endpoint it
-changes) under refs/attribution/<folder>/, its runs and the table in attribution/<folder>/.
+A variant that a session would refuse as a trial (`SearchSpace.check_source`: a value outside
+the space, a searched name set to something other than a literal) or that does not compile is
+reported as unappliable, not run. Every variant is a commit in the run's repo (parent: the
+endpoint it changes) under refs/attribution/<folder>/, its runs and the table in
+attribution/<folder>/.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.analysis.reruns import RecordedRun
-from agent.edit.block import SearchSpace, read_block, render_block
+from agent.edit import block
+from agent.edit.block import SpaceError, render_block
+from agent.edit.space import SearchSpace
 from agent.errors import UserError
 from agent.record.ledger import atomic_write
 from agent.stats import paired_differences
@@ -43,24 +47,19 @@ def _valid(space: SearchSpace, source: str) -> str:
     except SyntaxError as e:
         return f"train.py does not parse: {e.msg} (line {e.lineno})"
     try:
-        values = _values(space, source)
-    except ValueError as e:
+        space.check_source(source)
+    except SpaceError as e:
         return str(e)
-    errors = space.errors(values)
-    return "; ".join(errors)
+    return ""
 
 
 def _show(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
-def _values(space: SearchSpace, source: str) -> dict:
-    return {k: a.value for k, a in read_block(source, space.names).items()}
-
-
 def split_changes(space: SearchSpace, before: str, after: str) -> list[Change]:
     """The changes from `before` to `after`, each with its two variants."""
-    a, b = _values(space, before), _values(space, after)
+    a, b = block.values(before, space.names), block.values(after, space.names)
     if render_block(before, b) == after:  # only the block changed: one change per value
         changes = [Change(f"{k} {_show(a.get(k))} -> {_show(b[k])}",
                           render_block(after, {**b, k: a.get(k)}),

@@ -11,7 +11,9 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.edit.block import SearchSpace, SpaceError, Value, render_block
+from agent.edit import block
+from agent.edit.block import SpaceError, Value, render_block
+from agent.edit.space import SearchSpace
 
 TARGET = "train.py"
 
@@ -76,7 +78,7 @@ def edit_to_diff(action: EditHyperparameters, source: str, space: SearchSpace) -
     """Validate the edit against the space and render it as a diff of train.py.
 
     Raises SpaceError naming the bound for any value outside the space (never clipped)."""
-    current = {n: a.value for n, a in _block(source, space).items()}
+    current = block.values(source, space.names)
     space.validate({**current, **action.values})
     new = render_block(source, action.values)
     if new == source:
@@ -90,9 +92,3 @@ def unified_diff(old: str, new: str, path: str = TARGET) -> str:
     # a last line without a newline gets git's marker, or the next line would join it
     return "".join(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n"
                    for ln in lines)
-
-
-def _block(source: str, space: SearchSpace):
-    from agent.edit.block import read_block
-
-    return read_block(source, space.names)

@@ -8,7 +8,8 @@ import numpy as np
 from cmaes import CMA
 
 from agent.edit.actions import Action, EditHyperparameters
-from agent.edit.block import SearchSpace, SpaceError, Value
+from agent.edit.block import SpaceError, Value
+from agent.edit.space import SearchSpace
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, unmeetable
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.edit.actions import Action, EditHyperparameters
-from agent.edit.block import Param, SearchSpace, SpaceError, Value
+from agent.edit.block import SpaceError, Value
+from agent.edit.space import Param, SearchSpace
 from agent.optimizers.base import TrialRecord, failure_value
 
 # How many candidates one ask may draw before it gives up on the space's constraints.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from agent.edit.actions import Action, EditHyperparameters
-from agent.edit.block import SearchSpace, Value
+from agent.edit.block import Value
+from agent.edit.space import SearchSpace
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, unmeetable
 

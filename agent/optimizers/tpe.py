@@ -14,7 +14,8 @@ from optuna.distributions import (
 from optuna.trial import TrialState, create_trial
 
 from agent.edit.actions import Action, EditHyperparameters
-from agent.edit.block import Param, SearchSpace, Value
+from agent.edit.block import Value
+from agent.edit.space import Param, SearchSpace
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, exponent, unmeetable
 

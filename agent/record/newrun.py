@@ -14,7 +14,9 @@ from pathlib import Path
 
 from agent.config.runspec import load_runspec
 from agent.config.settings import SessionConfig
-from agent.edit.block import apply_preset, load_space, read_block
+from agent.edit import block
+from agent.edit.block import apply_preset
+from agent.edit.space import load_space
 from agent.errors import UserError
 from agent.record.workspace import Workspace
 
@@ -43,9 +45,9 @@ def create_run_folder(run_dir: Path, config: SessionConfig) -> SessionConfig:
     load_runspec(train_dir)  # a broken [run] table: one line before anything is created
     space = load_space(train_dir / "search_space.toml", config.preset)
     source = (train_dir / "train.py").read_text()
-    read_block(source, space.names)  # raises unless every searched constant is there
+    block.values(source, space.names)  # raises unless every searched constant is there
     train_py = apply_preset(source, space) if config.preset else None
-    baseline = {n: a.value for n, a in read_block(train_py or source, space.names).items()}
+    baseline = block.values(train_py or source, space.names)
     errors = space.errors(baseline)
     if errors:
         raise SessionError(outside_space(train_dir, space, source, config.preset, errors))
@@ -111,7 +113,7 @@ def outside_space(train_dir: Path, space, source: str, asked: str | None,
     for preset in tomllib.loads(toml.read_text()).get("presets", {}):
         if preset != space.preset:
             other = load_space(toml, preset)
-            values = {n: a.value for n, a in read_block(source, other.names).items()}
+            values = block.values(source, other.names)
             fits += [] if other.errors(values) else [preset]
     if fits:
         text += (f"; it fits the {fits[0]} preset: pass --preset {fits[0]}, or set "

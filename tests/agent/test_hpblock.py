@@ -1,14 +1,14 @@
 import pytest
 
 from agent.edit.block import (
-    Param,
     SpaceError,
     apply_preset,
     format_value,
-    load_space,
     read_block,
     render_block,
+    values,
 )
+from agent.edit.space import Param, load_space
 from agent.paths import baseline_dir
 
 SPACE = baseline_dir() / "search_space.toml"
@@ -110,12 +110,12 @@ def test_bad_space_files_give_one_line_errors(tmp_path):
         load_space(SPACE, "tpu")
 
 
-def test_snap_rounds_onto_the_grid():
+def test_nearest_rounds_onto_the_grid():
     p = load_space(SPACE, "gpu").params
-    assert p["HEAD_DIM"].snap(100.0) == 128 and p["HEAD_DIM"].snap(80) == 64
-    assert p["DEPTH"].snap(7.6) == 8
-    assert p["MATRIX_LR"].snap(0.0412345678) == 0.0412346
-    assert p["DEPTH"].snap(99, clip=True) == 24
+    assert p["HEAD_DIM"].nearest(100.0) == [128] and p["HEAD_DIM"].nearest(80) == [64]
+    assert p["DEPTH"].nearest(7.6) == [8]
+    assert p["MATRIX_LR"].nearest(0.0412345678) == [0.0412346]
+    assert p["DEPTH"].nearest(99) == [24]
 
 
 def test_a_parameter_lists_its_grid():
@@ -131,19 +131,45 @@ def test_a_parameter_lists_its_grid():
 def test_nearest_values_lie_in_the_space_nearest_first():
     p = load_space(SPACE, "gpu").params
     head, depth, lr = p["HEAD_DIM"], p["DEPTH"], p["MATRIX_LR"]
-    assert head.nearest(100) == [128] and head.nearest(80) == [64]
     assert head.nearest(1000, 2) == [256, 128] and head.nearest(-5, 2) == [64, 128]
     assert head.nearest(90.50966799187809, 3) == [128, 64, 256]  # 2**6.5: a tie goes up
-    assert depth.nearest(7.6) == [8] and depth.nearest(6.5, 2) == [7, 6]
+    assert depth.nearest(6.5, 2) == [7, 6]
     assert depth.nearest(99, 3) == [24, 23, 22] and depth.nearest(float("-inf")) == [4]
     assert depth.nearest(10, 100) == sorted(depth.grid(), key=lambda g: (abs(g - 10), -g))
     assert lr.nearest(0.0412345678, 3) == [0.0412346]
     assert lr.nearest(5.0) == [0.2] and lr.nearest(0.0) == [0.005]
     window = p["WINDOW_PATTERN"]
     assert window.nearest("LLLL", 2) == ["LLLL", "SSSL"] and window.nearest("X") == ["SSSL"]
-    for param in (head, depth, lr, window):
-        for v in (head.nearest(1)[0], 3, 1e9, 0.07) if param is not window else ("SSLL",):
+    for param in (head, depth, lr):
+        for v in (3, 70.2, 1e9, 0.07):
             assert all(param.check(g) is None for g in param.nearest(v, 3))
+
+
+def test_values_are_the_named_constants_in_file_order():
+    got = values(KARPATHY_STYLE, ["DEPTH", "TOTAL_BATCH_SIZE", "WINDOW_PATTERN"])
+    assert got == {"WINDOW_PATTERN": "SSSL", "TOTAL_BATCH_SIZE": 524288, "DEPTH": 8}
+    assert list(got) == ["WINDOW_PATTERN", "TOTAL_BATCH_SIZE", "DEPTH"]
+    with pytest.raises(SpaceError, match="no module-level constant for MATRIX_LR"):
+        values("DEPTH = 8\n", ["DEPTH", "MATRIX_LR"])
+
+
+def test_check_source_is_the_one_answer_to_is_this_a_valid_trial():
+    space = load_space(SPACE, "cpu")
+    source = apply_preset((baseline_dir() / "train.py").read_text(), space)
+    space.check_source(source)
+    depth = f"DEPTH = {space.defaults()['DEPTH']}"
+    assert depth in source
+    space.check_source(source.replace(depth, "LAYERS = 4"))  # a code agent may drop one
+    with pytest.raises(SpaceError, match="must stay literal values in the block: line .*DEPTH"):
+        space.check_source(source.replace(depth, "DEPTH = int(4)"))
+    with pytest.raises(SpaceError, match="literal values in the block: .*DEPTH"):
+        space.check_source(source + "DEPTH *= 2\n")
+    with pytest.raises(SpaceError, match="DEPTH = 99 is above the upper bound 8"):
+        space.check_source(source.replace(depth, "DEPTH = 99"))
+    with pytest.raises(SpaceError, match="must be at least DEVICE_BATCH_SIZE"):
+        space.check_source(source.replace("TOTAL_BATCH_SIZE = 4096", "TOTAL_BATCH_SIZE = 2048"))
+    with pytest.raises(SpaceError, match="does not parse"):
+        space.check_source(source + "def (\n")
 
 
 def test_reads_and_rewrites_a_karpathy_style_block():

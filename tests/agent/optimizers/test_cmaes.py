@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.edit.actions import EditHyperparameters
-from agent.edit.block import Constraint
+from agent.edit.space import Constraint
 from agent.optimizers.base import TrialRecord, failure_value
 from agent.optimizers.cmaes import CMAES
 from tests.agent.optimizers.test_contract import drive, space_of, start

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agent.edit.actions import ApplyDiff, EditHyperparameters
-from agent.edit.block import Constraint, load_space
+from agent.edit.space import Constraint, load_space
 from agent.optimizers import LLM_METHODS, METHODS, make_optimizer
 from agent.optimizers.base import TrialRecord, failure_value
 from agent.optimizers.encoding import Encoding
@@ -115,7 +115,7 @@ def test_every_proposal_is_a_full_snapped_config_in_the_space(method, space):
         assert space.errors(action.values) == []
         for name, value in action.values.items():
             p = space.params[name]
-            assert p.snap(value) == value
+            assert p.nearest(value) == [value]
             assert type(value) is {"int": int, "float": float, "categorical": str}[p.type]
         assert action.rationale.startswith(f"{method}: ") and "\n" not in action.rationale
 

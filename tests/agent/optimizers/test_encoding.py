@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from agent.edit.block import SpaceError, load_space
+from agent.edit.block import SpaceError
+from agent.edit.space import load_space
 from agent.optimizers.encoding import Encoding
 from agent.paths import baseline_dir
 
@@ -30,7 +31,7 @@ def test_random_configs_round_trip_and_every_decoded_value_checks(space):
     for x in points:
         config = enc.decode(x)
         assert [n for n, v in config.items() if space.params[n].check(v)] == []
-        assert all(space.params[n].snap(v) == v for n, v in config.items())
+        assert all(space.params[n].nearest(v) == [v] for n, v in config.items())
         assert enc.decode(enc.encode(config)) == config
 
 
