@@ -9,12 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.errors import UserError, fail
+from agent.cli.common import PREPARE, SANDBOX_HELP
 from agent.text import markup
-
-SANDBOX_HELP = "auto, docker or local (default: the session's)."
-# off by default: a folder's preparation is its code, and may only download when you say so
-PREPARE_NETWORK = "Give the folder's prepare.py or [run] prepare (sandboxed) the network."
 
 
 def _num(value, digits: int = 6, sign: bool = False) -> str:
@@ -28,16 +24,13 @@ def rerun(
     trial: int = typer.Argument(..., help="Trial number."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds: the trial's own, then the next."),
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
-    prepare_network: bool = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK),
+    prepare_network: bool = PREPARE,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run trial N again from its commit, seed and limits; recorded and new val_bpb side by side."""
     from agent.analysis.reruns import rerun as run_again
 
-    try:
-        summary = run_again(run_dir, trial, seeds, sandbox, prepare_network)
-    except UserError as e:
-        raise fail(str(e), 2) from None
+    summary = run_again(run_dir, trial, seeds, sandbox, prepare_network)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
@@ -70,7 +63,7 @@ def attribute(
     end: str = typer.Option("best", "--to", help="baseline, best or a trial number."),
     seeds: int = typer.Option(2, "--seeds", help="Seeds per variant."),
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
-    prepare_network: bool = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK),
+    prepare_network: bool = PREPARE,
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Each change from --from to --to measured by leave-one-out and add-one, K seeds each."""
@@ -78,12 +71,9 @@ def attribute(
     from agent.analysis.report import wide_console
 
     console = Console(stderr=True) if as_json else wide_console()
-    try:
-        table = measure(run_dir, start, end, seeds, sandbox,
-                        progress=lambda text: console.print(f"[dim]{markup(text)}[/dim]"),
-                        prepare_network=prepare_network)
-    except UserError as e:
-        raise fail(str(e), 2) from None
+    table = measure(run_dir, start, end, seeds, sandbox,
+                    progress=lambda text: console.print(f"[dim]{markup(text)}[/dim]"),
+                    prepare_network=prepare_network)
     if as_json:
         typer.echo(json.dumps(table, sort_keys=True))
         return

@@ -10,7 +10,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.errors import UserError, fail
+from agent.cli.common import (
+    EVAL_TOKENS,
+    GPUS,
+    PRESET,
+    QUIET,
+    SANDBOX,
+    TIME_BUDGET,
+    TOKEN_BUDGET,
+    TRAIN_DIR,
+    config_or_fail,
+    default,
+    failing,
+    gpu_ids,
+)
+from agent.errors import fail
 from agent.text import markup
 
 
@@ -25,10 +39,7 @@ def compare(
     from agent.analysis.comparison import compare_runs, dumps
     from agent.analysis.report import compare_table, methods_table, wide_console
 
-    try:
-        comparison = compare_runs(run_dirs, ref, target)
-    except UserError as e:
-        raise fail(str(e), 2) from None
+    comparison = compare_runs(run_dirs, ref, target)
     if ref is not None and ref not in comparison.stats:
         raise fail(f"--ref {ref}: no run of that method among {', '.join(comparison.stats)}", 2)
     if plot is not None:
@@ -51,39 +62,35 @@ def compare(
 
 def noise(
     seeds: int = typer.Option(5, "--seeds", help="How many seeds (0 .. K-1)."),
-    train_dir: Path | None = typer.Option(None, "--train-dir", help="Your training folder."),
-    preset: str | None = typer.Option(None, "--preset", help="cpu or gpu: rewrites the block."),
-    time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/run."),
-    token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per run."),
-    eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
-    workers: int = typer.Option(1, "--workers", help="Runs at once."),
+    train_dir: Path | None = TRAIN_DIR,
+    preset: str | None = PRESET,
+    time_budget: float | None = TIME_BUDGET,
+    token_budget: int | None = TOKEN_BUDGET,
+    eval_tokens: int | None = EVAL_TOKENS,
+    sandbox: str = SANDBOX,
+    workers: int = typer.Option(default("workers"), "--workers", help="Runs at once."),
     memory: str | None = typer.Option(None, "--memory", help="Host memory per run."),
-    gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
+    gpus: str = GPUS,
     out: Path | None = typer.Option(None, "--out", help="Default runs/noise-TIME."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """The baseline once per seed: how far val_bpb moves by the seed alone."""
     from agent.analysis.repeats import noise as measure
-    from agent.cli.main import _config_or_fail, _gpu_ids
     from agent.paths import baseline_dir
 
     if seeds < 2:
         raise fail(f"--seeds {seeds}: need at least 2 to measure a spread", 2)
-    config = _config_or_fail(method="random", trials=0, preset=preset, sandbox=sandbox,
-                             time_budget=time_budget, token_budget=token_budget,
-                             eval_tokens=eval_tokens, memory=memory, gpus=_gpu_ids(gpus),
-                             workers=workers)
+    config = config_or_fail(method="random", trials=0, preset=preset, sandbox=sandbox,
+                            time_budget=time_budget, token_budget=token_budget,
+                            eval_tokens=eval_tokens, memory=memory, gpus=gpu_ids(gpus),
+                            workers=workers)
     folder = train_dir or baseline_dir()
     if not (folder / "train.py").is_file():
         raise fail(f"{folder} has no train.py: --train-dir takes the folder that holds it", 2)
     out = out or Path("runs") / f"noise-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.iterdir()):
         raise fail(f"--out {out} exists and is not empty: pick another", 2)
-    try:
-        summary = measure(folder, out, list(range(seeds)), config)
-    except UserError as e:
-        raise fail(str(e)) from None
+    summary = measure(folder, out, list(range(seeds)), config)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
@@ -112,13 +119,14 @@ def bench(
     trials: int | None = typer.Option(None, "--trials", help="Trials per run."),
     cost: str | None = typer.Option(None, "--cost", help="Equal cost per run, e.g. 2h."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Default runs/bench-TIME."),
-    workers: int = typer.Option(1, "--workers", help="Trials at once in each run."),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
-    preset: str | None = typer.Option(None, "--preset", help="cpu or gpu."),
-    train_dir: Path | None = typer.Option(None, "--train-dir", help="Your training folder."),
-    time_budget: float | None = typer.Option(None, "--time-budget", help="Training s/trial."),
-    token_budget: int | None = typer.Option(None, "--token-budget", help="Tokens per trial."),
-    eval_tokens: int | None = typer.Option(None, "--eval-tokens", hidden=True),
+    workers: int = typer.Option(default("workers"), "--workers",
+                                help="Trials at once in each run."),
+    sandbox: str = SANDBOX,
+    preset: str | None = PRESET,
+    train_dir: Path | None = TRAIN_DIR,
+    time_budget: float | None = TIME_BUDGET,
+    token_budget: int | None = TOKEN_BUDGET,
+    eval_tokens: int | None = EVAL_TOKENS,
     model: str | None = typer.Option(None, "--model", help="litellm model (LLM methods)."),
     api_base: str | None = typer.Option(None, "--api-base"),
     llm_warmup: int | None = typer.Option(None, "--llm-warmup", help="centaur: CMA-ES first."),
@@ -126,12 +134,11 @@ def bench(
     memory: str | None = typer.Option(None, "--memory", help="Host memory per trial."),
     preflight_steps: int | None = typer.Option(None, "--preflight-steps",
                                                help="Probe steps per trial (0: none)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No live progress."),
+    quiet: bool = QUIET,
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
     from agent.analysis import bench as benching
     from agent.analysis.report import methods_table, wide_console
-    from agent.cli.main import _config_or_fail
     from agent.config.settings import parse_duration
     from agent.loop.progress import QuietReporter, RichReporter
     from agent.optimizers import METHODS
@@ -152,7 +159,7 @@ def bench(
         raise fail(str(e), 2) from None
     extra = {k: v for k, v in (("llm_warmup", llm_warmup), ("llm_ratio", llm_ratio),
                                ("preflight_steps", preflight_steps)) if v is not None}
-    template = _config_or_fail(
+    template = config_or_fail(
         trials=trials, cost_s=cost_s, workers=workers, sandbox=sandbox, preset=preset,
         train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
@@ -163,14 +170,12 @@ def bench(
     if resuming:
         say(f"resuming the bench in {folder} (its bench.toml holds its plan)")
     try:
-        comparison = benching.run(
-            folder, names, seeds, template,
-            lambda name: QuietReporter() if quiet else RichReporter(), say)
+        with failing(1, "finished runs are kept: run the same command again to resume"):
+            comparison = benching.run(
+                folder, names, seeds, template,
+                lambda name: QuietReporter() if quiet else RichReporter(), say)
     except KeyboardInterrupt:
         raise fail(f"interrupted: run the same command again to resume {folder}", 130) \
-            from None
-    except UserError as e:
-        raise fail(f"{e} (finished runs are kept: run the same command again to resume)") \
             from None
     console.print(methods_table(comparison.stats, comparison.ref))
     console.print(f"report: {markup(folder)}/report.html, {markup(folder)}/compare.png")

@@ -13,15 +13,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli.common import (
+    DISK,
+    GPUS,
+    PREPARE,
+    SANDBOX,
+    SEED,
+    TIME_BUDGET,
+    TOKEN_BUDGET,
+    config_or_fail,
+    default,
+    failing,
+    gpu_ids,
+)
+from agent.config.runspec import load_runspec
 from agent.errors import fail
 from agent.text import markup
-from sandbox.base import Limits
 
-sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)
 console = Console()
 
 
-@sandbox_app.command("build")
 def build(
     from_host: bool = typer.Option(
         False, "--from-host", help="Offline image: empty root file system + read-only host mounts."
@@ -32,13 +43,9 @@ def build(
     """Build the image trials run in."""
     if from_host == gpu:
         raise fail("say which image: --from-host (offline) or --gpu (needs a registry)", 2)
-    from sandbox.base import SandboxError
     from sandbox.docker import GPU_IMAGE, connect
 
-    try:
-        client = connect()
-    except SandboxError as e:
-        raise fail(str(e)) from None
+    client = connect()
     if from_host:
         from sandbox.images.host import build_host_image
 
@@ -94,7 +101,7 @@ def check_report() -> dict:
         f"each local trial gets its own memory {cgroup}" if cgroup else
         "no writable memory cgroup here: a watchdog samples the trial's resident memory")
     try:
-        backend, why = select_sandbox("auto")
+        backend, why = select_sandbox(default("sandbox"))
         report["backend"], report["why"] = backend.name, why
         report["image"] = getattr(backend, "image", None)
         if backend.name == "docker":
@@ -105,7 +112,6 @@ def check_report() -> dict:
     return report
 
 
-@sandbox_app.command("check")
 def check(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Say which backend and image a session would use, and whether GPUs are visible."""
     report = check_report()
@@ -127,76 +133,66 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print the report a
     console.print(table)
 
 
-@sandbox_app.command("try")
 def try_(
     directory: Path = typer.Argument(..., help="Folder holding train.py (and prepare.py)."),
-    sandbox: str = typer.Option("auto", "--sandbox", help="auto, docker or local."),
-    timeout: float = typer.Option(900.0, "--timeout", help="Hard wall-clock limit, seconds."),
-    memory: str = typer.Option(Limits.memory, "--memory", help="Host memory, e.g. 512m, 8g."),
-    disk: str = typer.Option(Limits.disk, "--disk", help="What the trial may write into out/."),
-    time_budget: float | None = typer.Option(None, "--time-budget", help="TIME_BUDGET, s."),
-    token_budget: int | None = typer.Option(None, "--token-budget", help="AR_TOKEN_BUDGET."),
-    seed: int = typer.Option(42, "--seed", help="AR_SEED."),
-    gpus: str = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1."),
+    sandbox: str = SANDBOX,
+    timeout: float | None = typer.Option(
+        None, "--timeout", help="Hard wall-clock limit, s (default: a session's)."),
+    memory: str | None = typer.Option(
+        None, "--memory", help="Host memory, e.g. 512m, 8g (default: the preset's)."),
+    disk: str = DISK,
+    time_budget: float | None = TIME_BUDGET,
+    token_budget: int | None = TOKEN_BUDGET,
+    seed: int = SEED,
+    gpus: str = GPUS,
     gpu_mem_fraction: float | None = typer.Option(None, "--gpu-mem-fraction"),
     out: Path | None = typer.Option(None, "--out", help="Keep train.log and out/ here."),
     cache: Path | None = typer.Option(None, "--cache", help="Compile cache (default: OUT/cache)."),
     env_vars: list[str] = typer.Option([], "--env", help="AR_NAME=VALUE for the trial; repeat."),
-    prepare_network: bool = typer.Option(
-        False, "--prepare-network", help="Give DIR/prepare.py (sandboxed) the network."),
+    prepare_network: bool = PREPARE,
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
 ) -> None:
-    """Run DIR/train.py once exactly as a trial would, and print the result record."""
+    """Run DIR/train.py once exactly as a session's trial runs (the folder's interpreter,
+    variables and mounts, the session's limits, environment and data), and print the result
+    record."""
     from sandbox import select_sandbox
-    from sandbox.base import Limits, SandboxError, TrialRun, parse_memory
 
     if not (directory / "train.py").is_file():
         raise fail(f"{directory} has no train.py: pass the folder that holds it", 2)
-    for option, value in (("--memory", memory), ("--disk", disk)):
-        try:
-            parse_memory(value)
-        except ValueError as e:
-            raise fail(f"{option} {e}", 2) from None
-    if not (timeout > 0):
+    if timeout is not None and not (timeout > 0):
         raise fail(f"--timeout {timeout}: must be a positive number of seconds", 2)
-    if not all(g.strip().isdigit() for g in gpus.split(",") if g.strip()):
-        raise fail(f"--gpus {gpus!r}: give GPU ids as nvidia-smi numbers them, like 0,1", 2)
-    gpu_ids = tuple(int(g) for g in gpus.split(",") if g.strip())
-    try:
-        backend, why = select_sandbox(sandbox)
-    except SandboxError as e:
-        raise fail(str(e)) from None
-    if not as_json:
-        console.print(f"[dim]sandbox: {markup(why)}[/dim]")
-    env = {"AR_SEED": str(seed)}
+    extra = {}
     for item in env_vars:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("AR_"):
             raise fail(f"--env {item!r} must look like AR_NAME=VALUE", 2)
-        env[key] = value
-    if time_budget is not None:
-        env["TIME_BUDGET"] = str(time_budget)
-    if token_budget is not None:
-        env["AR_TOKEN_BUDGET"] = str(token_budget)
+        extra[key] = value
     if out is not None and out.exists() and not out.is_dir():
         raise fail(f"--out {out} is a file: give a folder for train.log and out/", 2)
+    ids = gpu_ids(gpus)
+    # --gpus names the GPUs this one trial gets; the sandbox kind is judged by select_sandbox
+    # (an unknown one is a failure to run, exit 1, as for `build`)
+    config = config_or_fail(
+        {"trial_timeout": "--timeout"}, seed=seed, trial_timeout=timeout, memory=memory,
+        disk=disk, time_budget=time_budget, token_budget=token_budget, gpus=ids,
+        gpus_per_trial=len(ids) or None, gpu_mem_fraction=gpu_mem_fraction,
+        prepare_network=prepare_network, train_dir=str(directory))
+    backend, why = select_sandbox(sandbox)
+    # the kind it chose ("auto" resolved) is the one the preparation and the executor use
+    config = config.model_copy(update={"sandbox": backend.name})
+    with failing(2):
+        spec, space = load_runspec(directory), _space(directory)
+    if not as_json:
+        console.print(f"[dim]sandbox: {markup(why)}[/dim]")
     try:
         workdir = out or Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise fail(f"--out {out}: {e.strerror or e}", 2) from None
-    limits = Limits(timeout_s=timeout, memory=memory, gpus=gpu_ids, disk=disk,
-                    gpu_mem_fraction=gpu_mem_fraction)
-    data = _data(directory, backend, workdir / "prepare", prepare_network, limits)
-    run = TrialRun(tree=directory.resolve(), workdir=workdir, data_dir=data,
-                   env=env, cache_dir=cache or workdir / "cache")
-    try:
-        status = console.status(f"running {markup(directory)}/train.py") if not as_json \
-            else nullcontext()
-        with status:
-            result = backend.run(run, limits)
-    except SandboxError as e:
-        raise fail(str(e)) from None
+    status = console.status(f"running {markup(directory)}/train.py") if not as_json \
+        else nullcontext()
+    result = _run(directory, workdir, cache or workdir / "cache", extra, config, space, spec,
+                  status)
     if as_json:
         typer.echo(result.to_json())
     else:
@@ -204,17 +200,43 @@ def try_(
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _data(directory: Path, backend, workdir: Path, network: bool, limits) -> Path | None:
-    """DIR/prepare.py's data folder: prepared in the same sandbox as the trial (the packaged
-    baseline's own prepare.py on the host)."""
-    from agent.config.data import DataError, Preparation, prepare_default_data
-    from sandbox.base import SandboxError
+def _space(directory: Path):
+    """The folder's search space as a session without --preset reads it (its default
+    preset's budget and memory); none: an empty one (the fallbacks)."""
+    from agent.edit.space import SearchSpace, load_space
 
+    path = directory / "search_space.toml"
+    return load_space(path) if path.is_file() else SearchSpace({})
+
+
+def _run(directory: Path, workdir: Path, cache: Path, extra: dict[str, str], config, space,
+         spec, status):
+    """The folder's baseline as a session's trial 0 runs: its tree from a commit of the
+    folder, its data prepared as the [run] table says, then one job through the session's
+    executor (agent/loop/plan.py)."""
+    from agent.analysis.repeats import Seeded
+    from agent.config.data import prepare_data
+    from agent.loop.plan import TrialPlan
+    from agent.record.workspace import Workspace
+
+    scratch = Path(tempfile.mkdtemp(prefix="autoresearch-try-"))
     try:
-        return prepare_default_data(directory, Preparation(backend, workdir, network,
-                                                           limits.memory, limits.disk))
-    except (DataError, SandboxError) as e:
-        raise fail(str(e)) from None
+        ws = Workspace.create(scratch / "repo", directory)
+        plan = TrialPlan(config, space, spec)
+        data = prepare_data(spec, ws.path, directory, plan.preparation(workdir / "prepare"))
+        plan = TrialPlan(config.model_copy(update={"data_dir": str(data) if data else None}),
+                         space, spec)
+        job = plan.job(0, ws.archive(ws.baseline), workdir, {**plan.env(), **extra}, cache)
+        executor = plan.executor(scratch)
+        try:
+            executor.submit(Seeded(0), job)
+            with status:
+                [(_, result)] = executor.wait()
+        finally:
+            executor.close()
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def result_table(result) -> Table:

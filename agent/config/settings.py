@@ -19,6 +19,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+# Defaults that parts below the session read too, so they are named here once:
+# a trial's training seconds when neither the options, the folder's [run] table nor the search
+# space's preset say (agent/loop/plan.py; what the packaged train.py trains for by itself),
+# and the sampling temperature of the LLM methods (agent/llm/client.py's LLMConfig).
+FALLBACK_TIME_BUDGET = 60.0
+TEMPERATURE = 0.7
+
+
 class ConfigError(UserError):
     """session.toml cannot be read; the message names the key."""
 
@@ -38,7 +46,8 @@ class SessionConfig(BaseModel):
     model: str | None = None
     api_base: str | None = None
     sandbox: Literal["auto", "docker", "local"] = "auto"
-    # TIME_BUDGET of each trial; None: the preset's
+    # TIME_BUDGET of each trial; None: the [run] table's, else the preset's, else
+    # FALLBACK_TIME_BUDGET
     time_budget: float | None = Field(None, gt=0, allow_inf_nan=False)
     token_budget: int | None = Field(None, gt=0)  # AR_TOKEN_BUDGET instead of a time budget
     # hard limit per trial; None: 3 * time budget + 120
@@ -71,7 +80,7 @@ class SessionConfig(BaseModel):
     confirm: int = Field(1, ge=1, le=20)
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
     score: Literal["printed", "harness"] | None = None
-    temperature: float = Field(0.7, ge=0, allow_inf_nan=False)
+    temperature: float = Field(TEMPERATURE, ge=0, allow_inf_nan=False)
 
     @field_validator("memory", "disk")
     @classmethod

@@ -1,5 +1,9 @@
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from agent.cli.main import app
@@ -80,3 +84,38 @@ def test_try_passes_ar_variables_and_refuses_others(tmp_path):
 def test_build_needs_a_kind():
     result = runner.invoke(app, ["sandbox", "build"])
     assert result.exit_code == 2 and "--from-host" in result.output
+
+
+@pytest.mark.parametrize("sandbox", ["local", "docker"])
+def test_try_runs_the_folder_as_a_sessions_trial(tmp_path, sandbox, request):
+    """`sandbox try` builds its trial as a session does: the [run] table's interpreter (a
+    wrapper that says it ran), its variables and time budget, and the session's seed (0)."""
+    if sandbox == "docker":
+        request.getfixturevalue("host_image")
+    d = write(tmp_path, "import os\nfor k in ('FOLDER_FLAG', 'AR_SEED', 'TIME_BUDGET'):\n"
+                        "    print(k, os.environ.get(k))\n" + SUMMARY)
+    bin_ = d / ".venv" / "bin"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(d / ".venv")],
+                   check=True)
+    (bin_ / "python-real").symlink_to(os.path.realpath(bin_ / "python"))
+    (bin_ / "python").unlink()
+    (bin_ / "python").write_text("#!/bin/sh\necho \"the folder's interpreter ran\"\n"
+                                 'exec "$(dirname "$0")/python-real" "$@"\n')
+    (bin_ / "python").chmod(0o755)
+    (d / "autoresearch.toml").write_text('[run]\npython = ".venv/bin/python"\n'
+                                         'env = { FOLDER_FLAG = "on" }\ntime_budget = 7\n')
+    out = tmp_path / "w"
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", sandbox, "--json",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "ok"
+    log = (out / "train.log").read_text()
+    assert "the folder's interpreter ran" in log, log
+    assert "FOLDER_FLAG on" in log and "AR_SEED 0" in log and "TIME_BUDGET 7" in log, log
+
+
+def test_try_refuses_a_broken_run_table_as_bad_input(tmp_path):
+    d = write(tmp_path, SUMMARY)
+    (d / "autoresearch.toml").write_text('[run]\nenv = { HF_TOKEN = "x" }\n')
+    result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local"])
+    assert result.exit_code == 2 and "HF_TOKEN looks like a secret" in result.output

@@ -1,0 +1,148 @@
+"""What the commands share: their common options, the one error handler, a SessionConfig from
+options, and a session's records."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from agent.errors import UserError, fail
+
+SANDBOX_HELP = "auto, docker or local (default: the session's)."
+# off by default: a folder's preparation is its code, and may only download when you say so
+PREPARE_NETWORK = "Give the folder's prepare.py or [run] prepare (sandboxed) the network."
+
+# Options several commands take, each spelled once with its default (SessionConfig's where it
+# has the field: `default`); a command's signature says `sandbox: str = SANDBOX`.
+def default(name: str):
+    """An option's default: SessionConfig's field `name` (defaults are defined once)."""
+    from agent.config.settings import SessionConfig
+
+    return SessionConfig.model_fields[name].default
+
+
+SANDBOX = typer.Option(default("sandbox"), "--sandbox", help="auto, docker or local.")
+SEED = typer.Option(default("seed"), "--seed", help="AR_SEED of the trials.")
+DISK = typer.Option(default("disk"), "--disk", help="What a trial may write into its out/.")
+GPUS = typer.Option("", "--gpus", help="GPU ids, e.g. 0,1.")
+TRAIN_DIR = typer.Option(None, "--train-dir", help="Your training folder.")
+PRESET = typer.Option(None, "--preset", help="cpu or gpu: rewrites the block.")
+TIME_BUDGET = typer.Option(None, "--time-budget", help="Training seconds per trial.")
+TOKEN_BUDGET = typer.Option(None, "--token-budget", help="Tokens per trial.")
+EVAL_TOKENS = typer.Option(None, "--eval-tokens", hidden=True)
+PREPARE = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK)
+QUIET = typer.Option(False, "--quiet", help="No live progress.")
+
+
+# ---------------------------------------------------------------------------------------------
+# The one error handler
+
+class Failure(UserError):
+    """A UserError whose exit code and message `failing` has settled."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def handled(command: Callable, code: int = 2) -> Callable:
+    """`command` as the CLI registers it: a UserError it lets out is one line `error: ...`
+    and exit `code` (2: bad input, the default; 1: the command's own work failed), or the
+    code `failing` gave it. Anything else is our bug and keeps its traceback."""
+
+    @functools.wraps(command)  # typer reads the options from the wrapped signature
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as e:
+            raise fail(str(e), e.code if isinstance(e, Failure) else code) from None
+
+    return run
+
+
+@contextmanager
+def failing(code: int, then: str = "") -> Iterator[None]:
+    """Inside, a UserError exits `code` rather than the command's, `then` (what is kept, how
+    to go on) after its message."""
+    try:
+        yield
+    except Failure:
+        raise
+    except UserError as e:
+        raise Failure(f"{e} ({then})" if then else str(e), code) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Options into settings
+
+OPTION_OF = {"budget_s": "--budget", "cost_s": "--cost"}
+
+
+def config_or_fail(options: dict[str, str] | None = None, **values):
+    """A SessionConfig from the options, or one line naming the option that is wrong
+    (`options`: a field's option where its name is not the field's, e.g. --timeout)."""
+    from pydantic import ValidationError
+
+    from agent.config.settings import SessionConfig
+
+    try:
+        return SessionConfig(**values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        msg = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a rule between options
+            raise fail(msg, 2) from None
+        key = str(first["loc"][0])
+        option = {**OPTION_OF, **(options or {})}.get(key, "--" + key.replace("_", "-"))
+        raise fail(f"{option} {values.get(key)!r}: {msg}", 2) from None
+
+
+def gpu_ids(text: str) -> list[int]:
+    ids = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise fail(f"--gpus {text!r}: give GPU ids as nvidia-smi numbers them, like 0,1", 2)
+        ids.append(int(part))
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# A session's records
+
+def records(run_dir: Path, rebuild: bool = False) -> list:
+    """The session's TrialNotes from the ledger; from the git notes when asked (rewriting the
+    ledger, under the folder's lock) or when the ledger cannot be read (nothing written)."""
+    from agent.record.ledger import Ledger
+    from agent.record.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.exists():
+        raise fail(f"{run_dir} is not a session folder (no session.toml): check the path", 2)
+    ledger = Ledger(run_dir)
+    missing = not ledger.jsonl.exists()
+
+    def broken(_error: Exception) -> None:
+        typer.echo(f"warning: {ledger.jsonl} has a broken line: read from the git notes; "
+                   f"`autoresearch replay {run_dir} --rebuild` repairs it", err=True)
+
+    notes = rd.notes(from_git=rebuild, broken=broken)
+    if rebuild or missing:
+        with rd:
+            ledger.rewrite(notes)
+    return notes
+
+
+def cost_line(notes) -> str:
+    """What the trials cost, and the share of it spent on trials that failed."""
+    notes = list(notes.values()) if isinstance(notes, dict) else list(notes)
+    total = sum(n.cost_s or 0.0 for n in notes)
+    lost = sum(n.cost_s or 0.0 for n in notes if n.status != "ok" and n.trial > 0)
+    share = 100 * lost / total if total else 0.0
+    return f"cost {total:,.0f} s, {share:.1f} % of it lost to failed trials"

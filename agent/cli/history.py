@@ -1,0 +1,86 @@
+"""`autoresearch replay | diff`: what a session tried, and the code between two of its trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from agent.cli.common import cost_line, records
+from agent.errors import fail
+from agent.text import clean
+
+
+def replay(
+    run_dir: Path = typer.Argument(..., help="The session folder."),
+    trial: int | None = typer.Option(None, "--trial", help="Show one trial."),
+    show_diff: bool = typer.Option(False, "--diff", help="With --trial: its diff and log."),
+    as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the ledger from git."),
+) -> None:
+    """The session's trials, from the ledger (or from git with --rebuild)."""
+    import json
+
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from agent.analysis.report import replay_rows, replay_table, replay_text
+    from agent.record.rundir import RunDir
+
+    notes = records(run_dir, rebuild)
+    rows = replay_rows(notes)
+    if trial is not None:
+        picked = [r for r in notes if r.trial == trial]
+        if not picked:
+            raise fail(f"{run_dir} has no trial {trial} (it has 0..{len(notes) - 1})", 2)
+        if as_json:
+            typer.echo(json.dumps(picked[0].to_dict(), sort_keys=True))
+            return
+        console = Console()
+        console.print(replay_table(replay_rows(picked), f"{run_dir} trial {trial}",
+                                   console.width))
+        if show_diff:
+            console.print(Syntax(clean(picked[0].diff or "(no diff: the baseline)"), "diff"))
+            log = RunDir(run_dir).trial_log(trial, picked[0].result)  # inside the folder
+            if log is not None:
+                tail = log.read_text(errors="replace").splitlines()[-25:]
+                console.print("[bold]train.log (last 25 lines)[/bold]")
+                console.print(clean("\n".join(tail)), markup=False, highlight=False)
+        return
+    if as_json:
+        typer.echo(json.dumps(rows, sort_keys=True))
+        return
+    console = Console()
+    title = f"{run_dir}: {len(rows)} trials; {cost_line(notes)}"
+    if len(rows) > 200:  # a rich Table is too slow for thousands of rows
+        import sys
+
+        sys.stdout.write(replay_text(rows, title + " (* = new best)", console.width))
+        return
+    console.print(replay_table(rows, title, console.width))
+
+
+def diff(
+    run_dir: Path = typer.Argument(..., help="The session folder."),
+    a: str = typer.Argument("baseline", help="From: a trial number, baseline, best or a rev."),
+    b: str = typer.Argument("best", help="To: a trial number, baseline, best or a rev."),
+) -> None:
+    """The code change between two trials (default: baseline .. best)."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from agent.record.workspace import Workspace, WorkspaceError
+
+    ws = Workspace(run_dir / "repo")
+    revs = []
+    for name in (a, b):
+        sha = ws.trial_commit(int(name)) if name.isdigit() else ws.rev(name)
+        if sha is None:
+            raise WorkspaceError(f"{run_dir} has no trial {name}")
+        revs.append(sha)
+    text = clean(ws.diff(*revs))  # code a model wrote: no escape reaches the terminal
+    console = Console()
+    if console.is_terminal:
+        console.print(Syntax(text or "(no change)", "diff"))
+    else:
+        typer.echo(text)
