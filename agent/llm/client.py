@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlparse
 
+from agent.config.settings import TEMPERATURE
 from agent.errors import UserError
 
 # litellm fetches a price list from the network at import unless told otherwise.
@@ -28,7 +29,7 @@ class LLMConfig:
     model: str
     api_base: str | None = None
     api_key: str | None = None
-    temperature: float = 0.7
+    temperature: float = TEMPERATURE
     max_tokens: int = 1024
     timeout_s: float = 180.0
     retries: int = 3

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.edit.block import SearchSpace, Value
+from agent.edit.block import Value
+from agent.edit.space import SearchSpace
 from agent.optimizers.base import Optimizer
 from agent.optimizers.centaur import Centaur
 from agent.optimizers.cmaes import CMAES

@@ -21,14 +21,17 @@ silent fallback to CMA-ES's candidate); CMA-ES is then told nothing for it.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from agent.config.settings import SessionConfig
 from agent.edit.actions import Action, EditHyperparameters, NoAction
-from agent.edit.block import SearchSpace, Value
-from agent.llm.prompting import EDIT, edit_tool, edit_validator, example_values
-from agent.llm.seat import MAX_REPAIRS, LLMSeat
+from agent.edit.block import Value
+from agent.edit.space import SearchSpace
+from agent.llm.answers import edit_validator
+from agent.llm.prompting import EDIT, edit_tool, example_values
+from agent.llm.seat import MAX_REPAIRS, LLMSeat, UsesLLM
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.cmaes import CMAES
 
@@ -38,7 +41,7 @@ RATIO = SessionConfig.model_fields["llm_ratio"].default
 WARMUP = SessionConfig.model_fields["llm_warmup"].default
 
 
-class Centaur:
+class Centaur(UsesLLM):
     name = "centaur"
     failure_policy = CMAES.failure_policy + " LLM proposals are told back the same way."
 
@@ -50,7 +53,7 @@ class Centaur:
         self.space, self.seed = space, seed
         self.cmaes = CMAES(space, seed, baseline, **cma_options)
         self.ratio, self.warmup = ratio, warmup
-        self.seat = LLMSeat.seat(self, llm, max_repairs)
+        self.seat = LLMSeat(llm, max_repairs)
 
     def is_llm_turn(self, trial: int) -> bool:
         i = trial - self.warmup - 1
@@ -60,8 +63,10 @@ class Centaur:
 
     def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
             ctx: TrialContext) -> Action:
+        # which of the two proposed is the action's `proposer`; the session names it in the
+        # trial's subject ("centaur llm: ...") beside the bare rationale
         if not self.is_llm_turn(ctx.trial):  # the ratio counts trials, whoever runs them
-            return self.cmaes.ask(history, pending, ctx)
+            return replace(self.cmaes.ask(history, pending, ctx), proposer="cmaes")
         if ctx.replay is not None:  # the recorded answer is already the full configuration
             return self.seat.propose("centaur.j2", history, pending, ctx, [], (EDIT,), None)
         state = self.shared_state()
@@ -71,8 +76,7 @@ class Centaur:
             edit_validator(self.space, base, pending), space=self.space,
             example=example_values(self.space), **state)
         if isinstance(action, EditHyperparameters):  # full config: what CMA-ES will learn
-            action = EditHyperparameters({**base, **action.values},
-                                         "centaur llm: " + (action.rationale or "(no rationale)"))
+            action = replace(action, values={**base, **action.values}, proposer="llm")
         return action
 
     def shared_state(self) -> dict:

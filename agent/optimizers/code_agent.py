@@ -13,26 +13,19 @@ status, reason and diff.
 
 from __future__ import annotations
 
-from agent.edit.actions import Action, ApplyDiff
-from agent.edit.block import SearchSpace, SpaceError, Value, non_literal, read_block
+from agent.edit.actions import Action
+from agent.edit.block import SpaceError, Value
 from agent.edit.patching import PatchError, apply_patch
-from agent.llm.prompting import (
-    DIFF,
-    EDIT,
-    AnswerError,
-    diff_action,
-    diff_tool,
-    edit_tool,
-    edit_validator,
-    example_values,
-)
-from agent.llm.seat import MAX_REPAIRS, LLMSeat
+from agent.edit.space import SearchSpace
+from agent.llm.answers import AnswerError, diff_action, edit_validator
+from agent.llm.prompting import DIFF, EDIT, diff_tool, edit_tool, example_values
+from agent.llm.seat import MAX_REPAIRS, LLMSeat, UsesLLM
 from agent.optimizers.base import TrialContext, TrialRecord
 
 RECENT_DIFFS = 5
 
 
-class CodeAgent:
+class CodeAgent(UsesLLM):
     name = "code-agent"
     failure_policy = ("Failures are not told as numbers: the next prompt shows each failed "
                       "attempt with its status, reason and diff.")
@@ -40,7 +33,7 @@ class CodeAgent:
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value], llm=None,
                  max_repairs: int = MAX_REPAIRS, **_: object):
         self.space, self.seed = space, seed
-        self.seat = LLMSeat.seat(self, llm, max_repairs)
+        self.seat = LLMSeat(llm, max_repairs)
 
     def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
             ctx: TrialContext) -> Action:
@@ -52,17 +45,10 @@ class CodeAgent:
                 return edit(answer)
             action = diff_action(answer)
             try:  # the same checks the session will make, so failures get a repair turn
-                new = apply_patch(ctx.incumbent_source, action.patch)
-                bad = non_literal(new, self.space.names)
-                if bad:
-                    raise SpaceError("hyperparameters must stay literal values: "
-                                     + "; ".join(bad))
-                present = read_block(new)
-                self.space.validate({n: present[n].value for n in self.space.names
-                                     if n in present})
+                self.space.check_source(apply_patch(ctx.incumbent_source, action.patch))
             except (PatchError, SpaceError) as e:
                 raise AnswerError(str(e)) from None
-            return ApplyDiff(action.patch, action.rationale)
+            return action
 
         return self.seat.propose(
             "code_agent.j2", history, pending, ctx, [diff_tool(), edit_tool(self.space)],

@@ -12,13 +12,15 @@ the history of its next prompt.
 from __future__ import annotations
 
 from agent.edit.actions import Action
-from agent.edit.block import SearchSpace, Value
-from agent.llm.prompting import EDIT, edit_tool, edit_validator, example_values
-from agent.llm.seat import MAX_REPAIRS, LLMSeat
+from agent.edit.block import Value
+from agent.edit.space import SearchSpace
+from agent.llm.answers import edit_validator
+from agent.llm.prompting import EDIT, edit_tool, example_values
+from agent.llm.seat import MAX_REPAIRS, LLMSeat, UsesLLM
 from agent.optimizers.base import TrialContext, TrialRecord
 
 
-class LLMHPO:
+class LLMHPO(UsesLLM):
     name = "llm-hpo"
     failure_policy = ("Failures are not told as numbers: the next prompt shows each failed "
                       "trial with its status and reason.")
@@ -26,7 +28,7 @@ class LLMHPO:
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value], llm=None,
                  max_repairs: int = MAX_REPAIRS, **_: object):
         self.space, self.seed = space, seed
-        self.seat = LLMSeat.seat(self, llm, max_repairs)
+        self.seat = LLMSeat(llm, max_repairs)
 
     def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
             ctx: TrialContext) -> Action:

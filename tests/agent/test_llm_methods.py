@@ -13,7 +13,7 @@ import pytest
 
 from agent.config.settings import SessionConfig
 from agent.edit.actions import ApplyDiff, EditHyperparameters, NoAction
-from agent.edit.block import load_space
+from agent.edit.space import load_space
 from agent.llm.client import LLM, LLMConfig, LLMError
 from agent.loop.session import Session
 from agent.optimizers.base import TrialContext, TrialRecord
@@ -208,7 +208,7 @@ def test_centaur_prompt_holds_cmaes_state_at_that_moment(space):
                                       for r in cov_rows])
                     assert np.allclose(shown, cov, rtol=1e-3, atol=1e-9)
                     assert action.values["MATRIX_LR"] == 0.03  # the LLM's, told to CMA-ES
-                    assert action.rationale.startswith("centaur llm:")
+                    assert action.proposer == "llm" and action.rationale == "lower lr"
             value = 2.0 + 0.01 * n
             record = TrialRecord(n, "ok", action.values, value)
             opt.tell(action, record)
@@ -332,7 +332,7 @@ def test_an_echoed_rationale_is_not_the_trial_description(tmp_path, train_dir):
     ("Rationale", True), ("halve the batch: it ran out of memory", False),
     ("why not deeper", False)])
 def test_the_echo_detector(text, echo):
-    from agent.llm.prompting import is_echo
+    from agent.llm.answers import is_echo
 
     assert is_echo(text) is echo
 
