@@ -31,10 +31,12 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP)
 	@scripts/ensure-docker.sh
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 # The GPU path end to end on one GPU (scripts/gpu_check.py; ~6 min on an H100). Uses .venv where

@@ -10,7 +10,7 @@ backends (`sandbox.base.Sandbox`) because trials run where `agent/` is not insta
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from agent.edit.actions import Action
@@ -18,7 +18,9 @@ from agent.edit.block import Value
 from sandbox.base import Sandbox
 
 if TYPE_CHECKING:
-    from agent.loop.trial import PreparedTrial, TrialNote
+    from agent.executors.base import TrialJob
+    from agent.loop.trial import PreparedTrial
+    from agent.record.note import TrialNote
     from sandbox.result import TrialResult
 
 __all__ = ["Executor", "LLMClient", "LLMMethod", "Optimizer", "Reporter", "Sandbox",
@@ -38,7 +40,6 @@ class TrialRecord:
     reason: str = ""
     rationale: str = ""
     diff: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,13 +96,16 @@ class LLMClient(Protocol):
 
 
 class Executor(Protocol):
-    """Where prepared trials run: `slots` at once. `submit` hands one over; `wait` blocks
-    until at least one has finished and returns those (prepared trial, result) pairs;
-    `close` stops what still runs (Ctrl-C) and frees the slots."""
+    """Where prepared trials run: `slots` at once; `why` says which sandbox and why (one
+    line for the session's output). `submit` hands one over: `job` is everything the trial
+    needs as data, `prepared` is handed back with its result; `wait` blocks until at least
+    one has finished and returns those (prepared, result) pairs; `close` stops what still
+    runs (Ctrl-C) and frees the slots."""
 
     slots: int
+    why: str
 
-    def submit(self, prepared: PreparedTrial) -> None: ...
+    def submit(self, prepared: PreparedTrial, job: TrialJob) -> None: ...
 
     def wait(self) -> list[tuple[PreparedTrial, TrialResult]]: ...
 
@@ -109,6 +113,9 @@ class Executor(Protocol):
 
 
 class Reporter(Protocol):
+    """Who is told about a running session (agent/loop/progress.py): its start (trials done,
+    trials asked for), a line of news, a trial starting, a trial recorded, its end."""
+
     def start(self, done: int, total: int | None) -> None: ...
 
     def note(self, text: str) -> None: ...

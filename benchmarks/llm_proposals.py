@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.edit.actions import EditHyperparameters, NoAction  # noqa: E402
-from agent.edit.block import load_space  # noqa: E402
-from agent.llm.prompting import AnswerError, parse_answer  # noqa: E402
+from agent.edit.space import load_space  # noqa: E402
+from agent.llm.answers import AnswerError, parse_answer  # noqa: E402
 from agent.optimizers.centaur import Centaur  # noqa: E402
 from agent.optimizers.llm_hpo import LLMHPO  # noqa: E402
 from agent.paths import baseline_dir  # noqa: E402

@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.config.settings import SessionConfig  # noqa: E402
-from agent.edit.block import apply_preset, load_space, render_block  # noqa: E402
+from agent.edit.block import apply_preset, render_block  # noqa: E402
+from agent.edit.space import load_space  # noqa: E402
 from agent.loop.session import Session  # noqa: E402
 from agent.optimizers.encoding import Encoding  # noqa: E402
 from agent.paths import baseline_dir  # noqa: E402

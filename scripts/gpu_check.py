@@ -76,7 +76,8 @@ def slug(name: str) -> str:
 
 def gpu_tree(folder: Path) -> Path:
     """The baseline train.py with the gpu preset's block, and prepare.py, in `folder`."""
-    from agent.edit.block import apply_preset, load_space
+    from agent.edit.block import apply_preset
+    from agent.edit.space import load_space
     from agent.paths import baseline_dir
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from agent.config.data import prepare_data
 from agent.config.runspec import load_runspec
 from agent.config.settings import SessionConfig
-from agent.edit.block import apply_preset, load_space
-from agent.executors import TrialJob, make_executor, slot_limits
+from agent.edit.block import apply_preset
+from agent.edit.space import load_space
 from agent.loop.plan import TrialPlan
 from sandbox.result import TrialResult
 
@@ -33,11 +33,15 @@ class Seeded:
 
 
 def tar_folder(folder: Path) -> bytes:
+    """The folder as a tar, subfolders included, as a session's repo holds it: no dotfiles,
+    no __pycache__ (agent/record/workspace.py copies a training folder the same way)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                tar.add(path, arcname=path.name)
+        for path in sorted(folder.rglob("*")):
+            parts = path.relative_to(folder).parts
+            if path.is_file() and not any(p.startswith(".") or p == "__pycache__"
+                                          for p in parts):
+                tar.add(path, arcname="/".join(parts))
     return buf.getvalue()
 
 
@@ -46,14 +50,11 @@ def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
     """Each (tree as tar, folder, seed) run once, exactly as a trial of `config` runs (the
     same sandbox, executor, limits and environment, AR_SEED set, the training folder's [run]
     table `spec`); results in `runs`' order."""
-    plan = TrialPlan(config, space, spec)
-    slots = slot_limits(plan.limits(), config.workers, config.gpus, config.gpus_per_trial,
-                        config.cpus)
+    data = str(data_dir) if data_dir else None
+    plan = TrialPlan(config.model_copy(update={"data_dir": data}), space, spec)
     scratch = cache.parent / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    data = str(data_dir) if data_dir else None
-    executor = make_executor(config.executor, config.sandbox, slots, scratch,
-                             config.ray_address, data, config.gpus_per_trial or 0)
+    executor = plan.executor(scratch)
     results: dict[int, TrialResult] = {}
     queue = list(enumerate(runs))
     running = 0
@@ -61,10 +62,7 @@ def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
         while queue or running:
             while queue and running < executor.slots:
                 i, (tree_tar, folder, seed) = queue.pop(0)
-                job = TrialJob(i, tree_tar, str(folder), data,
-                               {**plan.env(), "AR_SEED": str(seed)}, str(cache),
-                               plan.limits(), config.scoring, space.fixed.get("SEQ_LEN"),
-                               plan.spec.job())
+                job = plan.job(i, tree_tar, folder, {**plan.env(), "AR_SEED": str(seed)}, cache)
                 executor.submit(Seeded(i), job)
                 running += 1
             for done, result in executor.wait():

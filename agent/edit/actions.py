@@ -24,6 +24,7 @@ class EditHyperparameters:
 
     values: dict[str, Value]
     rationale: str = ""
+    proposer: str = ""  # who, inside a method that has several (Centaur: "cmaes" or "llm")
     kind: str = field(default="edit_hyperparameters", init=False)
 
 
@@ -33,6 +34,7 @@ class ApplyDiff:
 
     patch: str
     rationale: str = ""
+    proposer: str = ""
     kind: str = field(default="apply_diff", init=False)
 
 
@@ -43,6 +45,7 @@ class NoAction:
 
     reason: str
     rationale: str = ""
+    proposer: str = ""
     kind: str = field(default="none", init=False)
 
 
@@ -54,6 +57,7 @@ class Confirm:
     of: int
     seed: int
     rationale: str = ""
+    proposer: str = ""
     kind: str = field(default="confirm", init=False)
 
 
@@ -65,13 +69,14 @@ def action_to_dict(action: Action) -> dict[str, Any]:
 
 
 def action_from_dict(data: dict[str, Any]) -> Action:
+    said = {"rationale": data.get("rationale", ""), "proposer": data.get("proposer", "")}
     if data.get("kind") == "apply_diff":
-        return ApplyDiff(data["patch"], data.get("rationale", ""))
+        return ApplyDiff(data["patch"], **said)
     if data.get("kind") == "none":
-        return NoAction(data.get("reason", ""), data.get("rationale", ""))
+        return NoAction(data.get("reason", ""), **said)
     if data.get("kind") == "confirm":
-        return Confirm(int(data["of"]), int(data["seed"]), data.get("rationale", ""))
-    return EditHyperparameters(dict(data["values"]), data.get("rationale", ""))
+        return Confirm(int(data["of"]), int(data["seed"]), **said)
+    return EditHyperparameters(dict(data["values"]), **said)
 
 
 def edit_to_diff(action: EditHyperparameters, source: str, space: SearchSpace) -> str:

@@ -69,13 +69,18 @@ class Gate:
         """The gate after trials 0 .. told-1, with the runs already given a number (a note,
         or an in-flight action in `actions`) out of its queue."""
         gate = cls(k, seed)
-        for n in list(notes) + list(actions):
-            data = notes[n].action if n in notes else actions[n]
-            if data.get("kind") == "confirm":
-                gate.taken.add((int(data["of"]), int(data["seed"])))
+        gate.numbered(notes, actions)
         for n in range(told):
             gate.observe(notes[n])
         return gate
+
+    def numbered(self, notes: dict[int, TrialNote], actions: dict[int, dict]) -> None:
+        """The confirmation runs that already have a trial number (a note, or an in-flight
+        action) are not queued again."""
+        for n in list(notes) + list(actions):
+            data = notes[n].action if n in notes else actions[n]
+            if data.get("kind") == "confirm":
+                self.taken.add((int(data["of"]), int(data["seed"])))
 
     def next(self) -> Confirm | None:
         """The next confirmation run, to be trial `asked`; None when none is due."""
@@ -111,7 +116,7 @@ class Gate:
                 if (trial, s) in self.values or (trial, s) in self.taken or any(
                         (q.of, q.seed) == (trial, s) for q in self.queue):
                     continue
-                self.queue.append(Confirm(trial, s, f"confirm trial {candidate} against "
+                self.queue.append(Confirm(trial, s, f"trial {candidate} against "
                                                     f"trial {self.incumbent}: seed {s}"))
 
     def _decide(self) -> Decision | None:
@@ -139,12 +144,3 @@ class Gate:
             self._ask(self.waiting[0])
         return decision
 
-
-def best_note(gate: Gate, notes) -> TrialNote | None:
-    """The session's best among `notes`: the gate's incumbent when it is on (None while that
-    is the baseline not yet recorded), else the best ok trial, the first of equals."""
-    notes = list(notes)
-    if gate.on:
-        return next((n for n in notes if n.trial == gate.incumbent), None)
-    return min((n for n in notes if n.status == "ok"), default=None,
-               key=lambda n: (n.val_bpb, n.trial))

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from agent.config.data import Preparation
 from agent.config.runspec import RunSpec
-from agent.config.settings import SessionConfig
-from agent.edit.block import SearchSpace
+from agent.config.settings import FALLBACK_TIME_BUDGET, SessionConfig
+from agent.edit.space import SearchSpace
+from agent.executors import TrialJob, make_executor, slot_limits
 from agent.optimizers import LLM_METHODS
 from sandbox.base import Limits
 
@@ -23,7 +24,7 @@ class TrialPlan:
         """--time-budget, else what the folder's [run] table says train.py trains for, else
         the preset's."""
         return (self.config.time_budget or self.spec.time_budget or self.space.time_budget
-                or 60.0)
+                or FALLBACK_TIME_BUDGET)
 
     @property
     def memory(self) -> str:
@@ -51,16 +52,32 @@ class TrialPlan:
             env["AR_EVAL_TOKENS"] = str(self.config.eval_tokens)
         return env
 
-    def budget_spent(self, notes, spent: float) -> bool:
-        """The wall-clock budget cannot fit one more typical trial, or the cost is spent."""
-        config, notes = self.config, list(notes)
-        if config.cost_s is not None and sum(n.cost_s for n in notes) >= config.cost_s:
+    def budget_spent(self, spend, spent: float) -> bool:
+        """The wall-clock budget cannot fit one more typical trial, or the cost is spent
+        (`spend`: agent/loop/standing.Spend, kept as trials are recorded)."""
+        config = self.config
+        if config.cost_s is not None and spend.cost_s >= config.cost_s:
             return True
         if config.budget_s is None:
             return False
-        walls = sorted(n.wall_s for n in notes if n.status != "rejected")
-        expected = walls[len(walls) // 2] if walls else 0.0
-        return spent + expected > config.budget_s
+        return spent + spend.typical_wall_s > config.budget_s
+
+    def executor(self, scratch: Path):
+        """Where this session's trials run: its executor with one slot per share of the host
+        (agent/executors/)."""
+        c = self.config
+        slots = slot_limits(self.limits(), c.workers, c.gpus, c.gpus_per_trial, c.cpus)
+        return make_executor(c.executor, c.sandbox, slots, scratch, c.ray_address, c.data_dir,
+                             c.gpus_per_trial or 0)
+
+    def job(self, number: int, tree_tar: bytes, workdir: Path, env: dict[str, str],
+            cache: Path) -> TrialJob:
+        """Trial `number` as an executor runs it: its tree, where its log goes, the session's
+        data, limits, scoring and the folder's [run] table; `env` from `env()` (and a seed)."""
+        c = self.config
+        return TrialJob(number, tree_tar, str(workdir), c.data_dir, env, str(cache),
+                        self.limits(), c.scoring, self.space.fixed.get("SEQ_LEN"),
+                        self.spec.job())
 
     def device(self) -> str:
         gpus, share = self.config.gpus_per_trial or 1, self.config.gpu_mem_fraction

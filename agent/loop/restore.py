@@ -1,169 +1,141 @@
-"""Where a session stands, and resuming it: the state is checked against git (the truth).
+"""Resuming a session: a function of what is on disk, checked against git (the truth).
 
-`Progress` is the optimizer's pickle (optimizer/state.pkl), saved after every proposal (once
-its commit exists) and after every tell. `restore` brings a session back after any stop:
-the ledger is rebuilt from the notes when it differs, `best` is moved back to the best ok
-note, the optimizer comes from its pickle (or, when that is unreadable, is rebuilt by
-replaying the recorded trials in the order the session runs them), and every trial that was
-prepared but not recorded -- running when the session was killed -- runs again on its
-existing commit.
+After any stop, `restore` rebuilds the ledger from the notes when it differs, moves `best`
+back to the best trial, loads the optimizer from its pickle (or, when that is unreadable,
+rebuilds it by replaying the recorded trials in the order the session runs them), and lists
+every trial that was prepared but not recorded -- running when the session was killed -- to
+run again on its existing commit. It returns what it found; the session takes it from there.
 """
 
 from __future__ import annotations
 
-import pickle
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from agent.edit.actions import Confirm, action_from_dict, action_to_dict
-from agent.loop.gate import Gate, best_note
-from agent.loop.trial import PreparedTrial, TrialNote
-from agent.optimizers import make_optimizer
-from agent.protocols import LLMMethod, TrialRecord
-from agent.record.ledger import Ledger, atomic_write
+from agent.loop.gate import Gate
+from agent.loop.standing import Best, Progress
+from agent.loop.trial import PreparedTrial, Trials
+from agent.protocols import TrialContext, TrialRecord
+from agent.record.ledger import Ledger
 from agent.record.newrun import SessionError
-
-STATE_VERSION = 2
+from agent.record.note import TrialNote
+from agent.record.workspace import Workspace
 
 
 @dataclass
-class Progress:
-    optimizer: object
-    asked: int = 1  # trials prepared: the next proposal is trial `asked` (0 is the baseline)
-    told: int = 0  # trials 0 .. told - 1 were told to the optimizer, in trial order
-    inflight: dict[int, dict] = field(default_factory=dict)  # prepared, not told: the action
-
-    def save(self, path) -> None:
-        atomic_write(path, pickle.dumps({"v": STATE_VERSION, **self.__dict__}))
+class Restored:
+    progress: Progress
+    best: Best
+    history: list[TrialRecord]  # what the optimizer was told, in order (no confirmation runs)
+    reruns: list[PreparedTrial]  # prepared, never recorded: to run again
 
 
-def noted(session) -> dict[int, TrialNote]:
+def noted(ws: Workspace, ledger: Ledger) -> dict[int, TrialNote]:
     """The recorded trials in git; SessionError when they cannot be trusted (lost, or
     notes of trials that were never committed): then nothing is changed."""
-    notes = session.ws.notes()
-    refs = session.ws.trial_refs()
-    ledger = session.ledger.jsonl
-    if not notes and (refs or (ledger.exists() and ledger.stat().st_size > 0)):
-        raise SessionError(f"{session.rd.repo} has lost its trial notes (refs/notes/results) "
+    notes = ws.notes()
+    refs = ws.trial_refs()
+    if not notes and (refs or (ledger.jsonl.exists() and ledger.jsonl.stat().st_size > 0)):
+        raise SessionError(f"{ws.path} has lost its trial notes (refs/notes/results) "
                            f"but holds {len(refs)} trial commits: restore that ref "
                            "(the notes are the record of results); nothing was changed")
     by_trial = {n.trial: n for n in map(TrialNote.from_dict, notes.values())}
     stray = sorted(n for n in by_trial if n > 0 and n not in refs)
     if stray:
-        raise SessionError(f"the trial notes in {session.rd.repo} name trials without a "
+        raise SessionError(f"the trial notes in {ws.path} name trials without a "
                            f"commit ({stray[:10]}): the repository was changed by hand")
     return by_trial
 
 
-def restore(session) -> tuple[Progress, list[PreparedTrial]]:
-    """(progress, trials to run again) for a session opening its folder."""
-    notes = session.notes
-    check_ledger(session.ledger, list(notes.values()), session.reporter.note)
-    progress = load(session) or rebuild(session)
-    if isinstance(progress.optimizer, LLMMethod):
-        progress.optimizer.attach(session.llm)
-    config = session.config
-    session.gate = Gate.replay(config.confirm, config.seed, notes, progress.told,
-                               progress.inflight)
-    check_best(session.ws, best_note(session.gate, notes.values()), session.reporter.note)
-    reruns = []
-    for n in range(progress.asked):
-        if n in notes:
-            continue
-        if n == 0:
-            reruns.append(session.trials.baseline())
-            continue
-        reruns.append(session.trials.resume(n, action_from_dict(progress.inflight[n])))
-    return progress, reruns
+def restore(notes: dict[int, TrialNote], ws: Workspace, ledger: Ledger, trials: Trials,
+            state_pkl, gate: Gate, new_optimizer: Callable[[], object],
+            context: Callable[[int, str], TrialContext], slots: int,
+            say: Callable[[str], None]) -> Restored:
+    """Where the session in `ws` stands: its optimizer's progress (`state_pkl`, else rebuilt
+    with `new_optimizer()` and `context(n, incumbent commit)`), who is best (`gate` fed with
+    the told trials), what was told, what runs again."""
+    check_ledger(ledger, list(notes.values()), say)
+    best = Best(gate, notes)
+    for note in notes.values():
+        best.recorded(note)
+    progress = _load(state_pkl, say)
+    if progress is None:
+        progress, history = _rebuild(notes, ws, trials, gate, best, new_optimizer, context,
+                                     slots)
+    else:
+        gate.numbered(notes, progress.inflight)
+        history = []
+        for n in range(progress.told):
+            best.told(notes[n])
+            if notes[n].method != "confirm":
+                history.append(notes[n].as_seen())
+    check_best(ws, best.current, say)
+    reruns = [trials.baseline() if n == 0 else
+              trials.resume(n, action_from_dict(progress.inflight[n]))
+              for n in range(progress.asked) if n not in notes]
+    return Restored(progress, best, history, reruns)
 
 
-def load(session) -> Progress | None:
-    path = session.rd.state_pkl
+def _load(path, say) -> Progress | None:
     if not path.exists():
         return None
     try:
-        state = pickle.loads(path.read_bytes())
-        if state.pop("v", 1) != STATE_VERSION:
-            raise ValueError("written by an older version")
-        return Progress(**state)
+        return Progress.load(path)
     except Exception as e:  # any unreadable pickle: rebuilt from the notes
-        session.reporter.note(f"{path} is unreadable ({type(e).__name__}): rebuilding the "
-                              "optimizer from the trial notes")
+        say(f"{path} is unreadable ({type(e).__name__}): rebuilding the optimizer from the "
+            "trial notes")
         return None
 
 
-def rebuild(session) -> Progress:
+def _rebuild(notes, ws, trials, gate, best, new_optimizer, context,
+             slots) -> tuple[Progress, list[TrialRecord]]:
     """A fresh optimizer brought to where the recorded trials leave it, asked and told in
     the session's own order (trial n is asked once trials 0 .. n - slots are told)."""
-    config, notes = session.config, session.notes
-    optimizer = make_optimizer(config.method, session.space, config.seed,
-                               session.trials.baseline().config,
-                               **session.plan.method_options(session.llm))
-    if isinstance(optimizer, LLMMethod):
-        optimizer.attach(session.llm)
-    progress = session.progress = Progress(optimizer)  # the context of each ask reads it
-    progress.inflight[0] = action_to_dict(session.trials.baseline().action)
+    progress = Progress(new_optimizer())
+    progress.inflight[0] = action_to_dict(trials.baseline().action)
+    gate.numbered(notes, {})
     history = []
+
+    def tell_next():
+        note = notes[progress.told]
+        seen = progress.tell(note)
+        best.told(note)
+        history.extend([seen] if seen else [])
+
     n = 1
-    while n in notes or session.ws.trial_commit(n) is not None:
-        while progress.told <= n - session.slots and progress.told in notes:
-            history.append(tell(progress, notes[progress.told]))
-        if progress.told <= n - session.slots:
+    while n in notes or ws.trial_commit(n) is not None:
+        while progress.told <= n - slots and progress.told in notes:
+            tell_next()
+        if progress.told <= n - slots:
             break  # an earlier trial never finished: the rest is asked again
-        confirm = confirm_of(session, n)
+        confirm = _confirm_of(notes, ws, n)
         if confirm is not None:  # a confirmation run: no optimizer asked for it
             progress.inflight[n] = confirm
         else:
-            pending = pending_views(session, {k: a for k, a in progress.inflight.items()
-                                              if k >= progress.told})
-            ctx = session.context(n)
+            incumbent = best.incumbent.commit if best.incumbent else ws.baseline
+            ctx = context(n, incumbent)
             ctx.replay = notes[n].recorded_action() if n in notes else None
-            progress.inflight[n] = action_to_dict(optimizer.ask(history, pending, ctx))
+            pending = progress.pending(notes.get, len(trials.space.names))
+            progress.inflight[n] = action_to_dict(progress.optimizer.ask(history, pending, ctx))
         progress.asked = n + 1
         n += 1
     while progress.told < progress.asked and progress.told in notes:
-        history.append(tell(progress, notes[progress.told]))
-    session.history = [seen for seen in history if seen is not None]
-    return progress
+        tell_next()
+    return progress, history
 
 
-def tell(progress: Progress, note: TrialNote):
-    """Tell the optimizer trial `progress.told` (its recorded action and outcome); what it
-    saw, or None for a confirmation run (the gate's, not the optimizer's)."""
-    seen = None
-    if note.method != "confirm":
-        seen = note.as_seen()
-        progress.optimizer.tell(note.recorded_action(), seen)
-    progress.inflight.pop(note.trial, None)
-    progress.told += 1
-    return seen
-
-
-def confirm_of(session, n: int) -> dict | None:
+def _confirm_of(notes, ws, n: int) -> dict | None:
     """Trial n's Confirm action when it is a confirmation run (its note, or its commit's
     `Confirms:` trailer when it has no note yet)."""
-    if n in session.notes:
-        action = session.notes[n].action
+    if n in notes:
+        action = notes[n].action
         return action if action.get("kind") == "confirm" else None
-    message = session.ws.message(session.ws.trial_commit(n))
+    message = ws.message(ws.trial_commit(n))
     trailers = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
     if trailers.get("Method") != "confirm" or "Confirms" not in trailers:
         return None
     return action_to_dict(Confirm(int(trailers["Confirms"]), int(trailers["Seed"])))
-
-
-def pending_views(session, inflight: dict[int, dict]) -> list[TrialRecord]:
-    """The proposals in flight as an optimizer sees them: their full configuration where
-    known (confirmation runs are left out)."""
-    views = []
-    for n, action in sorted(inflight.items()):
-        if action.get("kind") == "confirm":
-            continue
-        known = session.notes.get(n) or session.running.get(n)
-        values = action.get("values") or {}
-        config = known.config if known else (
-            values if len(values) == len(session.space.names) else None)
-        views.append(TrialRecord(n, "running", config, rationale=action.get("rationale", "")))
-    return views
 
 
 def check_ledger(ledger: Ledger, notes: list[TrialNote], say) -> None:

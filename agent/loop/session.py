@@ -15,16 +15,17 @@ from pathlib import Path
 
 from agent.config.runspec import load_runspec
 from agent.config.settings import SessionConfig
+from agent.edit import block
 from agent.edit.actions import Confirm, action_to_dict
-from agent.edit.block import SearchSpace, load_space, read_block
-from agent.executors import TrialJob, make_executor, slot_limits
-from agent.loop.gate import Gate, best_note
+from agent.edit.space import SearchSpace, load_space
+from agent.loop.gate import Gate
 from agent.loop.plan import TrialPlan
 from agent.loop.preflight import Preflight
 from agent.loop.progress import ProgressPlot, QuietReporter, Reporters
-from agent.loop.restore import Progress, noted, pending_views, restore, tell
+from agent.loop.restore import noted, restore
+from agent.loop.standing import Best, Progress, Spend
 from agent.loop.trial import PreparedTrial, TrialNote, Trials, seed_of
-from agent.optimizers import LLM_METHODS
+from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.paths import baseline_dir
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
 from agent.record.ledger import Ledger
@@ -57,7 +58,8 @@ class Session:
         self.history: list[TrialRecord] = []  # told trials, in order
         self.progress: Progress | None = None
         self.running: dict[int, PreparedTrial] = {}  # submitted, not recorded
-        self.gate = Gate(config.confirm, config.seed)  # --confirm K (agent/loop/gate.py)
+        self.best = Best(Gate(config.confirm, config.seed), self.notes)
+        self.spend = Spend()
         self.executor = self.llm = self.server = None
 
     @classmethod
@@ -75,7 +77,7 @@ class Session:
         rd.lock()
         try:
             session = cls(rd.root, SessionConfig.load(rd.session_toml), reporter)
-            noted(session)  # refuse at once what resume cannot repair
+            noted(session.ws, session.ledger)  # refuse at once what resume cannot repair
         except BaseException:
             rd.unlock()
             raise
@@ -114,7 +116,7 @@ class Session:
                     self._record(prepared, final) if final else self._submit(prepared)
         finally:
             self._stop(elapsed_before, started)
-        best = best_note(self.gate, self.notes.values())
+        best = self.best.current
         return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
 
     def _start(self) -> float:
@@ -133,19 +135,21 @@ class Session:
         config, self.plan = self.config, TrialPlan(self.config, self.space, spec)
         self.preflight = Preflight(config, self.trials, self.plan.time_budget, self.space.preset,
                                    self.plan.limits().memory_bytes / 2**20)
-        slots = slot_limits(self.plan.limits(), config.workers, config.gpus,
-                            config.gpus_per_trial, config.cpus)
-        self.executor = make_executor(config.executor, config.sandbox, slots, self.rd.tmp,
-                                      config.ray_address, config.data_dir,
-                                      config.gpus_per_trial or 0)
+        self.executor = self.plan.executor(self.rd.tmp)
         self.reporter.note(f"sandbox: {self.executor.why}")
         if config.method in LLM_METHODS:
             self.llm, self.server = connect(config, self.rd.llm_server_log, self.reporter.note)
-        self.notes = noted(self)
+        self.notes = noted(self.ws, self.ledger)
         self.plot.seed(self.notes.values())
-        self.progress, self._reruns = restore(self)
-        if not self.history:
-            self.history = [self.notes[n].as_seen() for n in range(self.progress.told)]
+        got = restore(self.notes, self.ws, self.ledger, self.trials, self.rd.state_pkl,
+                      Gate(config.confirm, config.seed), self._new_optimizer, self.context,
+                      self.slots, self.reporter.note)
+        self.progress, self.best, self.history, self._reruns = (
+            got.progress, got.best, got.history, got.reruns)
+        if isinstance(self.progress.optimizer, LLMMethod):  # a pickle holds no client
+            self.progress.optimizer.attach(self.llm)
+        for note in self.notes.values():
+            self.spend.add(note)
         self.progress.save(self.rd.state_pkl)
         elapsed = self.rd.load_clock()
         if elapsed is None:
@@ -160,15 +164,24 @@ class Session:
         return wanted and n - self.progress.told < self.slots
 
     def _budget_spent(self, spent: float) -> bool:
-        return self.plan.budget_spent(self.notes.values(), spent)
+        return self.plan.budget_spent(self.spend, spent)
+
+    def _new_optimizer(self):
+        optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
+                                   self.trials.baseline().config,
+                                   **self.plan.method_options(self.llm))
+        if isinstance(optimizer, LLMMethod):
+            optimizer.attach(self.llm)
+        return optimizer
 
     def _propose(self) -> None:
         """Ask for trial n, commit it, save the optimizer, and run it (or record a refusal)."""
         n, progress = self.progress.asked, self.progress
-        action = self.gate.next()  # a confirmation run that is due comes first
+        action = self.best.gate.next()  # a confirmation run that is due comes first
         if action is None:
-            pending = pending_views(self, progress.inflight)
-            action = progress.optimizer.ask(list(self.history), pending, self.context(n))
+            pending = progress.pending(self._known, len(self.space.names))
+            action = progress.optimizer.ask(list(self.history), pending,
+                                            self.context(n, self.incumbent()))
         calls = progress.optimizer.take_calls() if isinstance(progress.optimizer,
                                                               LLMMethod) else []
         llm = self.trials.llm_summary(calls, action, self.rd.trial(n))
@@ -191,24 +204,26 @@ class Session:
         folder = self.rd.trial(prepared.number)  # each preflight keeps its own log
         if prepared.stage == "preflight":
             folder = folder / f"preflight-{len(prepared.probes) + 1}"
-        job = TrialJob(prepared.number, self.ws.archive(prepared.commit), str(folder),
-                       config.data_dir, env, str(self.rd.cache), self.plan.limits(),
-                       config.scoring, self.space.fixed.get("SEQ_LEN"), self.plan.spec.job())
+        job = self.plan.job(prepared.number, self.ws.archive(prepared.commit), folder, env,
+                            self.rd.cache)
         self.executor.submit(prepared, job)
         self.running[prepared.number] = prepared
 
     def _record(self, prepared: PreparedTrial, result) -> None:
         self.running.pop(prepared.number, None)
-        best = best_note(self.gate, self.notes.values())  # under the gate: its incumbent
-        note = self.trials.record(prepared, result, best.val_bpb if best else None)
+        best = self.best.current  # under the gate: its incumbent
+        is_best = self.best.is_new(prepared.number, result.ok, result.val_bpb)
+        note = self.trials.record(prepared, result, is_best, best.val_bpb if best else None)
         self.notes[note.trial] = note
+        self.best.recorded(note)
+        self.spend.add(note)
         self.reporter.finished(note)
 
     def _tell_next(self) -> None:
         note = self.notes[self.progress.told]
-        seen = tell(self.progress, note)  # None: a confirmation run, no optimizer's business
+        seen = self.progress.tell(note)  # None: a confirmation run, no optimizer's business
         self.history += [seen] if seen else []
-        decision = self.gate.observe(note) if self.gate.on else None
+        decision = self.best.told(note)
         if decision is not None:
             self.reporter.note(decision.line())
             self.ws.move_best(self.incumbent())
@@ -229,15 +244,18 @@ class Session:
 
     # -- what a proposal is made from --------------------------------------------------------
     def incumbent(self) -> str:
-        """The best ok trial among those told (the baseline before any; under the gate, the
-        last one it promoted): the parent of the next proposal, whatever order results came in."""
-        told = [self.notes[n] for n in range(self.progress.told)]
-        best = best_note(self.gate, told)
+        """The commit of the best trial told so far (agent/loop/standing.py; the baseline
+        before any): the parent of the next proposal, whatever order results came in."""
+        best = self.best.incumbent
         return best.commit if best else self.ws.baseline
 
-    def context(self, n: int) -> TrialContext:
-        source = self.ws.source(self.incumbent())
-        config = {k: a.value for k, a in read_block(source, self.space.names).items()}
+    def _known(self, n: int):
+        """Trial n's note, else its running PreparedTrial: what a pending view shows."""
+        return self.notes.get(n) or self.running.get(n)
+
+    def context(self, n: int, incumbent: str) -> TrialContext:
+        source = self.ws.source(incumbent)
+        config = block.values(source, self.space.names)
         return TrialContext(trial=n, incumbent_source=source, incumbent_config=config,
                             device=self.plan.device(), memory=self.plan.memory,
                             budget=self.plan.budget(), preset=self.space.preset)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from agent.config.settings import SessionConfig
+from agent.edit import block
 from agent.edit.actions import (
     Action,
     ApplyDiff,
@@ -24,9 +25,9 @@ from agent.edit.actions import (
     edit_to_diff,
     unified_diff,
 )
-from agent.edit.block import SearchSpace, SpaceError, non_literal, read_block, render_block
+from agent.edit.block import SpaceError, render_block
 from agent.edit.patching import PatchError, apply_patch
-from agent.protocols import TrialRecord
+from agent.edit.space import SearchSpace
 from agent.record.ledger import Ledger
 from agent.record.note import TrialNote
 from agent.record.workspace import Workspace
@@ -55,10 +56,6 @@ class PreparedTrial:
     preflight: dict | None = None  # what its passed preflight measured
     repairs: list[str] = field(default_factory=list)  # OOM repairs made, in order
     probes: list[dict] = field(default_factory=list)  # each preflight run: status, seconds
-
-    def as_pending(self) -> TrialRecord:
-        return TrialRecord(number=self.number, status="running", config=self.config,
-                           rationale=self.action.rationale)
 
 
 class Trials:
@@ -99,12 +96,11 @@ class Trials:
             prepared.llm = llm
         return prepared
 
-    def record(self, prepared: PreparedTrial, result: TrialResult,
+    def record(self, prepared: PreparedTrial, result: TrialResult, is_best: bool,
                best_before: float | None) -> TrialNote:
         """Write the trial's note (git), its ledger lines, and move `best` if it is one
-        (under the acceptance gate the session moves it, once a candidate is confirmed)."""
-        is_best = result.ok and (best_before is None or result.val_bpb < best_before) and (
-            self.config.confirm == 1 or prepared.number == 0)
+        (`is_best` as agent/loop/standing.Best decides; under the acceptance gate the session
+        moves it, once a candidate is confirmed)."""
         llm = prepared.llm
         note = TrialNote(
             trial=prepared.number, commit=prepared.commit, parent=prepared.parent,
@@ -176,7 +172,7 @@ class Trials:
         if content is None:
             return None
         try:
-            return {n: a.value for n, a in read_block(content, self.space.names).items()}
+            return block.values(content, self.space.names)
         except SpaceError:
             return None
 
@@ -187,12 +183,7 @@ class Trials:
         else:
             diff = action.patch
         content = apply_patch(source, diff)
-        bad = non_literal(content, self.space.names)
-        if bad:
-            raise SpaceError("hyperparameters must stay literal values in the block: "
-                             + "; ".join(bad))
-        present = read_block(content)  # a code agent may have removed or renamed some
-        self.space.validate({n: present[n].value for n in self.space.names if n in present})
+        self.space.check_source(content)
         return diff, content
 
     def _commit(self, n: int, action: Action, parent: str, content: str | None,
@@ -204,10 +195,8 @@ class Trials:
             if reuse and same_parent and same_file and self.ws.note(pending) is None:
                 return pending
             self.ws.set_aside(n)
-        title = one_line(action.rationale) or action.kind
         method, seed = method_of(n, action, self.config.method), seed_of(action, self.config.seed)
-        # a rationale that names its proposer ("cmaes: ...", "centaur llm: ...") is the subject
-        subject = title if title.split(":")[0].split(" ")[0] == method else f"{method}: {title}"
+        subject = subject_of(method, action)
         message = f"{subject}\n\nTrial: {n}\nMethod: {method}\nSeed: {seed}\n"
         if isinstance(action, Confirm):
             message += f"Confirms: {action.of}\n"
@@ -218,6 +207,14 @@ class Trials:
 
 def method_of(n: int, action: Action, method: str) -> str:
     return "baseline" if n == 0 else "confirm" if isinstance(action, Confirm) else method
+
+
+def subject_of(method: str, action: Action) -> str:
+    """A trial commit's subject, written here only: `<method>: <rationale>`. Optimizers give
+    bare rationales; a method with several proposers names the one (`proposer`) beside it
+    ("centaur llm: ..."); no rationale (an LLM's echoed placeholder) shows the action's kind."""
+    who = f"{method} {action.proposer}" if action.proposer else method
+    return f"{who}: {one_line(action.rationale) or action.kind}"
 
 
 def seed_of(action: Action, seed: int) -> int:

@@ -115,7 +115,7 @@ class CMAES:
                 candidate = slot % self.population_size + 1
                 self.memory.asked(config, x)
                 self.n_asked += 1
-                return EditHyperparameters(config, f"cmaes: generation {generation}, candidate "
+                return EditHyperparameters(config, f"generation {generation}, candidate "
                                                    f"{candidate}/{self.population_size}")
             self._learn(x, config, self.memory.failure_value(), "infeasible", None)
         raise unmeetable(self.name, self.max_attempts, self.space)

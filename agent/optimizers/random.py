@@ -45,7 +45,7 @@ class RandomSearch:
             config = encoding.decode(rng.random(encoding.dim))
             if not self.space.errors(config):
                 self.n_asked += 1
-                return EditHyperparameters(config, f"random: sample {self.n_asked}")
+                return EditHyperparameters(config, f"sample {self.n_asked}")
         raise unmeetable(self.name, self.max_attempts, self.space)
 
     def tell(self, action: Action, record: TrialRecord) -> None:

@@ -98,7 +98,7 @@ class TPE:
                 self.memory.asked(config)
                 self.n_asked += 1
                 note = " (random start-up)" if startup else ""
-                return EditHyperparameters(config, f"tpe: sample {self.n_asked}{note}")
+                return EditHyperparameters(config, f"sample {self.n_asked}{note}")
             self.memory.observe(config, self.memory.failure_value(), "infeasible", None)
         raise unmeetable(self.name, self.max_attempts, self.space)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agent.edit.block import load_space, render_block
+from agent.edit.block import render_block
+from agent.edit.space import load_space
 from agent.paths import baseline_dir
 
 BODY = '''
@@ -68,7 +69,7 @@ def add_after_block(train_dir: Path, code: str) -> Path:
 
 class ScriptedOptimizer:
     """Returns the actions it was given, in order; keeps each (action, record) it is told.
-    Tests put it in place of a method: monkeypatch agent.loop.restore.make_optimizer."""
+    Tests put it in place of a method: monkeypatch agent.loop.session.make_optimizer."""
 
     name = "scripted"
     failure_policy = "told nothing"

@@ -138,7 +138,8 @@ def test_replay_reads_a_thousand_trial_ledger(tmp_path):
 def test_a_gpu_block_under_the_cpu_default_names_the_preset_it_fits(tmp_path, train_dir):
     """A folder whose train.py holds gpu-scale values beside a space whose default preset is
     cpu: one line that says which preset judged it and which one it fits."""
-    from agent.edit.block import apply_preset, load_space
+    from agent.edit.block import apply_preset
+    from agent.edit.space import load_space
 
     gpu = load_space(train_dir / "search_space.toml", "gpu")
     path = train_dir / "train.py"

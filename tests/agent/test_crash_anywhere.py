@@ -26,7 +26,7 @@ import os, re, signal, sys
 sys.path.insert(0, {root!r})
 from agent.config.settings import SessionConfig
 from agent.record.ledger import Ledger
-from agent.loop.restore import Progress
+from agent.loop.standing import Progress
 from agent.loop.session import Session
 from agent.record.workspace import Workspace
 

@@ -19,7 +19,7 @@ from agent.analysis.reruns import rerun
 from agent.cli.main import app
 from agent.config.settings import SessionConfig
 from agent.edit.actions import EditHyperparameters
-from agent.edit.block import load_space
+from agent.edit.space import load_space
 from agent.loop.session import Session
 from agent.paths import baseline_dir
 from agent.testing.synthetic import ScriptedOptimizer, make_train_dir
@@ -37,7 +37,7 @@ WORTH = {"MATRIX_LR": (math.log10(0.08) + 1.4) ** 2, "DEPTH": 0.1,
 def session_run(tmp_path, monkeypatch):
     train_dir = make_train_dir(tmp_path, noise=NOISE)
     scripted = ScriptedOptimizer([EditHyperparameters(EDIT, "four changes")])
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(trials=1, sandbox="local", train_dir=str(train_dir),
                            time_budget=0.001, seed=7, preflight_steps=0)
     Session.create(tmp_path / "run", config).run()
@@ -87,6 +87,17 @@ def test_split_names_each_value_and_marks_unappliable_variants():
     code = code.replace("def norm(x):", "def norm(x):  # RMSNorm", 1)
     split = split_changes(space, after, code)
     assert len(split) == 2 and all(c.without and c.only for c in split)
+
+
+def test_a_variant_that_sets_a_hyperparameter_to_a_non_literal_is_unappliable():
+    """The session refuses such a trial (SearchSpace.check_source), so attribution does too."""
+    space = load_space(baseline_dir() / "search_space.toml", "cpu")
+    from agent.edit.block import render_block
+
+    before = render_block((baseline_dir() / "train.py").read_text(), space.defaults())
+    [change] = split_changes(space, before, before + "DEPTH = DEPTH * 1\n")
+    assert change.without == before
+    assert change.only is None and "literal" in change.why_not["only"]
 
 
 def test_attribution_finds_the_known_contributions(session_run):

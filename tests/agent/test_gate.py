@@ -37,7 +37,7 @@ def objective(values: dict, seed: int, noise: float) -> float:
 def start(tmp_path, monkeypatch, actions, noise, trials, confirm=3):
     train_dir = make_train_dir(tmp_path, noise=noise)
     scripted = ScriptedOptimizer(actions)
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(trials=trials, sandbox="local", train_dir=str(train_dir),
                            time_budget=0.001, seed=SEED, preflight_steps=0, confirm=confirm)
     Session.create(tmp_path / "run", config).run()
@@ -120,7 +120,7 @@ def test_a_session_stopped_mid_confirmation_resumes_it(tmp_path, monkeypatch, lo
     toml.write_text(toml.read_text().replace("trials = 3", "trials = 6"))
     if lose_state:  # the optimizer is rebuilt by replaying the notes
         (run_dir / "optimizer" / "state.pkl").unlink()
-    monkeypatch.setattr("agent.loop.restore.make_optimizer",
+    monkeypatch.setattr("agent.loop.session.make_optimizer",
                         lambda *a, **k: ScriptedOptimizer(actions if lose_state else []))
     scripted.actions = [EditHyperparameters(WORSE, "worse")]  # what is left to propose
     result = runner.invoke(app, ["resume", str(run_dir), "--quiet"])
@@ -138,7 +138,7 @@ def test_the_gate_with_two_workers_finishes_and_promotes(tmp_path, monkeypatch):
     actions = [EditHyperparameters(GOOD, "good")] + [
         EditHyperparameters({"DEPTH": d}, "worse") for d in (3, 2, 3, 2, 3)]
     scripted = ScriptedOptimizer(actions)
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(trials=8, sandbox="local", train_dir=str(train_dir),
                            time_budget=0.001, seed=SEED, preflight_steps=0, confirm=3,
                            workers=2)

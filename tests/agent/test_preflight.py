@@ -39,7 +39,7 @@ def probing(train_dir) -> Path:
 def run(tmp_path, train_dir, actions, monkeypatch,
         **kw) -> tuple[Path, ScriptedOptimizer]:
     scripted = ScriptedOptimizer(actions)
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(**{"trials": len(actions), "sandbox": "local",
                               "train_dir": str(train_dir), "time_budget": 0.001, **kw})
     Session.create(tmp_path / "run", config).run()

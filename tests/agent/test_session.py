@@ -9,7 +9,7 @@ import pytest
 
 from agent.config.settings import SessionConfig
 from agent.edit.actions import ApplyDiff, EditHyperparameters
-from agent.edit.block import load_space
+from agent.edit.space import load_space
 from agent.loop.session import Session, SessionError
 from agent.testing.synthetic import ScriptedOptimizer
 
@@ -93,7 +93,7 @@ def test_bad_edits_are_rejected_with_a_reason_and_nothing_runs(tmp_path, train_d
                   "a good diff"),
     ]
     scripted = ScriptedOptimizer(actions)
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     start(tmp_path, train_dir, trials=6).run()
     records = [json.loads(x) for x in (tmp_path / "run" / "trials.jsonl").read_text().splitlines()]
     statuses = [r["status"] for r in records]
@@ -119,7 +119,7 @@ def test_failures_are_classified_and_told(tmp_path, train_dir, monkeypatch):
         EditHyperparameters({"DEVICE_BATCH_SIZE": 64, "DEPTH": 8, "TOTAL_BATCH_SIZE": 16384},
                             "huge"),
         EditHyperparameters({"MATRIX_LR": 0.19}, "hot")])
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     start(tmp_path, train_dir, trials=2).run()
     assert [r.status for _, r in scripted.told] == ["ok", "oom", "diverged"]
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from agent.cli.main import app
 from agent.config.settings import SessionConfig
 from agent.edit.actions import ApplyDiff, EditHyperparameters
-from agent.edit.block import load_space, non_literal, read_block
+from agent.edit.block import non_literal, read_block
+from agent.edit.space import load_space
 from agent.llm.client import LLM, LLMConfig
 from agent.loop.session import Session
 from agent.optimizers.base import TrialContext
@@ -136,7 +137,7 @@ def test_attribute_survives_markup_in_the_code(dirty_run):
 def test_a_nul_in_a_rationale_commits_without_it(tmp_path, monkeypatch):
     train_dir = make_train_dir(tmp_path)
     scripted = ScriptedOptimizer([EditHyperparameters({"DEPTH": 5}, "deeper\x00 still\x1b[2J")])
-    monkeypatch.setattr("agent.loop.restore.make_optimizer", lambda *a, **k: scripted)
+    monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(trials=1, sandbox="local", train_dir=str(train_dir),
                            time_budget=0.001, preflight_steps=0)
     Session.create(tmp_path / "run", config).run()

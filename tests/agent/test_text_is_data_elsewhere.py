@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from agent.analysis.attribution import split_changes
 from agent.cli.main import app
-from agent.edit.block import load_space
+from agent.edit.space import load_space
 from agent.errors import fail
 from agent.paths import baseline_dir
 from agent.plots import attribution_figure, compare_figure, progress_figure, save

@@ -35,7 +35,8 @@ def test_a_generation_is_told_after_population_size_tells(space):
     opt, history = start("cmaes", space)
     assert len(opt.solutions) == 1  # the baseline is the generation's first member
     actions = drive(opt, space, history, 10)
-    assert actions[0].rationale == "cmaes: generation 1, candidate 2/11"
+    assert actions[0].rationale == "generation 1, candidate 2/11"  # bare: the session
+    assert actions[0].proposer == ""  # names the method in the trial's subject
     assert opt.generation == 1 and opt.solutions == [] and opt.memory.pending == []
     assert opt.sigma != 0.2
     assert not np.array_equal(opt.covariance, np.eye(14))
@@ -85,8 +86,8 @@ def test_a_batch_larger_than_the_generation_spills_into_the_next(space):
     space = dataclasses.replace(space, constraints=())
     opt, history = start("cmaes", space)
     batch = [opt.ask(history) for _ in range(12)]  # the baseline was candidate 1 of generation 1
-    assert batch[9].rationale == "cmaes: generation 1, candidate 11/11"
-    assert batch[10].rationale == "cmaes: generation 2, candidate 1/11"
+    assert batch[9].rationale == "generation 1, candidate 11/11"
+    assert batch[10].rationale == "generation 2, candidate 1/11"
     for n, action in enumerate(reversed(batch), start=1):
         opt.tell(action, TrialRecord(n, "oom" if n % 3 == 0 else "ok", action.values,
                                      None if n % 3 == 0 else 1.0 + n / 100))

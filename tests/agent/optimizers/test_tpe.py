@@ -44,8 +44,8 @@ def test_start_up_is_random_then_tpe():
     space = space_of("cpu")
     opt, history = start("tpe", space)
     actions = drive(opt, space, history, 14)
-    assert actions[0].rationale == "tpe: sample 1 (random start-up)"
-    assert actions[-1].rationale == "tpe: sample 14"
+    assert actions[0].rationale == "sample 1 (random start-up)"
+    assert actions[-1].rationale == "sample 14"
 
 
 def test_asking_leaves_optuna_logging_as_it_was():
