@@ -25,6 +25,35 @@ Usage:
 Model contract of evaluate_bpb: `model(idx)` with idx a (B, T) int64 tensor of bytes returns
 logits of shape (B, T, VOCAB_SIZE); position t predicts byte t + 1. The cross-entropy is
 computed here, not by the model.
+
+The trial kit (`run = prepare.trial(...)` in train.py, `Trial`) is the harness's side of a
+trial, fixed like the metric: it reads the environment, times the steps and prints the lines
+the harness parses (step lines, `FAIL`, the `---` preflight and summary blocks). Environment:
+    TIME_BUDGET          seconds of training, default 60 (the first step is not counted)
+    AR_TOKEN_BUDGET      train exactly ceil(AR_TOKEN_BUDGET / TOTAL_BATCH_SIZE) steps instead
+    AR_SEED              seed of the weights and of the batches, default 42
+    AR_DEVICE            cpu, cuda, cuda:N or mps; default: cuda, else mps, else cpu
+    AR_GPU_MEM_FRACTION  cap on the share of GPU memory this process may allocate
+    AR_COMPILE           1 to torch.compile the model; default 1 on cuda, 0 elsewhere
+    AR_ATTENTION         sdpa (default) or flex (CUDA only): the sliding-window layers through
+                         FlexAttention with a block mask that skips the blocks outside the
+                         window, where SDPA runs a masked full attention off its fast path;
+                         the same function of the same weights (`make gpu-check` times both)
+    AR_DATA_DIR          a prepared data folder (see above); AR_EVAL_TOKENS: val bytes
+    AR_PROFILE_OUT       a file: the last untimed step runs under torch.profiler, and its ops,
+                         most device time first (CPU time on a CPU), are written there
+    AR_SCORE             "harness": export the model to $AR_OUT_DIR/model.pt2 for the harness
+                         to score (val is hidden from training then) instead of evaluating
+    AR_PREFLIGHT_STEPS   N > 0: build everything, run N optimizer steps of one micro-batch of
+                         DEVICE_BATCH_SIZE each (the memory peak of training) and one
+                         evaluation-sized forward, print `preflight: ok`, the peak memory and
+                         the seconds a whole step takes, and exit (seconds instead of a trial)
+    AR_PREFLIGHT_FIT_MB  with AR_PREFLIGHT_STEPS on a CPU, uncompiled: first measure the peak of
+                         two steps at growing micro-batches (1, 2, 4, ... sequences)
+                         and, where DEVICE_BATCH_SIZE would peak above this many MB, probe the
+                         largest power of two predicted to fit instead (`preflight_batch`)
+    OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
+                         give the same val_bpb for the same seed and the same thread count
 """
 
 import argparse
@@ -39,12 +68,19 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 # torch is imported inside the functions that need it: building the data (the command line)
 # runs where the orchestrator runs, which does not need torch.
+
+# Idle OpenMP threads sleep instead of spinning. On a CPU shared with other processes (other
+# trials, an LLM server) spinning threads made training 2-10x slower; on an idle CPU sleeping
+# costs about 20%. torch reads it when it loads its OpenMP runtime, so train.py imports this
+# module first; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # ---------------------------------------------------------------------------
 # Constants (fixed: changing them changes the metric)
@@ -460,6 +496,397 @@ def evaluate_bpb(model, batch_size, seq_len, device, data_dir=None):
             total_nats += nats.double().sum().item()  # float64: no drift over long sums
     model.train(was_training)
     return total_nats / (math.log(2) * num_windows * seq_len)
+
+
+# ---------------------------------------------------------------------------
+# Trial kit: the harness's side of train.py (environment, clock, preflight, verdict lines)
+# ---------------------------------------------------------------------------
+
+# A probe's own steps at a batch peaked up to 9 % above the ramp's at that batch on the cpu
+# preset (another data iterator, the heap's growth): a fitted batch leaves that much room.
+RAMP_TO_PROBE = 1.1
+# MFU against the dense bf16 peak of an H100 / H200 SXM; no meaningful peak on a CPU or MPS.
+PEAK_FLOPS = 989.5e12
+
+
+def config_error(message):
+    print(f"config error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def env_number(name, default, kind):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        config_error(f"{name}={raw!r} is not a valid {kind.__name__}")
+    if kind is float and not math.isfinite(value):
+        config_error(f"{name}={raw!r} must be finite")
+    return value
+
+
+def trial(hyperparameters, check=None, integers=(), numbers=()):
+    """The trial's setup, before any model is built: the named hyperparameters checked
+    (`integers` positive, `numbers` finite and >= 0, then `check()`, the script's own rules),
+    the environment read, the device picked and set up, torch seeded, the data found."""
+    t_start = time.time()
+    for name in integers:
+        value = hyperparameters[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            config_error(f"{name}={value!r} must be a positive integer")
+    for name in numbers:
+        value = hyperparameters[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value) or value < 0:
+            config_error(f"{name}={value!r} must be a finite number >= 0")
+    if check is not None:
+        check()
+    return Trial(t_start)
+
+
+def pick_device():
+    import torch
+
+    name = os.environ.get("AR_DEVICE", "").strip().lower() or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        config_error(f"AR_DEVICE={name!r} must be cpu, cuda, cuda:N or mps")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
+    if device.type not in available:
+        config_error(f"AR_DEVICE={name!r} must be cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not available["cuda"]:
+        # is_available() hides why; init() raises the driver's own error (no driver, a CPU
+        # build of torch, "Error 2: out of memory" under an address-space limit, ...).
+        try:
+            torch.cuda.init()
+            reason = "torch finds no cuda device"
+        except Exception as e:  # noqa: BLE001 - any failure is the answer we report
+            reason = " ".join(str(e).split()) or type(e).__name__
+        print(f"CUDA init failed: {reason}", file=sys.stderr, flush=True)
+        sys.exit(3)
+    if not available[device.type]:
+        config_error(f"AR_DEVICE={name!r} but torch finds no {device.type} device")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        config_error(f"AR_DEVICE={name!r} but torch finds {torch.cuda.device_count()} cuda "
+                     "devices")
+    return device
+
+
+class Trial:
+    """One run of train.py as the harness sees it. train.py calls, in this order: start()
+    once its model and optimizers exist; begin_step(), end_micro_steps() and end_step() in
+    every step; end_preflight() and finish() after the loop."""
+
+    def __init__(self, t_start):
+        import torch
+
+        self.t_start = t_start
+        self.seed = env_number("AR_SEED", 42, int)
+        self.time_budget = env_number("TIME_BUDGET", 60.0, float)
+        self.token_budget = env_number("AR_TOKEN_BUDGET", None, int)  # None: time_budget
+        mem_fraction = env_number("AR_GPU_MEM_FRACTION", None, float)
+        self.preflight = env_number("AR_PREFLIGHT_STEPS", 0, int)  # 0: train for real
+        self.fit_mb = env_number("AR_PREFLIGHT_FIT_MB", None, float)
+        if self.time_budget <= 0:
+            config_error(f"TIME_BUDGET={self.time_budget} must be positive")
+        if self.token_budget is not None and self.token_budget <= 0:
+            config_error(f"AR_TOKEN_BUDGET={self.token_budget} must be positive")
+        if self.preflight < 0:
+            config_error(f"AR_PREFLIGHT_STEPS={self.preflight} must be 0 or more")
+        if mem_fraction is not None and not 0 < mem_fraction <= 1:
+            config_error(f"AR_GPU_MEM_FRACTION={mem_fraction} must be in (0, 1]")
+        device = pick_device()
+        compile_ = os.environ.get("AR_COMPILE", "1" if device.type == "cuda" else "0").strip()
+        if compile_ not in ("0", "1"):
+            config_error(f"AR_COMPILE={compile_!r} must be 0 or 1")
+        self.compile = compile_ == "1"
+        self.attention = os.environ.get("AR_ATTENTION", "sdpa").strip() or "sdpa"
+        if self.attention not in ("sdpa", "flex"):
+            config_error(f"AR_ATTENTION={self.attention!r} must be sdpa or flex")
+        if self.attention == "flex" and device.type != "cuda":
+            config_error(f"AR_ATTENTION=flex needs a CUDA device, not {device.type} "
+                         "(FlexAttention has no backward there)")
+        self.profile_out = os.environ.get("AR_PROFILE_OUT", "").strip()
+        self.score = os.environ.get("AR_SCORE", "printed").strip() or "printed"
+        if self.score not in ("printed", "harness"):
+            config_error(f"AR_SCORE={self.score!r} must be printed or harness")
+
+        torch.manual_seed(self.seed)
+        if device.type == "cuda":
+            if device.index is None:  # the CUDA memory calls below want an explicit index
+                device = torch.device("cuda", torch.cuda.current_device())
+            torch.cuda.set_device(device)
+            torch.cuda.manual_seed(self.seed)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            if mem_fraction is not None:
+                torch.cuda.set_per_process_memory_fraction(mem_fraction, device)
+        self.device = device
+        self.data_dir = ensure_data()
+        print(f"device: {device}  compile: {compile_}  attention: {self.attention}  "
+              f"seed: {self.seed}  data: {self.data_dir}")
+        self.steps, self.step_times = 0, []
+        self.training_seconds, self.timed_tokens = 0.0, 0
+        self._smooth_loss, self._last_print = 0.0, 0.0
+        self._profiler, self._predicted_mb = None, None
+
+    def start(self, model, optimizers, autocast, batch_size, seq_len, tokens_per_step):
+        """Print the budget; return the micro-batch to train with: batch_size, unless a
+        preflight on a CPU with AR_PREFLIGHT_FIT_MB predicts it would not fit."""
+        self.model, self.optimizers, self.autocast = model, optimizers, autocast
+        self.seq_len, self.tokens_per_step = seq_len, tokens_per_step
+        self.num_steps = -(-self.token_budget // tokens_per_step) if self.token_budget else None
+        self.skip_steps = 3 if self.compile else 1  # warm-up / compilation steps not timed
+        if self.num_steps:
+            print(f"budget: {self.token_budget} tokens = {self.num_steps} steps")
+        else:
+            print(f"budget: {self.time_budget:g} s of training")
+        self.batch = batch_size
+        if self.preflight and self.fit_mb and self.device.type == "cpu" and not self.compile:
+            fit, self._predicted_mb = self._fit_batch(batch_size)
+            if fit < batch_size:
+                print(f"preflight: DEVICE_BATCH_SIZE {batch_size} would peak at about "
+                      f"{self._predicted_mb:.0f} MB, above {self.fit_mb:.0f} MB: probing {fit}",
+                      flush=True)
+                self.batch = fit
+            reset_peak_memory(self.device)  # the probe's peak is its batch's, not the ramp's
+        self.grad_accum = tokens_per_step // (self.batch * seq_len)
+        # a probe runs one micro-batch per step: the peak of the whole step, in less time
+        self.micro_steps = 1 if self.preflight else self.grad_accum
+        return self.batch
+
+    def begin_step(self, step):
+        """Start step `step` (0 = the first): the share of the budget spent so far."""
+        import torch
+
+        progress = step / self.num_steps if self.num_steps else \
+            min(self.training_seconds / self.time_budget, 1.0)
+        if self.profile_out and step == self.skip_steps - 1:  # the last untimed: compiled
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if self.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self._profiler = torch.profiler.profile(activities=activities)
+            self._profiler.start()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._t0 = time.time()
+        return progress
+
+    def end_micro_steps(self):
+        import torch
+
+        if self.preflight and self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._t_micro = time.time() - self._t0
+
+    def end_step(self, step, loss, lrm):
+        """After step `step` (1 = the first, done): FAIL and exit 1 on a NaN or exploding
+        loss; the step line; True once the budget is spent or a probe's steps are done."""
+        dt = time.time() - self._t0
+        if self.preflight:  # the whole step it stands for: every micro-batch, one update
+            dt += self._t_micro * (self.grad_accum / self.micro_steps - 1)
+        if self._profiler is not None:
+            self._profiler.stop()
+            self._write_profile(step, dt)
+            self._profiler = None
+        if not math.isfinite(loss) or loss > 100:
+            print(f"FAIL: training loss {loss} at step {step - 1}", flush=True)
+            sys.exit(1)
+        self.steps = step
+        self.step_times.append(dt)
+        if self.preflight and step >= self.preflight:
+            return True
+        if step > self.skip_steps:
+            self.training_seconds += dt
+            self.timed_tokens += self.tokens_per_step
+        self._smooth_loss = 0.9 * self._smooth_loss + 0.1 * loss
+        shown = self._smooth_loss / (1 - 0.9**step)  # bias-corrected moving average
+        done = step >= self.num_steps if self.num_steps else \
+            (step > self.skip_steps and self.training_seconds >= self.time_budget)
+        if done or step <= 2 or time.time() - self._last_print >= 5:
+            self._last_print = time.time()
+            share = step / self.num_steps if self.num_steps else \
+                self.training_seconds / self.time_budget
+            print(f"step {step:05d} ({100 * min(share, 1):.1f}%) | loss {shown:.4f} | "
+                  f"lrm {lrm:.2f} | dt {dt * 1000:.0f} ms | "
+                  f"tok/s {self.tokens_per_step / dt:,.0f}", flush=True)
+        return done
+
+    def end_preflight(self, x):
+        """A preflight ends here: one forward of the next batch (the evaluation's size), then
+        the `---` block of its memory peak and step seconds, and exit 0."""
+        import torch
+
+        if not self.preflight:
+            return
+        with torch.no_grad(), self.autocast:
+            self.model(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        warm = self.step_times[1:] or self.step_times  # the first step pays for compiling
+        print("---")
+        print("preflight: ok")
+        print(f"peak_memory_mb: {peak_memory(self.device):.1f}")
+        print(f"preflight_batch: {self.batch}")
+        if self._predicted_mb is not None:
+            print(f"predicted_peak_mb: {self._predicted_mb:.1f}")
+        print(f"step_seconds: {sorted(warm)[len(warm) // 2]:.4f}")
+        print(f"num_steps: {self.steps}")
+        print(f"total_seconds: {time.time() - self.t_start:.1f}")
+        sys.exit(0)
+
+    def finish(self, model, batch_size, seq_len, flops_per_token, **extra):
+        """val_bpb of `model` by evaluate_bpb (FAIL and exit 1 if not finite) or, under
+        AR_SCORE=harness, the model exported for the harness to score; then the `---`
+        summary, `extra` as its lines after `corpus`."""
+        if self.score == "harness":
+            out_dir = os.environ.get("AR_OUT_DIR") or "."
+            export_for_harness(model, os.path.join(out_dir, "model.pt2"), seq_len, self.device)
+            val_bpb = None
+            print(f"exported the model for the harness to {out_dir}/model.pt2", flush=True)
+        else:
+            with self.autocast:
+                val_bpb = evaluate_bpb(model, batch_size, seq_len, self.device, self.data_dir)
+            if not math.isfinite(val_bpb):
+                print(f"FAIL: val_bpb is {val_bpb}", flush=True)
+                sys.exit(1)
+        seconds = self.training_seconds
+        tokens_per_second = self.timed_tokens / seconds if seconds > 0 else 0.0
+        peak_mb = peak_memory(self.device)
+        cuda = self.device.type == "cuda"
+        mfu = 100 * flops_per_token * tokens_per_second / PEAK_FLOPS if cuda else 0.0
+        print("---")
+        if val_bpb is not None:
+            print(f"val_bpb: {val_bpb:.6f}")
+        print(f"training_seconds: {seconds:.1f}")
+        print(f"total_seconds: {time.time() - self.t_start:.1f}")
+        print(f"peak_memory_mb: {peak_mb:.1f}")
+        if cuda:
+            print(f"peak_vram_mb: {peak_mb:.1f}")
+        print(f"mfu_percent: {mfu:.2f}")
+        print(f"total_tokens_M: {self.steps * self.tokens_per_step / 1e6:.3f}")
+        print(f"tokens_per_second: {tokens_per_second:.0f}")
+        print(f"num_steps: {self.steps}")
+        print(f"num_params_M: {sum(p.numel() for p in model.parameters()) / 1e6:.3f}")
+        print(f"corpus: {corpus_id(self.data_dir)}")
+        for key, value in extra.items():
+            print(f"{key}: {value}")
+        print(f"device: {self.device.type}")
+
+    def _fit_batch(self, batch_size):
+        """(the largest power of two <= batch_size whose steps are predicted to peak under
+        AR_PREFLIGHT_FIT_MB, the predicted peak of batch_size): two optimizer steps on
+        micro-batches of 1, 2, 4, ... sequences below it, each size measured only if the line
+        through the last two predicts it fits -- the first two are the smallest there are, so
+        the ramp is not killed; below 4 sequences there is no line, and the probe runs its
+        own batch."""
+        x, y = next(train_batches(batch_size, self.seq_len, self.seed, self.device,
+                                  self.data_dir))
+        sizes, peaks = [], []
+        b = 1
+        while b < batch_size:
+            if len(peaks) >= 2 and predict(sizes, peaks, b) > self.fit_mb:
+                break
+            reset_peak_memory(self.device)
+            for _ in range(2):  # a second step peaks higher than the first (the heap's growth)
+                with self.autocast:
+                    loss = self.model(x[:b], y[:b])
+                loss.backward()
+                for opt in self.optimizers:
+                    opt.step()
+                self.model.zero_grad(set_to_none=True)
+                del loss
+            sizes.append(b)
+            peaks.append(peak_memory(self.device))
+            b *= 2
+        if sizes:
+            print("preflight: peak MB by micro-batch " + ", ".join(
+                f"{b}: {p:.0f}" for b, p in zip(sizes, peaks, strict=True)), flush=True)
+        if len(peaks) < 2:
+            return batch_size, None
+        fit = batch_size
+        while fit > 1 and RAMP_TO_PROBE * predict(sizes, peaks, fit) > self.fit_mb:
+            fit //= 2
+        return fit, predict(sizes, peaks, batch_size)
+
+    def _write_profile(self, number, seconds):
+        """The ops of one profiled step, the most self device (on a CPU: CPU) time first."""
+        cuda = self.device.type == "cuda"
+        sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+        table = self._profiler.key_averages().table(sort_by=sort, row_limit=40)
+        with open(self.profile_out, "w") as f:
+            f.write(f"step {number}: {self.grad_accum} x {self.batch} x {self.seq_len} tokens, "
+                    f"{seconds:.3f} s under the profiler, device {self.device}, compile "
+                    f"{int(self.compile)}, attention {self.attention}\n{table}\n")
+        print(f"profile of step {number}: {self.profile_out}", flush=True)
+
+
+def predict(sizes, peaks, b):
+    slope = max(0.0, (peaks[-1] - peaks[-2]) / (sizes[-1] - sizes[-2]))
+    return peaks[-1] + slope * (b - sizes[-1])
+
+
+def peak_memory(device):
+    """MB: the device's allocation peak on a GPU, else the process's resident peak."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # Linux: VmHWM, which reset_peak_memory can set back
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    except ImportError:  # Windows
+        return 0.0
+
+
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # hand freed heap back to the kernel, so the next peak is the next step's own
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):
+        pass  # not glibc: the peak below may include what earlier steps left cached
+    try:  # Linux: 5 sets the resident peak back to the current resident size
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # the peak only grows then; the fit ramp measures growing batches anyway
+
+
+def export_for_harness(model, path, seq_len, device):
+    """The harness scores a torch.export program (a graph of tensor ops: no code of train.py
+    runs at scoring time), any batch size, this sequence length."""
+    import torch
+
+    model.eval()
+    model.block_mask = None  # train.py's FlexAttention mask: the graph holds the SDPA one
+    example = torch.randint(0, VOCAB_SIZE, (2, seq_len), device=device)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(model, (example,), dynamic_shapes={"idx": {0: batch}})
+    torch.export.save(program, path)
 
 
 # ---------------------------------------------------------------------------
