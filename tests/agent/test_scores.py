@@ -53,9 +53,9 @@ def test_forged_and_look_ahead_trials_are_ranked_by_the_harness(tmp_path, prepar
     marker = "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)"
     assert marker in source
     look_ahead = source.replace(marker, marker.replace("is_causal=True", "is_causal=False"))
-    export = "def export_for_harness(model, path):\n"
-    assert export in source
-    peek = source.replace(export, PEEK + export + "    model = PeekEveryFourth(model).to(device)\n")
+    finish = "run.finish(raw_model,"  # what is scored is what train.py hands the kit
+    assert finish in source
+    peek = source.replace(finish, PEEK + "run.finish(PeekEveryFourth(raw_model).to(device),")
     script = [answer(source, forged, "Report a better score."),
               answer(source, look_ahead, "Let attention see the whole window."),
               answer(source, peek, "Export a model that reads ahead where the probe never looks.")]
