@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +19,10 @@ OWNER_LABEL = f"{LABEL}.owner"
 # backends build the environment from these names and from nothing else.
 ALLOWED_ENV = re.compile(
     r"^(AR_[A-Z0-9_]+|TIME_BUDGET|OMP_NUM_THREADS|OMP_WAIT_POLICY|PYTHONHASHSEED)$")
+# System folders a trial may find programs in: torch.compile needs a C compiler, Triton and
+# CUDA their tools. The interpreter's own folder comes first.
+SYSTEM_PATH = ("/usr/local/cuda/bin", "/usr/local/nvidia/bin", "/usr/local/sbin",
+               "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
 class UserError(RuntimeError):
@@ -93,11 +99,21 @@ class TrialRun:
     network: bool = False  # the host's network: only a preparation the user allowed it
 
 
+def make_readable(tree: Path) -> None:
+    """Let the trial user (another uid) read `tree` and enter its folders, itself included:
+    mkdtemp makes 0o700, and a tar or a copy keeps whatever modes its source had. Links are
+    left alone: chmod would follow one to a file outside the tree."""
+    for root, _dirs, files in os.walk(tree):
+        os.chmod(root, 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o644)
+
+
 def give_tree(folder: Path, uid: int, gid: int) -> None:
     """Let the trial user write the folder (and what earlier runs left in it); where the
     session may not chown, the folder stays as it is."""
-    import os
-
     if folder.stat().st_uid == uid:
         return
     below = (os.path.join(root, n) for root, dirs, files in os.walk(folder) for n in dirs + files)
@@ -113,6 +129,26 @@ def cache_env(cache_dir: Path | str) -> dict[str, str]:
     session, so only its first trial pays the whole compile."""
     return {"TORCHINDUCTOR_CACHE_DIR": f"{cache_dir}/inductor",
             "TRITON_CACHE_DIR": f"{cache_dir}/triton"}
+
+
+def trial_path(python: str, here: bool = True) -> str:
+    """The trial's PATH: the interpreter's folder, then the system folders; on this host
+    (`here`) only those that exist, in a container all of them (its own, not checked here)."""
+    folders = [os.path.dirname(python)] if "/" in python else []
+    folders += [f for f in SYSTEM_PATH if (not here or os.path.isdir(f)) and f not in folders]
+    return os.pathsep.join(folders)
+
+
+def tool_env(python: str) -> dict[str, str]:
+    """PATH (`trial_path`), and CC / CXX where found on it: what torch.compile and Triton
+    need, and nothing from the host's own environment."""
+    path = trial_path(python)
+    env = {"PATH": path}
+    for var, names in (("CC", ("cc", "gcc", "clang")), ("CXX", ("c++", "g++", "clang++"))):
+        found = next((p for p in (shutil.which(n, path=path) for n in names) if p), None)
+        if found:
+            env[var] = found
+    return env
 
 
 def trial_env(run: TrialRun, limits: Limits) -> dict[str, str]:

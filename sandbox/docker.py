@@ -35,6 +35,7 @@ from sandbox.base import (
     cache_env,
     give_tree,
     trial_env,
+    trial_path,
     wait_for,
 )
 from sandbox.diskguard import DiskGuard
@@ -46,7 +47,6 @@ from sandbox.images.host import (
     host_mounts,
     interpreter_roots,
 )
-from sandbox.local import SYSTEM_PATH
 from sandbox.logsink import LogSink
 from sandbox.reaper import alive
 from sandbox.result import TrialResult, build_result
@@ -167,8 +167,7 @@ class DockerSandbox:
         argv = [python, f"/src/{run.script}"]
         if run.command:  # by the shell, in the folder, the interpreter's folder on PATH
             argv = ["/bin/sh", "-c", run.command]
-            here = [os.path.dirname(python)] if "/" in python else []
-            env["PATH"] = ":".join([*here, *SYSTEM_PATH])  # the container's, not checked here
+            env["PATH"] = trial_path(python, here=False)
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
         container = disk = None

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from sandbox.base import Limits, TrialRun
+from sandbox.base import Limits, TrialRun, make_readable
 from sandbox.result import TrialResult
 
 EVALUATOR = Path(__file__).with_name("harness_eval.py")
@@ -42,7 +42,7 @@ def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = Non
     model = Path(run.workdir) / "out" / MODEL
     folder = Path(tempfile.mkdtemp(prefix="ar-eval-", dir=scratch))
     try:
-        folder.chmod(0o755)
+        make_readable(folder)  # while empty: the model moved in below is the trial user's
         tree = folder / "src"
         tree.mkdir()
         shutil.copy(Path(run.tree) / "prepare.py", tree / "prepare.py")

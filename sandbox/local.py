@@ -39,6 +39,8 @@ from sandbox.base import (
     TrialRun,
     cache_env,
     give_tree,
+    make_readable,
+    tool_env,
     trial_env,
     wait_for,
 )
@@ -48,10 +50,6 @@ from sandbox.logsink import LogSink
 from sandbox.memguard import memory_guard
 from sandbox.result import TrialResult, build_result
 
-# System folders a trial may find programs in: torch.compile needs a C compiler, Triton and
-# CUDA their tools. Only folders that exist are used; the interpreter's own folder comes first.
-SYSTEM_PATH = ("/usr/local/cuda/bin", "/usr/local/nvidia/bin", "/usr/local/sbin",
-               "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Folders that hold users' own files (keys, configs, caches): hidden from root-run trials.
 HIDDEN = ("/root", "/home")
 LAUNCH = Path(__file__).with_name("launch.py")
@@ -86,10 +84,9 @@ class LocalSandbox:
 
     def _run(self, run: TrialRun, limits: Limits, workdir: Path, out: Path,
              stage: Path, cancel) -> TrialResult:
-        stage.chmod(0o755)
         src = stage / "src"
         shutil.copytree(run.tree, src, ignore=shutil.ignore_patterns("__pycache__", ".git"))
-        _readable(src)
+        make_readable(stage)  # before the trial's own private folders are made in it
         tmp = stage / "tmp"
         scratch = [stage / name for name in PRIVATE.values()] if self.isolated else [tmp]
         for folder in scratch:
@@ -236,20 +233,6 @@ def _under(path: str, folders: list[str]) -> bool:
     return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
-def tool_env(python: str) -> dict[str, str]:
-    """PATH of the interpreter's folder and the system folders, and CC / CXX where found:
-    what torch.compile and Triton need, and nothing from the host's own environment."""
-    folders = [os.path.dirname(python)]
-    folders += [f for f in SYSTEM_PATH if os.path.isdir(f) and f not in folders]
-    path = os.pathsep.join(folders)
-    env = {"PATH": path}
-    for var, names in (("CC", ("cc", "gcc", "clang")), ("CXX", ("c++", "g++", "clang++"))):
-        found = next((p for p in (shutil.which(n, path=path) for n in names) if p), None)
-        if found:
-            env[var] = found
-    return env
-
-
 def _closed_ancestor(path: str) -> str | None:
     """The outermost folder above `path` that others may not enter (None: all open)."""
     parts = Path(path).parts
@@ -271,13 +254,6 @@ def _remove_stale_stages() -> None:
         pid = folder.name[len(STAGE_PREFIX):].split("-")[0]
         if pid.isdigit() and not alive(int(pid)) and folder.stat().st_uid == os.geteuid():
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _readable(tree: Path) -> None:
-    for root, _dirs, files in os.walk(tree):
-        os.chmod(root, 0o755)
-        for f in files:
-            os.chmod(os.path.join(root, f), 0o644)
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:

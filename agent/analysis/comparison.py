@@ -8,11 +8,9 @@ from pathlib import Path
 
 from agent.analysis.report import compare_row
 from agent.config.settings import SessionConfig
-from agent.record.ledger import Ledger
 from agent.record.newrun import require_session
 from agent.record.note import TrialNote
 from agent.record.rundir import RunDir
-from agent.record.workspace import Workspace
 from agent.stats import default_target, method_stats
 
 
@@ -32,15 +30,6 @@ class Comparison:
         return out
 
 
-def load_notes(run_dir: Path) -> list[TrialNote]:
-    """The run's notes from its ledger, or from git when the ledger is unreadable."""
-    try:
-        return Ledger(run_dir).records()
-    except (ValueError, TypeError):
-        notes = Workspace(RunDir(run_dir).repo).notes().values()
-        return sorted((TrialNote.from_dict(r) for r in notes), key=lambda n: n.trial)
-
-
 def compare_runs(run_dirs: list[Path], ref: str | None = None,
                  target: float | None = None) -> Comparison:
     rows, notes = [], {}
@@ -48,7 +37,7 @@ def compare_runs(run_dirs: list[Path], ref: str | None = None,
         rd = RunDir(run_dir)
         require_session(rd)
         config = SessionConfig.load(rd.session_toml)
-        run_notes = load_notes(run_dir)
+        run_notes = rd.notes(broken=lambda e: None)  # a broken ledger stops no comparison
         elapsed = rd.load_clock() if rd.clock_json.exists() else None
         row = compare_row(run_dir, config, run_notes, elapsed)
         rows.append(row)

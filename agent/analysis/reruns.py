@@ -17,9 +17,9 @@ from pathlib import Path
 
 from agent.analysis.repeats import run_trees
 from agent.config.settings import SessionConfig
-from agent.edit.block import SearchSpace, load_space
+from agent.edit.space import SearchSpace, load_space
 from agent.errors import UserError
-from agent.record.ledger import Ledger, atomic_write
+from agent.record.ledger import atomic_write
 from agent.record.newrun import require_session
 from agent.record.note import TrialNote
 from agent.record.rundir import RunDir
@@ -51,7 +51,7 @@ class RecordedRun:
                 update |= {"sandbox": sandbox, "workers": 1}
             config = config.model_copy(update=update)
             space = load_space(rd.repo / "search_space.toml", config.preset)
-            notes = {n.trial: n for n in Ledger(rd.root).records()}
+            notes = {n.trial: n for n in rd.notes()}
             return cls(rd, config, Workspace(rd.repo), space, notes)
         except BaseException:
             rd.unlock()

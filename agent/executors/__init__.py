@@ -10,8 +10,6 @@ from agent.executors.serial import SerialExecutor
 __all__ = ["PoolExecutor", "SerialExecutor", "TrialJob", "execute", "make_executor",
            "slot_limits"]
 
-EXECUTORS = ("serial", "pool", "ray")
-
 
 def make_executor(kind: str, sandbox_kind: str, limits: list, scratch, ray_address=None,
                   data_dir=None, gpus_per_trial: int = 0):

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sandbox.base import Limits, TrialRun
+from sandbox.base import Limits, TrialRun, make_readable
 from sandbox.harness import run_scored
 from sandbox.result import TrialResult
 
@@ -38,15 +38,11 @@ def execute(sandbox, job: TrialJob, scratch: Path | None = None,
     """Unpack the job's tree and run it in `sandbox` (scored by the harness if asked)."""
     folder = Path(tempfile.mkdtemp(prefix="ar-trial-", dir=scratch))
     try:
-        folder.chmod(0o755)
         tree = folder / "src"
         tree.mkdir()
         with tarfile.open(fileobj=io.BytesIO(job.tree_tar)) as tar:
             tar.extractall(tree, filter="data")
-        for root, _dirs, files in os.walk(tree):
-            os.chmod(root, 0o755)
-            for name in files:
-                os.chmod(os.path.join(root, name), 0o644)
+        make_readable(folder)
         run = TrialRun(tree=tree, workdir=Path(job.workdir),
                        data_dir=Path(job.data_dir) if job.data_dir else None, env=job.env,
                        cache_dir=Path(job.cache_dir) if job.cache_dir else None,

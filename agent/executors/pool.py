@@ -14,9 +14,12 @@ from pathlib import Path
 
 from agent.executors.base import TrialJob, execute
 from sandbox.base import Limits
+from sandbox.result import TrialResult
 
 
 class PoolExecutor:
+    """`slots` trials at once, one per entry of `limits`. `why`: the sandbox's choice."""
+
     def __init__(self, sandbox, limits: list[Limits], scratch: Path, why: str = ""):
         self.sandbox, self.limits, self.scratch, self.why = sandbox, limits, scratch, why
         self.slots = len(limits)
@@ -27,12 +30,15 @@ class PoolExecutor:
                                            thread_name_prefix="trial-slot")
 
     def submit(self, prepared, job: TrialJob) -> None:
+        """Start `job` on a free slot's limits; `prepared` (the session's trial, with its
+        `number`) comes back beside its result from `wait`."""
         slot = self._free.pop(0)  # the session never submits more than `slots`
         job = replace(job, limits=self.limits[slot])
         future = self._pool.submit(execute, self.sandbox, job, self.scratch, self._cancel)
         self._running[future] = (prepared, slot)
 
-    def wait(self) -> list:
+    def wait(self) -> list[tuple[object, TrialResult]]:
+        """Block until a trial finishes; every finished (prepared, result), by number."""
         done, _ = cf.wait(list(self._running), return_when=cf.FIRST_COMPLETED)
         finished = []
         for future in sorted(done, key=lambda f: self._running[f][0].number):

@@ -42,6 +42,9 @@ def _ray():
 
 
 class RayExecutor:
+    """A Ray task per trial, `slots` at once, each on the node that got its resources.
+    `why`: the cluster and sandbox it uses, for the banner."""
+
     def __init__(self, sandbox_kind: str, limits: list[Limits], address: str | None,
                  data_dir: str | None, gpus_per_trial: int):
         ray = _ray()
@@ -70,10 +73,14 @@ class RayExecutor:
         ray.get([warm.remote() for _ in range(self.slots)])
 
     def submit(self, prepared, job: TrialJob) -> None:
+        """Start `job` as a task; `prepared` (the session's trial, with its `number`) comes
+        back beside its result from `wait`."""
         ref = self.task.remote(replace(job, limits=self.limits), self.sandbox_kind)
         self._refs[ref] = (prepared, job)
 
-    def wait(self) -> list:
+    def wait(self) -> list[tuple[object, TrialResult]]:
+        """Block until a task finishes; every finished (prepared, result), by number (a lost
+        task is a crash)."""
         ready, _ = self.ray.wait(list(self._refs), num_returns=1)
         more, _ = self.ray.wait([r for r in self._refs if r not in ready],
                                 num_returns=len(self._refs) - len(ready), timeout=0)

@@ -7,9 +7,12 @@ from pathlib import Path
 
 from agent.executors.base import TrialJob, execute
 from sandbox.base import Limits
+from sandbox.result import TrialResult
 
 
 class SerialExecutor:
+    """One slot, run when the session waits. `why`: the sandbox's choice, for the banner."""
+
     slots = 1
 
     def __init__(self, sandbox, limits: Limits, scratch: Path, why: str = ""):
@@ -17,9 +20,12 @@ class SerialExecutor:
         self._queue: list = []
 
     def submit(self, prepared, job: TrialJob) -> None:
+        """Queue `job` on the slot's limits; `prepared` (the session's trial) comes back
+        beside its result from `wait`."""
         self._queue.append((prepared, replace(job, limits=self.limits)))
 
-    def wait(self) -> list:
+    def wait(self) -> list[tuple[object, TrialResult]]:
+        """Run the oldest queued job; its (prepared, result)."""
         prepared, job = self._queue.pop(0)
         return [(prepared, execute(self.sandbox, job, self.scratch))]
 

@@ -19,6 +19,7 @@ from agent.edit.block import apply_preset
 from agent.edit.space import load_space
 from agent.errors import UserError
 from agent.record.workspace import Workspace
+from sandbox.base import make_readable
 
 
 class SessionError(UserError):
@@ -67,7 +68,7 @@ def create_run_folder(run_dir: Path, config: SessionConfig) -> SessionConfig:
         raise SessionError(f"cannot create {run_dir} ({e.strerror or e}): pick another "
                            "--run-dir") from None
     try:
-        staging.chmod(0o755)
+        make_readable(staging)  # its trials reach cache/ and trials/ as another user
         Workspace.create(staging / "repo", train_dir, train_py)
         (staging / "optimizer").mkdir()
         (staging / "trials").mkdir()

@@ -1,4 +1,5 @@
-"""Every path of a run folder, and the lock held by the one process that drives it.
+"""Every path of a run folder, its trials as recorded, and the lock held by the one process
+that drives it.
 
     runs/NAME/
       session.toml  repo/  results.tsv  trials.jsonl  trials/NNNN/  optimizer/  cache/  tmp/
@@ -17,9 +18,13 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.errors import UserError
+from agent.record.ledger import Ledger, atomic_write
+from agent.record.note import TrialNote
+from agent.record.workspace import Workspace
 
 
 class RunDirBusy(UserError):
@@ -39,14 +44,6 @@ class RunDir:
     @property
     def repo(self) -> Path:
         return self.root / "repo"
-
-    @property
-    def results_tsv(self) -> Path:
-        return self.root / "results.tsv"
-
-    @property
-    def trials_jsonl(self) -> Path:
-        return self.root / "trials.jsonl"
 
     @property
     def optimizer(self) -> Path:
@@ -105,6 +102,25 @@ class RunDir:
     def exists(self) -> bool:
         return self.session_toml.is_file()
 
+    # -- the record ----------------------------------------------------------------------
+    def notes(self, from_git: bool = False,
+              broken: Callable[[Exception], None] | None = None) -> list[TrialNote]:
+        """The session's trials, sorted by number: the ledger's, or the git notes' when asked
+        or when the ledger is missing (git is the source of truth, the ledger a convenience).
+        A ledger line that is not a trial record raises its LedgerError (one line naming the
+        line and `--rebuild`), unless `broken` is given: then it hears the error and the notes
+        come from git. Nothing is written."""
+        ledger = Ledger(self.root)
+        if not from_git and ledger.jsonl.exists():
+            try:
+                return ledger.records()
+            except (ValueError, TypeError) as e:  # LedgerError names the line
+                if broken is None:
+                    raise
+                broken(e)
+        notes = Workspace(self.repo).notes().values()
+        return sorted((TrialNote.from_dict(r) for r in notes), key=lambda n: n.trial)
+
     # -- the lock -----------------------------------------------------------------------
     def lock(self) -> RunDir:
         """Take the folder's lock or raise RunDirBusy naming the process that holds it."""
@@ -151,8 +167,6 @@ class RunDir:
         return float(elapsed) if isinstance(elapsed, (int, float)) and elapsed >= 0 else None
 
     def save_clock(self, elapsed: float) -> None:
-        from agent.record.ledger import atomic_write
-
         atomic_write(self.clock_json, json.dumps({"elapsed_s": round(elapsed, 3)}).encode())
 
     def clear_tmp(self) -> None:

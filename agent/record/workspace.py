@@ -5,123 +5,39 @@ the incumbent (best so far), `refs/notes/results` holds each trial's record as J
 commit, and branch `best` (checked out) follows the incumbent. A rejected trial is an empty
 commit, so even an edit that never ran stays in the history with its reason.
 
-A run folder may come from someone else (DESIGN.md, "Trust": folders are data). So git runs
-here only through `Git`: its repo's config, hooks, fsmonitor, external diff, filter and diff
-drivers and signing run nothing; ids read from the ledger or the notes pass `object_id` before
-they reach git; a repo owned by another user opens only when the user named it, as git asks.
+A run folder may come from someone else (DESIGN.md, "Trust": folders are data), so git runs
+here only through agent/record/git.py's `Git`, and every id passes `object_id`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
-from agent.errors import UserError
-from agent.record.note import OBJECT_ID, NoteError, check_record
+from agent.record.git import (
+    CREATED,
+    IDENTITY,
+    NO_PROGRAMS,
+    Git,
+    GitError,
+    WorkspaceError,
+    check_owner,
+    object_id,
+)
+from agent.record.note import NoteError, check_record
 from agent.text import clean
 
 NOTES_REF = "refs/notes/results"
 TRIAL_REF = "refs/trials/{:04d}"
 IGNORED = {".git", "__pycache__", ".ipynb_checkpoints"}
-IDENTITY = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
-            "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost"}
-# A run folder may come from someone else (DESIGN.md, "Trust"): every setting with which its
-# repo could make git run a program, sign, fetch or page is overridden on each call. Filter
-# and diff drivers are named per repo, so those found in its config are blanked too (_drivers).
-OVERRIDES = ("core.fsmonitor=false", "core.hooksPath=/dev/null", "core.pager=cat",
-             "core.editor=false", "core.sshCommand=false", "core.askPass=",
-             "core.attributesFile=/dev/null", "core.autocrlf=false", "commit.gpgSign=false",
-             "tag.gpgSign=false", "log.showSignature=false", "submodule.recurse=false",
-             "protocol.allow=never", "gc.auto=0", "maintenance.auto=false")
-NO_PROGRAMS = ("--no-ext-diff", "--no-textconv", "--no-color")  # for diff and log
-DRIVER = re.compile(r"(filter|diff|merge)\.(.+)\.(clean|smudge|process|required|command"
-                    r"|textconv|driver)", re.IGNORECASE | re.DOTALL)
-_CREATED: set[Path] = set()  # repos this process made: trusted whoever owns them
-
-
-class WorkspaceError(UserError):
-    """The run repository is missing or broken; the message says what to do."""
-
-
-class Git:
-    """git on one run repository, and the only way this project runs git on one: a clean
-    environment (no system or global config, no HOME, no GIT_* of the caller's), the repo
-    named explicitly (no discovery upwards) and OVERRIDES on every call."""
-
-    def __init__(self, path: Path, drivers: bool = True):
-        self.path = path
-        self.options = [arg for setting in OVERRIDES for arg in ("-c", setting)]
-        if drivers:  # a repo not yet made has none
-            self.options += [arg for setting in self._drivers() for arg in ("-c", setting)]
-
-    def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: os.environ[k] for k in ("PATH", "TZ", "SYSTEMROOT") if k in os.environ}
-        return {**env, "LC_ALL": "C", "GIT_DIR": str(self.path / ".git"),
-                "GIT_WORK_TREE": str(self.path), "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_CONFIG_GLOBAL": os.devnull, "GIT_ATTR_NOSYSTEM": "1",
-                "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", **IDENTITY, **(extra or {})}
-
-    def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
-        """`git ARGS` in the repo; GitError (one line) when it fails and `check`."""
-        out = subprocess.run(["git", "--no-pager", *self.options, *args], cwd=self.path,
-                             input=input, capture_output=True, env=self.environment(env))
-        if check and out.returncode != 0:
-            raise GitError(self.path, args[0], out.stderr)
-        return out
-
-    def text(self, *args: str, **kw) -> str:
-        """stdout as text, its last newline removed."""
-        out = self.run(*args, **kw).stdout.decode(errors="replace")
-        return out[:-1] if out.endswith("\n") else out
-
-    # what agent/loop/trial.py reads through `ws.git`
-    def log(self, *args: str) -> str:
-        return self.text("log", *NO_PROGRAMS, *args)
-
-    def rev_parse(self, *args: str) -> str:
-        return self.text("rev-parse", *args)
-
-    def rev_list(self, *args: str) -> str:
-        return self.text("rev-list", *args)
-
-    def _drivers(self) -> list[str]:
-        """Each filter, diff or merge driver the repo's config defines, blanked: attributes
-        (in-tree .gitattributes included) can then name it but it runs nothing."""
-        out = self.run("config", "--list", "--name-only", "-z", check=False)
-        blank = []
-        for name in out.stdout.decode(errors="surrogateescape").split("\0"):
-            m = DRIVER.fullmatch(name)
-            if m:
-                value = "false" if m[3].lower() == "required" else ""
-                blank.append(f"{m[1]}.{m[2]}.{m[3]}={value}")
-        return blank
-
-
-class GitError(WorkspaceError):
-    """git failed on the run repository (damaged, or not one of ours)."""
-
-    def __init__(self, path: Path, command: str, stderr: bytes):
-        lines = [x for x in stderr.decode(errors="replace").splitlines() if x.strip()]
-        why = clean((lines or ["no message"])[-1], one_line=True)
-        super().__init__(f"git {command} failed in {path}: {why[:200]}: the repository is "
-                         f"damaged or changed by hand (`git -C {path} fsck` says more)")
-
-
-def object_id(value) -> str:
-    """`value` if it is a full hex object id. Ids come from the ledger and the notes, which
-    may come from someone else: none reaches git as an option or a revision expression."""
-    if isinstance(value, str) and OBJECT_ID.fullmatch(value):
-        return value
-    text = repr(value)
-    raise WorkspaceError(f"{text[:60]} is not a commit id (40 hex digits): the ledger or the "
-                         "notes were edited; check the run folder")
+# A trailer as `trailers_text` writes it: `Trial: 3`, `Confirms: 1` (git's own shape)
+TRAILER_KEY = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+TRAILER = re.compile(rf"({TRAILER_KEY.pattern}): ?(.*)")
+PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
 
 class Workspace:
@@ -134,7 +50,7 @@ class Workspace:
         if links:
             raise WorkspaceError(f"{self.path}/.git points elsewhere ({', '.join(links)}): a "
                                  "run repository is self-contained; use a plain copy")
-        _check_owner(self.path)
+        check_owner(self.path)
         self.git = Git(self.path)
 
     # -- creation ----------------------------------------------------------------------
@@ -147,7 +63,7 @@ class Workspace:
         if not (train_dir / "train.py").is_file():
             raise WorkspaceError(f"{train_dir} has no train.py: pass the folder that holds it")
         path.mkdir(parents=True, exist_ok=False)
-        _CREATED.add(path.resolve())
+        CREATED.add(path.resolve())
         _copy_tree(train_dir, path)
         if train_py is not None:
             (path / "train.py").write_text(train_py)
@@ -187,6 +103,16 @@ class Workspace:
 
     def message(self, commit: str) -> str:
         return self.git.log("-1", "--format=%B", "--end-of-options", object_id(commit))
+
+    def trailers(self, commit: str) -> dict[str, str]:
+        """The commit's trailers (`Trial`, `Method`, `Seed`, `Confirms`, `Repair`, ...): its
+        last paragraph, when every line of it is `Key: value` and it is not the subject.
+        Anything above it (the subject quotes a rationale) is never read as one."""
+        paragraphs = [p for p in PARAGRAPH.split(self.message(commit).strip()) if p.strip()]
+        if len(paragraphs) < 2:
+            return {}
+        found = [TRAILER.fullmatch(line) for line in paragraphs[-1].strip().splitlines()]
+        return {m[1]: m[2] for m in found} if all(found) else {}
 
     def trial_commit(self, number: int) -> str | None:
         if number == 0:
@@ -230,18 +156,22 @@ class Workspace:
                                  "of the run folder") from None
 
     # -- writing -------------------------------------------------------------------------
-    def commit_trial(self, number: int, parent: str, message: str,
-                     train_py: str | None) -> str:
+    def commit_trial(self, number: int, parent: str, message: str, train_py: str | None,
+                     trailers: dict[str, object] | None = None) -> str:
         """Commit `train_py` on top of `parent` without touching the work tree, and point
         refs/trials/NNNN at it. `None` makes an empty commit (a rejected trial)."""
-        sha = self.write_commit(parent, message, train_py)
+        sha = self.write_commit(parent, message, train_py, trailers)
         self.set_ref(TRIAL_REF.format(number), sha)
         return sha
 
-    def write_commit(self, parent: str, message: str, train_py: str | None) -> str:
-        """The commit object only (no ref points at it yet). Every caller's message is
-        cleaned here: it may quote a rationale or a line of code, and git refuses a NUL (a lone
-        surrogate cannot even be encoded), while an escape would reach whoever runs git log."""
+    def write_commit(self, parent: str, message: str, train_py: str | None,
+                     trailers: dict[str, object] | None = None) -> str:
+        """The commit object only (no ref points at it yet); `trailers` end its message
+        (`trailers_text`). Every caller's message is cleaned here: it may quote a rationale or
+        a line of code, and git refuses a NUL (a lone surrogate cannot even be encoded), while
+        an escape would reach whoever runs git log."""
+        if trailers:
+            message = f"{message}\n\n{trailers_text(trailers)}"
         parent = object_id(parent)
         index = {"GIT_INDEX_FILE": str(self.path / ".git" / "trial-index")}
         run = lambda *a, **kw: self.git.text(*a, env=index, **kw)  # noqa: E731
@@ -255,9 +185,6 @@ class Workspace:
 
     def set_ref(self, name: str, sha: str) -> None:
         self.git.run("update-ref", name, object_id(sha))
-
-    def has_notes_ref(self) -> bool:
-        return self.git.run("rev-parse", "--verify", "-q", NOTES_REF, check=False).returncode == 0
 
     def add_note(self, commit: str, record: dict) -> None:
         self.git.run("notes", f"--ref={NOTES_REF}", "add", "-f", "-F", "-", "--end-of-options",
@@ -331,46 +258,21 @@ class Workspace:
                              object_id(b))
 
 
+def trailers_text(trailers: dict[str, object]) -> str:
+    """`Key: value` lines, the only way trailers are written (`Workspace.trailers` reads
+    them back): each value one clean line, so none can start a trailer of its own."""
+    bad = [k for k in trailers if not TRAILER_KEY.fullmatch(k)]
+    if bad:
+        raise ValueError(f"not trailer keys: {bad}")
+    return "".join(f"{k}: {clean(v, one_line=True)}\n" for k, v in trailers.items())
+
+
 def _commit_time(raw: bytes) -> int:
     for line in raw.split(b"\n\n", 1)[0].splitlines():
         if line.startswith(b"committer "):
             stamp = line.rsplit(b" ", 2)[-2]
             return int(stamp) if stamp.isdigit() else 0
     return 0
-
-
-def _check_owner(path: Path) -> None:
-    """git's safe.directory rule, kept by us (git skips it when GIT_DIR is given, as here):
-    a repo owned by another user opens only when this process made it or the user named it
-    in git's own config (safe.directory, as git asks)."""
-    uid = os.geteuid()
-    allowed = {uid}
-    if uid == 0 and os.environ.get("SUDO_UID", "").isdigit():
-        allowed.add(int(os.environ["SUDO_UID"]))
-    owner = next((o for o in (path.stat().st_uid, (path / ".git").stat().st_uid)
-                  if o not in allowed), None)
-    if owner is None or path in _CREATED or _named_safe(path):
-        return
-    raise WorkspaceError(f"{path} belongs to another user (uid {owner}) and its repo's "
-                         "settings are theirs: if you trust it, run `git config --global --add "
-                         f"safe.directory {path}`, or copy the run folder to make it yours")
-
-
-def _named_safe(path: Path) -> bool:
-    """Whether the user's own git config (global or system, never the repo's) names `path`
-    in safe.directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    named = []
-    for scope in ("--global", "--system"):
-        out = subprocess.run(["git", "config", scope, "--get-all", "safe.directory"], cwd="/",
-                             env=env, capture_output=True, text=True)
-        named += out.stdout.splitlines()
-    for value in named:
-        if value == "*" or value.endswith("/*") and str(path).startswith(value[:-1]):
-            return True
-        if value and os.path.realpath(os.path.expanduser(value)) == str(path):
-            return True
-    return False
 
 
 def _copy_tree(src: Path, dest: Path) -> None:

@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 from agent.cli.main import app
 from agent.config.settings import SessionConfig
 from agent.loop.session import Session
-from agent.record.rundir import RunDirBusy
+from agent.record.ledger import LedgerError
+from agent.record.rundir import RunDir, RunDirBusy
+from agent.record.workspace import Workspace
 
 runner = CliRunner()
 
@@ -241,3 +243,47 @@ def test_a_constraint_no_candidate_meets_is_one_line(tmp_path, train_dir):
     assert result.exit_code != 0
     assert "MATRIX_LR == 0.08" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# -- 4. the record: one reader of a commit's trailers, one of a folder's trials ---------------
+
+def test_trailers_are_the_last_paragraph_only(tmp_path, train_dir):
+    ws = Workspace.create(tmp_path / "repo", train_dir)
+    trailers = {"Trial": 1, "Method": "tpe", "Seed": 0, "Reason": "a\nConfirms: 9"}
+    # a rationale that looks like trailers, in the subject and in a paragraph of its own
+    sha = ws.write_commit(ws.baseline, "tpe: Method: confirm\n\nSeed: 99\nConfirms: 7",
+                          None, trailers)
+    assert ws.trailers(sha) == {"Trial": "1", "Method": "tpe", "Seed": "0",
+                                "Reason": "a Confirms: 9"}  # a value stays one line
+    assert ws.message(sha).endswith("\n\nTrial: 1\nMethod: tpe\nSeed: 0\nReason: a Confirms: 9\n")
+    # no trailers: the subject, or a last paragraph with a line of prose, is not read as any
+    for message in ("Seed: 5", "tpe: x\n\nSeed: 5\nbecause it helped", "x\n\nSeed 5 did better"):
+        assert ws.trailers(ws.write_commit(ws.baseline, message, None)) == {}, message
+    with pytest.raises(ValueError, match="not trailer keys"):
+        ws.write_commit(ws.baseline, "x", None, {"Seed: 1\nTrial": 2})
+
+
+def test_a_session_commits_its_trials_with_trailers(finished):
+    ws = Workspace(finished / "repo")
+    assert ws.trailers(ws.trial_commit(1)) == {"Trial": "1", "Method": "cmaes", "Seed": "3"}
+    assert ws.trailers(ws.baseline) == {}
+
+
+def test_notes_come_from_git_when_the_ledger_is_broken_or_missing(finished):
+    rd = RunDir(finished)
+    ledger = rd.notes()
+    assert [n.trial for n in ledger] == list(range(len(ledger))) and len(ledger) == 5
+    from_git = rd.notes(from_git=True)
+    assert [n.to_dict() for n in from_git] == [n.to_dict() for n in ledger]
+    jsonl = finished / "trials.jsonl"
+    rows = lines(jsonl)
+    jsonl.write_text("\n".join([rows[0], '{"trial": 1, "commit": "--output=x"}', *rows[2:]]))
+    heard = []
+    assert [n.to_dict() for n in rd.notes(broken=heard.append)] == \
+        [n.to_dict() for n in from_git]
+    assert len(heard) == 1 and "line 2" in str(heard[0])
+    with pytest.raises(LedgerError, match="line 2.*--rebuild"):  # unless the caller says
+        rd.notes()
+    assert jsonl.read_text().count("--output=x") == 1  # nothing was written
+    jsonl.unlink()
+    assert [n.trial for n in rd.notes()] == [n.trial for n in from_git]
