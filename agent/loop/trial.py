@@ -145,9 +145,9 @@ class Trials:
             return None
         why = f"repair: DEVICE_BATCH_SIZE {batch} -> {smaller} ({cause})"
         content = render_block(self.ws.source(prepared.commit), {"DEVICE_BATCH_SIZE": smaller})
-        message = (f"{why}\n\nTrial: {prepared.number}\nMethod: {self.config.method}\n"
-                   f"Seed: {self.config.seed}\nRepair: {len(prepared.repairs) + 1}\n")
-        commit = self.ws.commit_trial(prepared.number, prepared.commit, message, content)
+        trailers = {"Trial": prepared.number, "Method": self.config.method,
+                    "Seed": self.config.seed, "Repair": len(prepared.repairs) + 1}
+        commit = self.ws.commit_trial(prepared.number, prepared.commit, why, content, trailers)
         return replace(prepared, commit=commit, config=self.config_of(content),
                        diff=unified_diff(self.ws.source(prepared.parent), content),
                        repairs=[*prepared.repairs, why])
@@ -156,7 +156,7 @@ class Trials:
         """Trial n as its commit holds it (repairs included), to run again after a stop."""
         commit = self.ws.trial_commit(n)
         original = commit
-        while "\nRepair: " in self.ws.git.log("-1", "--format=%B", original):
+        while "Repair" in self.ws.trailers(original):
             original = self.ws.git.rev_parse(f"{original}^")
         parent = self.ws.git.rev_parse(f"{original}^")
         content = self.ws.source(commit)
@@ -197,12 +197,12 @@ class Trials:
             self.ws.set_aside(n)
         method, seed = method_of(n, action, self.config.method), seed_of(action, self.config.seed)
         subject = subject_of(method, action)
-        message = f"{subject}\n\nTrial: {n}\nMethod: {method}\nSeed: {seed}\n"
+        trailers = {"Trial": n, "Method": method, "Seed": seed}
         if isinstance(action, Confirm):
-            message += f"Confirms: {action.of}\n"
+            trailers["Confirms"] = action.of
         if rejected is not None:
-            message += f"Status: rejected\nReason: {one_line(rejected, 400)}\n"
-        return self.ws.commit_trial(n, parent, message, content)
+            trailers |= {"Status": "rejected", "Reason": one_line(rejected, 400)}
+        return self.ws.commit_trial(n, parent, subject, content, trailers)
 
 
 def method_of(n: int, action: Action, method: str) -> str:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["commit", "ref", "asked", "note", "ledger", "best", "pickle"]
 
 DRIVER = """
-import os, re, signal, sys
+import os, signal, sys
 sys.path.insert(0, {root!r})
 from agent.config.settings import SessionConfig
 from agent.record.ledger import Ledger
@@ -48,7 +48,7 @@ def noted(args, result):
     return last["trial"]
 
 wrap(Workspace, "write_commit", "commit",
-     lambda a, r: int(re.search(r"^Trial: (\\d+)$", a[2], re.M).group(1)))
+     lambda a, r: int(a[0].trailers(r)["Trial"]))
 wrap(Workspace, "set_ref", "ref",
      lambda a, r: int(a[1].rsplit("/", 1)[1]) if a[1].startswith("refs/trials/") else None)
 wrap(Workspace, "add_note", "note", noted)

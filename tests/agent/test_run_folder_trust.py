@@ -37,7 +37,7 @@ def finished(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("finished")
     train_dir = make_train_dir(root)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("agent.loop.restore.make_optimizer",
+        mp.setattr("agent.loop.session.make_optimizer",
                    lambda *a, **k: ScriptedOptimizer([EditHyperparameters(EDIT, "two")]))
         config = SessionConfig(trials=1, sandbox="local", train_dir=str(train_dir),
                                time_budget=0.001, seed=7, preflight_steps=0)
