@@ -81,6 +81,8 @@ class Gate:
             data = notes[n].action if n in notes else actions[n]
             if data.get("kind") == "confirm":
                 self.taken.add((int(data["of"]), int(data["seed"])))
+        # a rebuild tells the gate as it goes, so it may have queued one of them already
+        self.queue = [q for q in self.queue if (q.of, q.seed) not in self.taken]
 
     def next(self) -> Confirm | None:
         """The next confirmation run, to be trial `asked`; None when none is due."""

@@ -122,6 +122,7 @@ def _rebuild(notes, ws, trials, gate, best, new_optimizer, context,
         n += 1
     while progress.told < progress.asked and progress.told in notes:
         tell_next()
+    gate.numbered({}, progress.inflight)  # confirmation runs committed, never recorded
     return progress, history
 
 
@@ -131,8 +132,7 @@ def _confirm_of(notes, ws, n: int) -> dict | None:
     if n in notes:
         action = notes[n].action
         return action if action.get("kind") == "confirm" else None
-    message = ws.message(ws.trial_commit(n))
-    trailers = dict(line.split(": ", 1) for line in message.splitlines() if ": " in line)
+    trailers = ws.trailers(ws.trial_commit(n))
     if trailers.get("Method") != "confirm" or "Confirms" not in trailers:
         return None
     return action_to_dict(Confirm(int(trailers["Confirms"]), int(trailers["Seed"])))

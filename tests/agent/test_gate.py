@@ -147,3 +147,29 @@ def test_the_gate_with_two_workers_finishes_and_promotes(tmp_path, monkeypatch):
     assert [r["trial"] for r in rs] == list(range(9))
     assert [r["method"] for r in rs].count("confirm") == 4
     assert git(tmp_path / "run" / "repo", "rev-parse", "refs/heads/best") == rs[1]["commit"]
+
+
+def test_a_rebuild_does_not_run_a_committed_confirmation_again(tmp_path, monkeypatch):
+    """Killed while a confirmation run was running (its commit, no note) and the optimizer's
+    pickle lost: the rebuilt gate knows that run has its trial number, so the resumed session
+    continues with the next one, exactly as an uninterrupted session does."""
+    actions = [EditHyperparameters({"MATRIX_LR": 10 ** -1.4, "DEPTH": 5}, "good"),
+               EditHyperparameters({"DEPTH": 3}, "worse")]
+    run_dir, _ = start(tmp_path / "a", monkeypatch, actions, 0.002, trials=4)
+    rs = notes(run_dir)
+    assert rs[4]["method"] == "confirm"
+    subprocess.run(["git", "-C", str(run_dir / "repo"), "notes", "--ref=refs/notes/results",
+                    "remove", rs[4]["commit"]], check=True, capture_output=True)
+    (run_dir / "optimizer" / "state.pkl").unlink()
+    toml = run_dir / "session.toml"
+    toml.write_text(toml.read_text().replace("trials = 4", "trials = 6"))
+    monkeypatch.setattr("agent.loop.session.make_optimizer",
+                        lambda *a, **k: ScriptedOptimizer(actions))
+    result = runner.invoke(app, ["resume", str(run_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    expected, _ = start(tmp_path / "b", monkeypatch, actions, 0.002, trials=6)
+
+    def runs(folder):
+        return [(r["method"], r["action"].get("of"), r["seed"]) for r in notes(folder)]
+
+    assert runs(run_dir) == runs(expected)
