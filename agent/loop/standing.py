@@ -9,6 +9,7 @@ its commit exists) and after every tell.
 from __future__ import annotations
 
 import bisect
+import importlib
 import pickle
 from dataclasses import dataclass, field
 
@@ -18,6 +19,52 @@ from agent.record.ledger import atomic_write
 from agent.record.note import TrialNote
 
 STATE_VERSION = 2
+
+# Modules the layout of issue 22 moved: a state.pkl written before it names the old ones.
+MOVED = {
+    "agent.hpblock": ("agent.edit.space", "agent.edit.block"),
+    "agent.actions": ("agent.edit.actions",),
+    "agent.optimizers.llm_seat": ("agent.llm.seat",),
+    "agent.optimizers.llm_common": ("agent.llm.prompting", "agent.llm.answers"),
+    "agent.llm": ("agent.llm.client",),
+    "agent.local_llm": ("agent.llm.local",),
+    "agent.config": ("agent.config.settings",),
+}
+# What an optimizer's state is made of, and all a state.pkl may name: a run folder may come
+# from someone else (DESIGN.md, Trust), and a pickle that names anything else (os.system, a
+# class whose constructor runs a program) is refused before it runs: the session then
+# rebuilds the optimizer from the trial notes, as for any unreadable pickle.
+STATE_CLASSES = ("agent.optimizers.", "agent.edit.", "agent.llm.seat", "agent.protocols",
+                 "agent.testing.", "cmaes.", "optuna.distributions")
+STATE_NAMES = {
+    ("builtins", n) for n in ("set", "frozenset", "complex", "slice", "range", "bytearray")} | {
+    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("collections", "deque"),
+    ("copyreg", "_reconstructor"), ("random", "Random"), ("numpy", "ndarray"),
+    ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy.random._pickle", "__randomstate_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pickle", "__generator_ctor"), ("numpy.random._mt19937", "MT19937"),
+    ("numpy.random._pcg64", "PCG64")}
+
+
+class StateUnpickler(pickle.Unpickler):
+    """Loads an optimizer's state and nothing else (STATE_CLASSES, STATE_NAMES), finding a
+    class the layout moved under its new module."""
+
+    def find_class(self, module, name):
+        for new in MOVED.get(module, ()):
+            found = getattr(importlib.import_module(new), name, None)
+            if isinstance(found, type):
+                module = found.__module__
+                break
+        if (module, name) in STATE_NAMES:
+            return super().find_class(module, name)
+        if "." not in name and (module + ".").startswith(STATE_CLASSES):
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
+        raise pickle.UnpicklingError(f"a state.pkl may not name {module}.{name}")
 
 
 @dataclass
@@ -33,7 +80,8 @@ class Progress:
     @classmethod
     def load(cls, path) -> Progress:
         """The pickle at `path`; ValueError (or what unpickling raises) when unreadable."""
-        state = pickle.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            state = StateUnpickler(f).load()
         if state.pop("v", 1) != STATE_VERSION:
             raise ValueError("written by an older version")
         return cls(**state)
