@@ -31,7 +31,7 @@ trial, fixed like the metric: it reads the environment, times the steps and prin
 the harness parses (step lines, `FAIL`, the `---` preflight and summary blocks). Environment:
     TIME_BUDGET          seconds of training, default 60 (the first step is not counted)
     AR_TOKEN_BUDGET      train exactly ceil(AR_TOKEN_BUDGET / TOTAL_BATCH_SIZE) steps instead
-    AR_SEED              seed of the weights and of the batches, default 42
+    AR_SEED              seed of the weights and of the batches, default 0 (a session's default too)
     AR_DEVICE            cpu, cuda, cuda:N or mps; default: cuda, else mps, else cpu
     AR_GPU_MEM_FRACTION  cap on the share of GPU memory this process may allocate
     AR_COMPILE           1 to torch.compile the model; default 1 on cuda, 0 elsewhere
@@ -592,7 +592,7 @@ class Trial:
         import torch
 
         self.t_start = t_start
-        self.seed = env_number("AR_SEED", 42, int)
+        self.seed = env_number("AR_SEED", 0, int)  # a session's default seed too
         self.time_budget = env_number("TIME_BUDGET", 60.0, float)
         self.token_budget = env_number("AR_TOKEN_BUDGET", None, int)  # None: time_budget
         mem_fraction = env_number("AR_GPU_MEM_FRACTION", None, float)

@@ -14,7 +14,6 @@ search_space.toml (`git show REV:baseline_train/train.py > DIR/train.py`).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -25,22 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
-def _attr(name: str, *modules: str):
-    """`name` from the first of `modules` that has it: agent/ has been reorganised before,
-    and one more candidate here is all a future move asks of this script."""
-    for module in modules:
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError(f"{name} is in none of {', '.join(modules)}: add where it lives now")
-
-
-CodeAgent = _attr("CodeAgent", "agent.optimizers.code_agent")
-TrialContext = _attr("TrialContext", "agent.protocols")
-load_space = _attr("load_space", "agent.edit.block", "agent.edit.space", "agent.hpblock")
-read_block = _attr("read_block", "agent.edit.block", "agent.hpblock")
-baseline_dir = _attr("baseline_dir", "agent.paths")
+from agent.edit.block import values  # noqa: E402  (after the litellm setting above)
+from agent.edit.space import load_space  # noqa: E402
+from agent.optimizers.code_agent import CodeAgent  # noqa: E402
+from agent.paths import baseline_dir  # noqa: E402
+from agent.protocols import TrialContext  # noqa: E402
 
 
 class Captured(Exception):
@@ -67,7 +55,7 @@ def first_prompt(train_dir: Path, preset: str | None, tools: bool) -> dict:
     """The request of trial 1 right after the baseline: no history, the baseline incumbent."""
     space = load_space(train_dir / "search_space.toml", preset)
     source = (train_dir / "train.py").read_text()
-    config = {name: a.value for name, a in read_block(source, space.names).items()}
+    config = values(source, space.names)
     llm = CaptureLLM(tools)
     agent = CodeAgent(space, 0, config, llm=llm)
     ctx = TrialContext(trial=1, incumbent_source=source, incumbent_config=config,
