@@ -38,7 +38,7 @@ def replay_rows(notes: list) -> list[dict]:
         rows.append({
             "trial": n.trial, "commit": n.commit, "method": n.method, "status": n.status,
             "val_bpb": n.val_bpb, "best_val_bpb": n.best_val_bpb, "is_best": n.is_best,
-            "added": added, "removed": removed, "rationale": n.rationale,
+            "added": added, "removed": removed, "rationale": n.description,
             "reason": result.get("reason", ""), "wall_s": result.get("wall_s"),
             "overhead_s": result.get("overhead_s"), "config": n.config,
         })

@@ -55,7 +55,7 @@ class RichReporter:
             else ""
         self.console.print(
             f"trial {note.trial:>4}  [{style}]{status}[/{style}] val_bpb {val}  "
-            f"best {best}  [dim]{markup(note.rationale, 60)}[/dim]{star}{extra}")
+            f"best {best}  [dim]{markup(note.description, 60)}[/dim]{star}{extra}")
         self.progress.update(self.task, advance=1, best=f"best {best}")
 
     def stop(self) -> None:

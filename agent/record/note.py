@@ -81,6 +81,16 @@ class TrialNote:
     def reason(self) -> str:
         return (self.result or {}).get("reason", "")
 
+    @property
+    def description(self) -> str:
+        """What users read for it (the live line, replay): its rationale, after who proposed
+        it where a method has several proposers (Centaur: "llm: ..."), the action's kind
+        where a model gave none (an echoed placeholder); loop/trial.subject_of's rule."""
+        action = self.action or {}
+        text = self.rationale or action.get("kind", "")
+        who = action.get("proposer")
+        return f"{who}: {text}" if who else text
+
     def as_seen(self) -> TrialRecord:
         """What optimizers see of it."""
         return TrialRecord(number=self.trial, status=self.status, config=self.config,

@@ -251,6 +251,12 @@ def test_centaur_session_with_llm_turns(tmp_path, train_dir):
     assert rs[3]["config"]["MATRIX_LR"] == 0.06 and rs[3]["status"] == "ok"
     subject = git(tmp_path / "run" / "repo", "log", "-1", "--format=%s", "refs/trials/0003").strip()
     assert subject == "centaur llm: try 0.06", subject  # the method named once
+    # what users read (the live line, replay) says which of Centaur's two proposed it
+    from agent.analysis.report import replay_rows
+    from agent.record.rundir import RunDir
+
+    shown = [r["rationale"] for r in replay_rows(RunDir(tmp_path / "run").notes())]
+    assert shown[3] == "llm: try 0.06" and shown[1].startswith("cmaes: generation 1"), shown
 
 
 # -- code agent ------------------------------------------------------------------------------
