@@ -11,7 +11,6 @@ ranking, and the report says so.
 
 from __future__ import annotations
 
-import math
 import statistics
 
 import numpy as np
@@ -108,10 +107,6 @@ def default_target(rows: list[dict]) -> float | None:
             by_method.setdefault(r["method"], []).append(r["best_val_bpb"])
     medians = [statistics.median(v) for v in by_method.values() if v]
     return max(medians) if medians else None
-
-
-def finite(value):
-    return value if value is None or math.isfinite(value) else None
 
 
 def paired_differences(values: list, base: list) -> tuple[float | None, float | None]:

@@ -135,7 +135,12 @@ def _confirm_of(notes, ws, n: int) -> dict | None:
     trailers = ws.trailers(ws.trial_commit(n))
     if trailers.get("Method") != "confirm" or "Confirms" not in trailers:
         return None
-    return action_to_dict(Confirm(int(trailers["Confirms"]), int(trailers["Seed"])))
+    of, seed = trailers["Confirms"], trailers.get("Seed", "")
+    if not (of.isdigit() and seed.lstrip("-").isdigit()):  # the folder may be someone else's
+        raise SessionError(f"trial {n}'s commit in {ws.path} has trailers Confirms: "
+                           f"{of[:20]!r}, Seed: {seed[:20]!r}, not numbers: the repository "
+                           "was changed by hand")
+    return action_to_dict(Confirm(int(of), int(seed)))
 
 
 def check_ledger(ledger: Ledger, notes: list[TrialNote], say) -> None:

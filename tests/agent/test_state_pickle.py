@@ -77,3 +77,21 @@ def test_a_pickle_that_runs_a_program_is_refused_before_it_runs(tmp_path):
         assert _load(path, notes.append) is None  # restore rebuilds from the notes instead
     assert not marker.exists()
     assert len(notes) == 2 and "unreadable (UnpicklingError)" in notes[0]
+
+
+def test_a_confirmation_trailer_that_is_not_a_number_is_one_line(tmp_path):
+    """A run folder may be someone else's: a commit's `Confirms:` trailer is read as data."""
+    from agent.loop.restore import _confirm_of
+    from agent.record.newrun import SessionError
+
+    class Repo:
+        path = tmp_path
+
+        def trial_commit(self, n):
+            return "0" * 40
+
+        def trailers(self, sha):
+            return {"Method": "confirm", "Confirms": "3; rm -rf ~", "Seed": "1"}
+
+    with pytest.raises(SessionError, match="not numbers: the repository was changed by hand"):
+        _confirm_of({}, Repo(), 4)
