@@ -40,6 +40,7 @@ class TrialRecord:
     reason: str = ""
     rationale: str = ""
     diff: str = ""
+    curve: tuple[tuple[float, float], ...] = ()
 
     @property
     def ok(self) -> bool:

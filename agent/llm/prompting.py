@@ -1,4 +1,5 @@
-"""What a model is shown: the Jinja templates of prompts/, the tools, the bounded history.
+"""What a model is shown: the Jinja templates of prompts/, the tools, the bounded history
+with the learning curves of a few trials (agent/curves.py).
 
 Every model-facing text lives under prompts/ (prompts/README.md): the methods' templates, the
 tools' descriptions and the rationale's placeholder (tools.j2), the repair errors
@@ -13,7 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agent import paths
+from agent import curves, paths
 from agent.edit.space import SearchSpace
 from agent.protocols import TrialRecord
 
@@ -33,6 +34,8 @@ def environment() -> Environment:
         _ENV.filters["num"] = num
         _ENV.filters["short"] = _short
         _ENV.filters["repr"] = repr
+        _ENV.filters["curve"] = curves.summary
+        _ENV.filters["ended"] = _ended
         _ENV.globals["changes"] = changes
     return _ENV
 
@@ -98,6 +101,10 @@ def num(value: Any, digits: int = 6) -> str:
     return str(value)
 
 
+# the trials whose learning curve a prompt summarises: the best one and the last few with a
+# curve, one line each (about 40 tokens); a small local model's prompt shows one fewer
+CURVES = 3
+
 # a small local model's history: at most this many trials in order, the window moving on in
 # steps of WINDOW_STEP so that consecutive prompts of a session share their first lines
 WINDOW, WINDOW_STEP = 24, 12
@@ -110,11 +117,18 @@ def history_view(history: list[TrialRecord], llm=None) -> dict:
     For a small local model (`compact`: slow prompt processing, short attention) it is one
     list in trial order instead, each trial written as what it changed from trial 0 with 3
     digits: the list of the previous call is the start of the next one, which llama.cpp then
-    does not evaluate again. The best 3 follow it."""
+    does not evaluate again. The best 3 follow it.
+
+    `curves` are the trials whose learning curve is summarised, in the varying part of the
+    prompt (a list that changes as trials come, so never inside the compact list): the best
+    trial, then the last `CURVES` with a curve."""
     ok = sorted((t for t in history if t.ok), key=lambda t: t.val_bpb)
+    compact = bool(llm is not None and getattr(llm.config, "compact", False))
+    recent = [t for t in history if t.curve][-(CURVES - 1 if compact else CURVES):]
+    best = [ok[0]] if ok and ok[0].curve and not any(t is ok[0] for t in recent) else []
     view = {"count": len(history), "failed": sum(not t.ok for t in history),
-            "compact": bool(llm is not None and getattr(llm.config, "compact", False))}
-    if not view["compact"]:
+            "compact": compact, "best": ok[0] if ok else None, "curves": best + recent}
+    if not compact:
         return {**view, "top": ok[:5], "recent": history[-20:]}
     first = history[0] if history and history[0].number == 0 and history[0].config else None
     rest = history[1:] if first else history
@@ -133,6 +147,10 @@ def changes(config: dict | None, base: TrialRecord | None) -> str:
 
 def _short(value: Any) -> str:
     return num(value, 3)
+
+
+def _ended(curve) -> str:
+    return curves.percent(curves.ended_at(curve))
 
 
 def example_values(space: SearchSpace, k: int = 2) -> dict:
