@@ -28,7 +28,13 @@ computed here, not by the model.
 
 The trial kit (`run = prepare.trial(...)` in train.py, `Trial`) is the harness's side of a
 trial, fixed like the metric: it reads the environment, times the steps and prints the lines
-the harness parses (step lines, `FAIL`, the `---` preflight and summary blocks). Environment:
+the harness parses (step lines, progress lines, `FAIL`, `preflight: ok`, the `---` preflight
+and summary blocks). A progress line, at step 1, at the last step (1.000) and at least every
+2 % of the budget between them (on a NaN loss too, before `FAIL`):
+    progress: 0.250 step 120 tokens 491520 loss 3.4512 seconds 75.1
+is the share of the budget spent (steps / all steps under AR_TOKEN_BUDGET, else training
+seconds / TIME_BUDGET), the steps done, the training tokens so far, the smoothed
+(bias-corrected moving average) train loss and the training seconds. Environment:
     TIME_BUDGET          seconds of training, default 60 (the first step is not counted)
     AR_TOKEN_BUDGET      train exactly ceil(AR_TOKEN_BUDGET / TOTAL_BATCH_SIZE) steps instead
     AR_SEED              seed of the weights and of the batches, default 0 (a session's default too)
@@ -47,11 +53,23 @@ the harness parses (step lines, `FAIL`, the `---` preflight and summary blocks).
     AR_PREFLIGHT_STEPS   N > 0: build everything, run N optimizer steps of one micro-batch of
                          DEVICE_BATCH_SIZE each (the memory peak of training) and one
                          evaluation-sized forward, print `preflight: ok`, the peak memory and
-                         the seconds a whole step takes, and exit (seconds instead of a trial)
+                         the seconds a whole step takes, and exit (seconds instead of a trial;
+                         but see AR_PREFLIGHT_CONTINUE)
     AR_PREFLIGHT_FIT_MB  with AR_PREFLIGHT_STEPS on a CPU, uncompiled: first measure the peak of
                          two steps at growing micro-batches (1, 2, 4, ... sequences)
                          and, where DEVICE_BATCH_SIZE would peak above this many MB, probe the
                          largest power of two predicted to fit instead (`preflight_batch`)
+    AR_PREFLIGHT_CONTINUE
+                         1, with AR_PREFLIGHT_STEPS=N: the probe costs nothing when it passes.
+                         The first N ordinary training steps (full batch, every micro-batch,
+                         counted in the budget) are the probe; after step N one line
+                         `preflight: ok peak_memory_mb M step_seconds S preflight_batch B`
+                         (`predicted_peak_mb P` added where the fit ramp predicted one; at the
+                         last step where the budget ends first), and training goes on in the
+                         same process. A fit ramp that says the batch fits leaves the model and
+                         optimizers as they were before it (the same val_bpb as without a
+                         probe); one that says it must shrink makes the run the probe above,
+                         at the fitted batch (the session repairs the batch and runs again)
     OMP_NUM_THREADS      CPU threads (torch's default: one per core); AR_TOKEN_BUDGET runs
                          give the same val_bpb for the same seed and the same thread count
 """
@@ -598,6 +616,9 @@ class Trial:
         mem_fraction = env_number("AR_GPU_MEM_FRACTION", None, float)
         self.preflight = env_number("AR_PREFLIGHT_STEPS", 0, int)  # 0: train for real
         self.fit_mb = env_number("AR_PREFLIGHT_FIT_MB", None, float)
+        go_on = os.environ.get("AR_PREFLIGHT_CONTINUE", "0").strip() or "0"
+        if go_on not in ("0", "1"):
+            config_error(f"AR_PREFLIGHT_CONTINUE={go_on!r} must be 0 or 1")
         if self.time_budget <= 0:
             config_error(f"TIME_BUDGET={self.time_budget} must be positive")
         if self.token_budget is not None and self.token_budget <= 0:
@@ -636,9 +657,15 @@ class Trial:
         self.data_dir = ensure_data()
         print(f"device: {device}  compile: {compile_}  attention: {self.attention}  "
               f"seed: {self.seed}  data: {self.data_dir}")
+        # probe: N steps of one micro-batch, the `---` preflight block and exit (the separate
+        # probe process); in_process: the first N training steps are the probe (start() may
+        # still make it a probe, where the fit ramp shrinks the batch)
+        self.in_process = bool(self.preflight) and go_on == "1"
+        self.probe = bool(self.preflight) and not self.in_process
         self.steps, self.step_times = 0, []
         self.training_seconds, self.timed_tokens = 0.0, 0
         self._smooth_loss, self._last_print = 0.0, 0.0
+        self._fraction, self._printed = 0.0, 0  # the last step's share, the last line's (1/1000)
         self._profiler, self._predicted_mb = None, None
 
     def start(self, model, optimizers, autocast, batch_size, seq_len, tokens_per_step):
@@ -654,16 +681,22 @@ class Trial:
             print(f"budget: {self.time_budget:g} s of training")
         self.batch = batch_size
         if self.preflight and self.fit_mb and self.device.type == "cpu" and not self.compile:
+            before = self._snapshot() if self.in_process else None
             fit, self._predicted_mb = self._fit_batch(batch_size)
             if fit < batch_size:
                 print(f"preflight: DEVICE_BATCH_SIZE {batch_size} would peak at about "
                       f"{self._predicted_mb:.0f} MB, above {self.fit_mb:.0f} MB: probing {fit}",
                       flush=True)
                 self.batch = fit
+                # the session repairs the batch and starts again: a probe is all this run is
+                self.in_process, self.probe = False, True
+            elif before is not None:
+                self._restore(before)  # the ramp's steps trained the model: undone
+            del before  # freed before the peak is reset, which trims the heap
             reset_peak_memory(self.device)  # the probe's peak is its batch's, not the ramp's
         self.grad_accum = tokens_per_step // (self.batch * seq_len)
         # a probe runs one micro-batch per step: the peak of the whole step, in less time
-        self.micro_steps = 1 if self.preflight else self.grad_accum
+        self.micro_steps = 1 if self.probe else self.grad_accum
         return self.batch
 
     def begin_step(self, step):
@@ -686,27 +719,29 @@ class Trial:
     def end_micro_steps(self):
         import torch
 
-        if self.preflight and self.device.type == "cuda":
+        if self.probe and self.device.type == "cuda":
             torch.cuda.synchronize()
         self._t_micro = time.time() - self._t0
 
     def end_step(self, step, loss, lrm):
-        """After step `step` (1 = the first, done): FAIL and exit 1 on a NaN or exploding
-        loss; the step line; True once the budget is spent or a probe's steps are done."""
+        """After step `step` (1 = the first, done): the progress line where one is due, FAIL
+        and exit 1 on a NaN or exploding loss, the step line, an in-process probe's verdict
+        after its steps; True once the budget is spent or a probe's steps are done."""
         dt = time.time() - self._t0
-        if self.preflight:  # the whole step it stands for: every micro-batch, one update
+        if self.probe:  # the whole step it stands for: every micro-batch, one update
             dt += self._t_micro * (self.grad_accum / self.micro_steps - 1)
         if self._profiler is not None:
             self._profiler.stop()
             self._write_profile(step, dt)
             self._profiler = None
-        if not math.isfinite(loss) or loss > 100:
-            print(f"FAIL: training loss {loss} at step {step - 1}", flush=True)
-            sys.exit(1)
+        failed = not math.isfinite(loss) or loss > 100
         self.steps = step
         self.step_times.append(dt)
-        if self.preflight and step >= self.preflight:
-            return True
+        if self.probe:  # no curve: a probe's steps are not the trial's
+            if failed:
+                print(f"FAIL: training loss {loss} at step {step - 1}", flush=True)
+                sys.exit(1)
+            return step >= self.preflight
         if step > self.skip_steps:
             self.training_seconds += dt
             self.timed_tokens += self.tokens_per_step
@@ -714,6 +749,10 @@ class Trial:
         shown = self._smooth_loss / (1 - 0.9**step)  # bias-corrected moving average
         done = step >= self.num_steps if self.num_steps else \
             (step > self.skip_steps and self.training_seconds >= self.time_budget)
+        self._progress(step, shown, due=step == 1 or done or failed)
+        if failed:
+            print(f"FAIL: training loss {loss} at step {step - 1}", flush=True)
+            sys.exit(1)
         if done or step <= 2 or time.time() - self._last_print >= 5:
             self._last_print = time.time()
             share = step / self.num_steps if self.num_steps else \
@@ -721,27 +760,71 @@ class Trial:
             print(f"step {step:05d} ({100 * min(share, 1):.1f}%) | loss {shown:.4f} | "
                   f"lrm {lrm:.2f} | dt {dt * 1000:.0f} ms | "
                   f"tok/s {self.tokens_per_step / dt:,.0f}", flush=True)
+        if self.in_process and (step == self.preflight or (done and step < self.preflight)):
+            said = f" predicted_peak_mb {self._predicted_mb:.1f}" \
+                if self._predicted_mb is not None else ""
+            print(f"preflight: ok peak_memory_mb {peak_memory(self.device):.1f} step_seconds "
+                  f"{self._step_seconds():.4f} preflight_batch {self.batch}{said}", flush=True)
         return done
 
-    def end_preflight(self, x):
-        """A preflight ends here: one forward of the next batch (the evaluation's size), then
-        the `---` block of its memory peak and step seconds, and exit 0."""
+    def _progress(self, step, loss, due):
+        """The progress line: when `due`, and where waiting one more step could take the
+        curve more than 2 % of the budget past the last line -- a step as long as this one
+        under a token budget, twice as long under a time budget (steps' times vary)."""
+        fraction = min(step / self.num_steps, 1.0) if self.num_steps else \
+            min(self.training_seconds / self.time_budget, 1.0)
+        share, self._fraction = fraction - self._fraction, fraction
+        ahead = 1 if self.num_steps else 2
+        if not due and round(1000 * (fraction + ahead * share)) - self._printed <= 20:
+            return
+        self._printed = round(1000 * fraction)
+        print(f"progress: {fraction:.3f} step {step} tokens {step * self.tokens_per_step} "
+              f"loss {loss:.4f} seconds {self.training_seconds:.1f}", flush=True)
+
+    def _step_seconds(self):
+        """The median step time so far, the first step left out: it pays for compiling."""
+        warm = self.step_times[1:] or self.step_times
+        return sorted(warm)[len(warm) // 2]
+
+    def _snapshot(self):
+        """Deep copies of what the fit ramp's steps change: weights, optimizer state, the
+        torch random generator."""
+        import copy
+
         import torch
 
-        if not self.preflight:
+        return (copy.deepcopy(self.model.state_dict()),
+                [copy.deepcopy(opt.state_dict()) for opt in self.optimizers],
+                torch.get_rng_state())
+
+    def _restore(self, snapshot):
+        import torch
+
+        model_state, optimizer_states, rng = snapshot
+        self.model.load_state_dict(model_state)
+        for opt, state in zip(self.optimizers, optimizer_states, strict=True):
+            opt.load_state_dict(state)
+        torch.set_rng_state(rng)
+
+    def end_preflight(self, x):
+        """A probe (not an in-process one) ends here: one forward of the next batch (the
+        evaluation's size), then the `---` block of its memory peak and step seconds, and
+        exit 0."""
+        import torch
+
+        if not self.probe:
             return
         with torch.no_grad(), self.autocast:
             self.model(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        warm = self.step_times[1:] or self.step_times  # the first step pays for compiling
         print("---")
         print("preflight: ok")
         print(f"peak_memory_mb: {peak_memory(self.device):.1f}")
         print(f"preflight_batch: {self.batch}")
         if self._predicted_mb is not None:
             print(f"predicted_peak_mb: {self._predicted_mb:.1f}")
-        print(f"step_seconds: {sorted(warm)[len(warm) // 2]:.4f}")
+        print(f"step_seconds: {self._step_seconds():.4f}")
         print(f"num_steps: {self.steps}")
         print(f"total_seconds: {time.time() - self.t_start:.1f}")
         sys.exit(0)

@@ -347,11 +347,12 @@ print(f"model: depth {DEPTH}, width {model_dim}, {model_dim // HEAD_DIM} heads, 
       f"windows {raw_model.windows}, {num_params / 1e6:.3f}M parameters")
 print(f"batch: {TOTAL_BATCH_SIZE} tokens = {grad_accum} x {DEVICE_BATCH_SIZE} x {SEQ_LEN}")
 # A preflight probe (AR_PREFLIGHT_STEPS) may run fewer sequences per micro-batch, where the kit
-# predicts that DEVICE_BATCH_SIZE would not fit, and one micro-batch per step.
+# predicts that DEVICE_BATCH_SIZE would not fit, and one micro-batch per step (the kit's
+# micro_steps; grad_accum of them when it trains, an in-process probe's steps included).
 device_batch = run.start(model, optimizers, autocast, DEVICE_BATCH_SIZE, SEQ_LEN,
                          TOTAL_BATCH_SIZE)
 grad_accum = TOTAL_BATCH_SIZE // (device_batch * SEQ_LEN)
-micro_steps = 1 if run.preflight else grad_accum
+micro_steps = run.micro_steps
 batches = prepare.train_batches(device_batch, SEQ_LEN, run.seed, device, run.data_dir)
 
 # ---------------------------------------------------------------------------

@@ -7,12 +7,9 @@ the machine, and a small AR_EVAL_TOKENS; the data is the session's prepared corp
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,68 +23,16 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-BASELINE = Path(__file__).resolve().parents[2] / "baseline_train"
-STEP_TOKENS = 4096  # TOTAL_BATCH_SIZE of the packaged cpu preset
-BUDGET = 4 * STEP_TOKENS  # four optimizer steps
-EVAL_TOKENS = 16384
-
-
-def load_prepare():
-    spec = importlib.util.spec_from_file_location("baseline_prepare", BASELINE / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def make_tree(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for name in ("train.py", "prepare.py"):
-        shutil.copy(BASELINE / name, folder / name)
-    return folder
-
-
-def set_param(tree: Path, name: str, value) -> None:
-    """Rewrite the `NAME = value  # comment` line of tree/train.py."""
-    path = tree / "train.py"
-    pattern = re.compile(rf"^({name} = )[^#\n]*?(\s*#.*)?$", re.M)
-    text, count = pattern.subn(lambda m: f"{m.group(1)}{value!r}{m.group(2) or ''}",
-                               path.read_text(), count=1)
-    assert count == 1, f"no line for {name} in train.py"
-    path.write_text(text)
-
-
-def run_train(tree: Path, data_dir: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("AR_") and k != "TIME_BUDGET"}
-    full_env = {**clean, "AR_DATA_DIR": str(data_dir), "AR_DEVICE": "cpu",
-                "AR_TOKEN_BUDGET": str(BUDGET), "AR_EVAL_TOKENS": str(EVAL_TOKENS),
-                "PYTHONDONTWRITEBYTECODE": "1", **env}
-    return subprocess.run([sys.executable, str(tree / "train.py")], cwd=tree, env=full_env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def summary(proc: subprocess.CompletedProcess) -> dict:
-    """The `key: value` lines after the last `---` line, numbers as floats."""
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
-    assert "---" in lines, proc.stdout[-3000:]
-    start = len(lines) - 1 - lines[::-1].index("---")
-    result = {}
-    for line in lines[start + 1:]:
-        key, _, value = line.partition(":")
-        try:
-            result[key.strip()] = float(value)
-        except ValueError:
-            result[key.strip()] = value.strip()
-    return result
-
-
-@pytest.fixture(scope="session")
-def baseline_run(prepared_data, tmp_path_factory):
-    """The packaged train.py, seed 42, four steps: the reference the other tests vary."""
-    tree = make_tree(tmp_path_factory.mktemp("baseline") / "tree")
-    return summary(run_train(tree, prepared_data, AR_SEED="42"))
-
+from tests.baseline_train.helpers import (
+    BASELINE,
+    BUDGET,
+    STEP_TOKENS,
+    load_prepare,
+    make_tree,
+    run_train,
+    set_param,
+    summary,
+)
 
 # ---------------------------------------------------------------------------
 # train.py
