@@ -51,6 +51,8 @@ def compare_runs(run_dirs: list[Path], ref: str | None = None,
     for m in methods:
         ref_rows = by.get(comparison.ref) if comparison.ref and m != comparison.ref else None
         comparison.stats[m] = method_stats(by[m], notes, comparison.target, ref_rows)
+        comparison.stats[m]["pruned"] = sum(r["pruned"] for r in by[m])
+        comparison.stats[m]["pruned_cost_s"] = round(sum(r["pruned_cost_s"] for r in by[m]), 3)
     for row in rows:  # --json stays a list of runs; the method's summary rides along
         row["method_stats"] = comparison.stats[row["method"]]
     return comparison

@@ -12,6 +12,9 @@ from rich.table import Table
 from agent.loop.progress import STATUS_STYLE
 from agent.text import clean, markup
 
+CURVE_ROWS = 25  # what `replay --curve` shows of a curve (--json: all of it)
+CURVE_KEYS = ("progress", "step", "tokens", "loss", "seconds")
+
 
 def wide_console() -> Console:
     """A console that does not squeeze wide tables when the output is a file or a pipe."""
@@ -88,6 +91,70 @@ def replay_table(rows: list[dict], title: str, width: int = 120) -> Table:
     return table
 
 
+def curve_points(note, path: Path | None) -> tuple[list[dict], str]:
+    """A trial's learning curve as `{progress, step, tokens, loss, seconds}` points, and where
+    it came from: its full-resolution `curve.jsonl` at `path` when that holds points, else the
+    note's thinned [progress, loss] pairs (step, tokens and seconds None). A value that is not
+    a finite number is None (a loss that went NaN, or a foreign file's junk): the JSON stays
+    strict JSON."""
+    from agent.plots import curve_of, finite  # numpy: only for a curve, not every replay
+
+    if path is not None:
+        from sandbox.curve import read_curve
+
+        points = [{k: _whole(finite(point.get(k)), k) for k in CURVE_KEYS}
+                  for point in read_curve(path)]
+        points = [p for p in points if p["progress"] is not None]
+        if points:
+            return points, "curve.jsonl"
+    return [{"progress": p, "step": None, "tokens": None, "loss": loss, "seconds": None}
+            for p, loss in curve_of(note)], "the note"
+
+
+def _whole(number: float | None, key: str) -> float | int | None:
+    """Steps and tokens are counts."""
+    return int(number) if number is not None and key in ("step", "tokens") else number
+
+
+def curve_header(note, count: int, source: str) -> str:
+    """One line: the trial, its outcome (val_bpb, or where and why it was stopped), and how
+    many points of which curve follow."""
+    from agent.plots import finite
+
+    result = note.result or {}
+    if note.status == "pruned":
+        at = finite(result.get("stopped_at"))
+        reason = note.reason or "stopped early"
+        outcome = reason if reason.startswith("pruned") or at is None else \
+            f"pruned at {at:.2f}: {reason}"
+    elif note.status == "ok" and note.val_bpb is not None:
+        outcome = f"ok, val_bpb {note.val_bpb:.6f}"
+    else:
+        outcome = f"{note.status}: {note.reason}" if note.reason else note.status
+    shown = f"{min(count, CURVE_ROWS)} of {count}" if count > CURVE_ROWS else str(count)
+    return clean(f"trial {note.trial} {outcome} ({shown} points from {source})", one_line=True)
+
+
+def curve_table(points: list[dict]) -> Table:
+    """The curve, thinned to CURVE_ROWS rows spread evenly (the first and the last kept)."""
+    if len(points) > CURVE_ROWS:
+        step = (len(points) - 1) / (CURVE_ROWS - 1)
+        points = [points[round(i * step)] for i in range(CURVE_ROWS)]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for key in CURVE_KEYS:
+        table.add_column(key, justify="right")
+    for p in points:
+        table.add_row(*(_curve_cell(key, p[key]) for key in CURVE_KEYS))
+    return table
+
+
+def _curve_cell(key: str, value) -> str:
+    if value is None:
+        return "not finite" if key == "loss" else "-"
+    return {"progress": f"{value:.3f}", "step": str(value), "tokens": f"{value:,}",
+            "loss": f"{value:.4f}", "seconds": f"{value:.1f}"}[key]
+
+
 def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> dict:
     """The stable `compare --json` row of one run (documented in README)."""
     ran = [n for n in notes if n.trial > 0]
@@ -101,7 +168,11 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
         "best_val_bpb": best.val_bpb if best else None,
         "best_trial": best.trial if best else None,
         "baseline_val_bpb": baseline.val_bpb if baseline else None,
-        "failed_share": (sum(n.status != "ok" for n in ran) / len(ran)) if ran else 0.0,
+        # a pruned trial was stopped on purpose: counted apart from the failed ones
+        "failed_share": (sum(n.status not in ("ok", "pruned") for n in ran) / len(ran))
+        if ran else 0.0,
+        "pruned": sum(n.status == "pruned" for n in ran),
+        "pruned_cost_s": round(sum(n.cost_s or 0.0 for n in ran if n.status == "pruned"), 3),
         "statuses": {s: sum(n.status == s for n in notes)
                      for s in sorted({n.status for n in notes})},
         "wall_s": elapsed_s if elapsed_s is not None else sum(n.wall_s or 0 for n in notes),
@@ -115,7 +186,8 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
         "overhead_first_s": overheads[0] if overheads else None,
         "overhead_s": statistics.median(overheads[1:]) if len(overheads) > 1 else None,
         "cost_s": round(sum(n.cost_s or 0.0 for n in notes), 3),
-        "failed_cost_share": (sum(n.cost_s or 0.0 for n in ran if n.status != "ok")
+        "failed_cost_share": (sum(n.cost_s or 0.0 for n in ran
+                                  if n.status not in ("ok", "pruned"))
                               / max(sum(n.cost_s or 0.0 for n in notes), 1e-9)),
     }
 
@@ -123,8 +195,10 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
 def compare_table(rows: list[dict]) -> Table:
     llm = any(r["prompt_tokens"] or r["completion_tokens"] or r["cost_usd"] for r in rows)
     table = Table(title="runs")
-    columns = ["run", "method", "seed", "trials", "best", "baseline", "failed", "wall",
-               "overhead s"]
+    pruning = any(r.get("pruned") for r in rows)
+    columns = ["run", "method", "seed", "trials", "best", "baseline", "failed"]
+    columns += ["pruned"] if pruning else []
+    columns += ["wall", "overhead s"]
     columns += ["llm valid", "tokens", "cost $"] if llm else []
     for col in columns:
         table.add_column(col, justify="left" if col in ("run", "method") else "right",
@@ -136,8 +210,9 @@ def compare_table(rows: list[dict]) -> Table:
             val = f"[bold green]{val}[/bold green]"
         base = "-" if r["baseline_val_bpb"] is None else f"{r['baseline_val_bpb']:.6f}"
         cells = [markup(Path(r["run"]).name), markup(r["method"]), str(r["seed"]),
-                 str(r["trials"]), val, base, f"{100 * r['failed_share']:.0f}%",
-                 _duration(r["wall_s"]), _overhead(r)]
+                 str(r["trials"]), val, base, f"{100 * r['failed_share']:.0f}%"]
+        cells += [pruned_cell(r.get("pruned", 0), r.get("pruned_cost_s", 0.0))] if pruning else []
+        cells += [_duration(r["wall_s"]), _overhead(r)]
         if llm:
             cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
                       str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
@@ -149,8 +224,10 @@ def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
     """One row per method: its best over seeds, failures, cost, and the test against ref."""
     table = Table(title="methods" + (f" (paired one-sided Wilcoxon against {markup(ref)})"
                                      if ref else ""))
+    pruning = any(m.get("pruned") for m in stats.values())
     for col in ("method", "seeds", "mean ± std", "median", "95% CI of mean", "failed",
-                "cost lost", "cost to target", "tokens", "$", "p vs ref"):
+                "cost lost", *(["pruned"] if pruning else []), "cost to target", "tokens", "$",
+                "p vs ref"):
         table.add_column(col, justify="left" if col == "method" else "right")
     best = min((m["mean_best"] for m in stats.values() if m["mean_best"] is not None),
                default=None)
@@ -165,13 +242,21 @@ def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
         p = "ref" if method == ref else ("-" if vs.get("p_value") is None
                                          else f"{vs['p_value']:.3f} (n={vs['pairs']})")
         reach = m["cost_to_target_s"]
+        pruned = [pruned_cell(m.get("pruned", 0), m.get("pruned_cost_s", 0.0))] if pruning \
+            else []
         table.add_row(markup(method), str(m["runs"]),
                       mean, "-" if m["median_best"] is None else f"{m['median_best']:.4f}",
                       "-" if ci is None else f"{ci[0]:.4f} .. {ci[1]:.4f}",
                       f"{100 * m['failed_share']:.0f}%", f"{100 * m['failed_cost_share']:.0f}%",
-                      "-" if reach is None else _duration(reach), str(m["tokens"]),
+                      *pruned, "-" if reach is None else _duration(reach), str(m["tokens"]),
                       f"{m['cost_usd']:.4f}", p)
     return table
+
+
+def pruned_cell(count: int, cost_s: float) -> str:
+    """'pruned N (cost X s)': the trials the pruner stopped and what they cost up to there
+    (the rest of their budget, never spent, is what pruning saved)."""
+    return f"{count} (cost {cost_s:,.0f} s)" if count else "-"
 
 
 def _overhead(row: dict) -> str:

@@ -8,13 +8,14 @@ import typer
 
 from agent.cli.common import cost_line, records
 from agent.errors import fail
-from agent.text import clean
+from agent.text import clean, markup
 
 
 def replay(
     run_dir: Path = typer.Argument(..., help="The session folder."),
     trial: int | None = typer.Option(None, "--trial", help="Show one trial."),
     show_diff: bool = typer.Option(False, "--diff", help="With --trial: its diff and log."),
+    curve: bool = typer.Option(False, "--curve", help="With --trial: its learning curve."),
     as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the ledger from git."),
 ) -> None:
@@ -27,12 +28,17 @@ def replay(
     from agent.analysis.report import replay_rows, replay_table, replay_text
     from agent.record.rundir import RunDir
 
+    if curve and trial is None:
+        raise fail("--curve shows one trial's learning curve: add --trial N", 2)
     notes = records(run_dir, rebuild)
     rows = replay_rows(notes)
     if trial is not None:
         picked = [r for r in notes if r.trial == trial]
         if not picked:
             raise fail(f"{run_dir} has no trial {trial} (it has 0..{len(notes) - 1})", 2)
+        if curve:
+            show_curve(RunDir(run_dir), picked[0], as_json)
+            return
         if as_json:
             typer.echo(json.dumps(picked[0].to_dict(), sort_keys=True))
             return
@@ -58,6 +64,30 @@ def replay(
         sys.stdout.write(replay_text(rows, title + " (* = new best)", console.width))
         return
     console.print(replay_table(rows, title, console.width))
+
+
+def show_curve(rd, note, as_json: bool) -> None:
+    """`replay --trial N --curve`: a header line and the curve thinned to a table, all of it
+    as JSON, or one line saying there is none."""
+    import json
+
+    from rich.console import Console
+
+    from agent.analysis.report import curve_header, curve_points, curve_table
+
+    path = rd.trial(note.trial) / "curve.jsonl"
+    points, source = curve_points(note, path if rd.holds(path) and path.is_file() else None)
+    if as_json:
+        typer.echo(json.dumps(points))
+        return
+    if not points:
+        typer.echo(clean(f"trial {note.trial} ({note.status}) has no learning curve: its "
+                         "train.py printed no progress lines, or it ran before curves were "
+                         "recorded", one_line=True))
+        return
+    console = Console()
+    console.print(markup(curve_header(note, len(points), source)), soft_wrap=True)  # one line
+    console.print(curve_table(points))
 
 
 def diff(

@@ -20,7 +20,7 @@ from rich.progress import (
 from agent.text import markup
 
 STATUS_STYLE = {"ok": "green", "rejected": "magenta", "timeout": "yellow", "oom": "red",
-                "cuda_oom": "red", "diverged": "yellow", "crash": "red"}
+                "cuda_oom": "red", "diverged": "yellow", "crash": "red", "pruned": "cyan"}
 
 
 class RichReporter:
@@ -63,8 +63,10 @@ class RichReporter:
 
 
 class ProgressPlot:
-    """Keeps runs/NAME/progress.png up to date: every trial a point, the incumbent a line;
-    drawn at most every `every_s` seconds while the session runs, and when it stops."""
+    """Keeps runs/NAME/progress.png up to date: every trial a point, the incumbent a line, and
+    beside them the trials' learning curves once any has one (agent/plots.py says how pruned
+    and failed trials are drawn); drawn at most every `every_s` seconds while the session
+    runs, and when it stops."""
 
     def __init__(self, path: Path, title: str, every_s: float = 10.0):
         self.path, self.title, self.every_s = path, title, every_s
