@@ -6,11 +6,13 @@ the cost spent on failed trials, the cost to reach a target (median over seeds; 
 seed never got there), tokens and dollars. Against the reference method: a paired, one-sided
 Wilcoxon signed-rank test over the seeds both ran (H1: the method's best is lower), with its
 p-value -- with 3 seeds the smallest possible p is 0.125, so a small bench cannot settle a
-ranking, and the report says so.
+ranking, and the report says so. Last, the acceptance gate's sequential paired t-test (its
+rule and error rate: agent/loop/gate.py).
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 
 import numpy as np
@@ -116,3 +118,43 @@ def paired_differences(values: list, base: list) -> tuple[float | None, float | 
     if not d:
         return None, None
     return statistics.fmean(d), statistics.stdev(d) if len(d) > 1 else None
+
+
+# -- the acceptance gate's sequential test (agent/loop/gate.py states the rule) -------------
+
+def gate_looks(k: int) -> list[int]:
+    """The numbers of seeds at which the gate's test may promote: 3 .. k (2 when k is 2).
+    A look at two seeds has one degree of freedom: its bound (t above 60) would spend alpha
+    on a promotion that hardly ever comes."""
+    return list(range(3, k + 1)) if k >= 3 else [k]
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (scipy, imported on first use as above)."""
+    from scipy.stats import t
+
+    return float(t.ppf(p, df))
+
+
+def sequential_paired_test(diffs: list[float], k: int,
+                           alpha: float) -> tuple[bool | None, float, float | None]:
+    """One look of the gate's truncated group-sequential paired t-test on `diffs` (candidate
+    minus incumbent, per seed, the session's seed first): (True: promote, False: refuse,
+    None: run another pair), the mean difference, and the margin it had to clear (None where
+    this number of seeds is no look). Promote when mean + t_(1-alpha/L, m-1) s / sqrt(m) < 0
+    at a look (L looks, alpha split evenly); refuse at the k-th seed, or earlier when the
+    differences after the first do not favour the candidate (their mean >= 0)."""
+    m = len(diffs)
+    if m < 2:  # the session's seed alone: what made it a candidate
+        return None, statistics.fmean(diffs), None
+    mean = statistics.fmean(diffs)
+    margin = None
+    looks = gate_looks(k)
+    if m in looks:
+        margin = t_quantile(1 - alpha / len(looks), m - 1) * statistics.stdev(diffs) / m ** 0.5
+        if mean + margin < 0:
+            return True, mean, margin
+    if m >= k or statistics.fmean(diffs[1:]) >= 0:
+        return False, mean, margin
+    return None, mean, margin

@@ -1,7 +1,8 @@
-"""The acceptance gate (`--confirm K`, issue 13): on the synthetic objective with seeded noise,
-a real improvement is promoted after K seeds of it and of the incumbent; a noise-sized one
-is refused; the confirmation runs are trials of their own (method confirm), told to no
-optimizer, and a session stopped in the middle of a confirmation resumes it exactly."""
+"""The acceptance gate (`--confirm K`, issues 13 and 23): on the synthetic objective with
+seeded noise, a real improvement is promoted after pairs of seeds of it and of the incumbent,
+run one pair at a time; a noise-sized one is refused, as soon as a pair shows it; the
+confirmation runs are trials of their own (method confirm), told to no optimizer, and a
+session stopped in the middle of a confirmation resumes it exactly."""
 
 from __future__ import annotations
 
@@ -65,11 +66,12 @@ def test_a_real_improvement_is_promoted_after_its_confirmation(tmp_path, monkeyp
     rs = notes(run_dir)
     assert [r["method"] for r in rs] == ["baseline", "tpe", "confirm", "confirm",
                                          "confirm", "confirm", "tpe"]
-    # the candidate's seeds 8, 9, then the incumbent's (the baseline's) 8, 9
-    assert [(r["action"]["of"], r["seed"]) for r in rs[2:6]] == [(1, 8), (1, 9), (0, 8), (0, 9)]
+    # one pair at a time: the candidate's seed 8 and the incumbent's (the baseline's), then 9;
+    # with K = 3 the test's only look is at the third seed
+    assert [(r["action"]["of"], r["seed"]) for r in rs[2:6]] == [(1, 8), (0, 8), (1, 9), (0, 9)]
     repo = run_dir / "repo"
     assert git(repo, "rev-parse", f"{rs[2]['commit']}^") == rs[1]["commit"]
-    assert git(repo, "rev-parse", f"{rs[4]['commit']}^") == rs[0]["commit"]
+    assert git(repo, "rev-parse", f"{rs[3]['commit']}^") == rs[0]["commit"]
     assert git(repo, "rev-parse", f"{rs[2]['commit']}^{{tree}}") == git(
         repo, "rev-parse", f"{rs[1]['commit']}^{{tree}}")  # the same train.py, run again
     for r in rs[2:6]:
@@ -94,21 +96,23 @@ def _lucky_noise_change(noise: float) -> dict:
 def test_a_noise_sized_improvement_is_refused(tmp_path, monkeypatch):
     noise = 0.02
     lucky = _lucky_noise_change(noise)
-    seeds = [SEED, SEED + 1, SEED + 2]
+    seeds = [SEED, SEED + 1]
     diffs = [objective(lucky, s, noise) - objective({}, s, noise) for s in seeds]
     assert diffs[0] < 0  # it beat the baseline at the first seed: a candidate
-    run_dir, scripted = start(tmp_path, monkeypatch, [EditHyperparameters(lucky, "lucky"),
-                                                      EditHyperparameters(WORSE, "worse")],
-                              noise=noise, trials=6)
+    assert diffs[1] > 0  # and lost at the next: refused there, the third seed never runs
+    run_dir, scripted = start(tmp_path, monkeypatch, [EditHyperparameters(lucky, "lucky")] + [
+        EditHyperparameters(WORSE, "worse")] * 3, noise=noise, trials=6)
     rs = notes(run_dir)
-    assert [r["method"] for r in rs].count("confirm") == 4
+    assert [r["method"] for r in rs].count("confirm") == 2
     repo = run_dir / "repo"
     assert git(repo, "rev-parse", "refs/heads/best") == rs[0]["commit"]  # still the baseline
-    assert rs[6]["parent"] == rs[0]["commit"]
+    assert rs[4]["parent"] == rs[0]["commit"]
     gate = Gate.replay(3, SEED, {r["trial"]: TrialNote.from_dict(r) for r in rs}, 7, {})
     decision = gate.decisions[0]
     assert not decision.promoted and decision.candidate == 1
+    assert (decision.used, decision.k) == (2, 3)
     assert decision.diffs == pytest.approx(diffs, abs=2e-6)
+    assert "over 2 of 3 seeds" in decision.line()
 
 
 @pytest.mark.parametrize("lose_state", [False, True])
