@@ -195,8 +195,9 @@ def wait_for(wait, timeout_error, deadline: float, cancel=None, not_found=None) 
 
 class Sandbox(Protocol):
     """Runs one trial in isolation. `cancel` (a threading.Event) stops it early: the session
-    is stopping and will not record the result."""
+    is stopping and will not record the result. `watch` (sandbox/curve.py's Stream calls its
+    `point` and `preflight`) may stop it with a status of its own: early stopping."""
 
     name: str
 
-    def run(self, run: TrialRun, limits: Limits, cancel=None) -> TrialResult: ...
+    def run(self, run: TrialRun, limits: Limits, cancel=None, watch=None) -> TrialResult: ...

@@ -38,6 +38,7 @@ from sandbox.base import (
     trial_path,
     wait_for,
 )
+from sandbox.curve import Stream
 from sandbox.diskguard import DiskGuard
 from sandbox.gpus import GPUError, device_passthrough, toolkit_available
 from sandbox.images.host import (
@@ -121,7 +122,7 @@ class DockerSandbox:
         return "device-nodes", (f"{why}: /dev/nvidia* nodes and the driver's libraries are "
                                 "passed in read-only instead")
 
-    def run(self, run: TrialRun, limits: Limits, cancel=None) -> TrialResult:
+    def run(self, run: TrialRun, limits: Limits, cancel=None, watch=None) -> TrialResult:
         workdir = Path(run.workdir)
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ class DockerSandbox:
             env["PATH"] = trial_path(python, here=False)
         sink = LogSink(workdir / "train.log", cap=limits.log_cap_bytes)
         start = time.monotonic()
-        container = disk = None
+        container = disk = lines = None
         timed_out = oom_killed = cancelled = False
         exit_code = None
         try:
@@ -179,7 +180,9 @@ class DockerSandbox:
                            working_dir="/src" if run.command else view_out)
             container = self.client.containers.create(self.image, argv, **options)
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
-            reader = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
+            lines = Stream(sink, workdir / "curve.jsonl", watch,
+                           lambda c=container: _kill(c))
+            reader = threading.Thread(target=_pump, args=(stream, lines), daemon=True)
             reader.start()
             container.start()
             disk = DiskGuard([out], limits.disk_bytes, lambda: _kill(container)).start()
@@ -211,6 +214,8 @@ class DockerSandbox:
         finally:
             if disk is not None:
                 disk.stop()
+            if lines is not None:
+                lines.close()
             if container is not None:
                 try:
                     container.remove(force=True)
@@ -222,6 +227,8 @@ class DockerSandbox:
             wall_s=round(time.monotonic() - start, 3), log_path=str(sink.path),
             log_bytes=sink.total, log_truncated=sink.truncated, backend=self.name)
         result.image = self.image_id
+        if lines is not None and result.watched(lines).stopped_at is not None:
+            return result  # the session's watch ended it: its verdict stands
         if disk is not None and disk.exceeded and not oom_killed:
             result.status, result.val_bpb = "crash", None
             result.reason = f"wrote more than {limits.disk} into out/ (the --disk limit)"

@@ -30,14 +30,15 @@ MISMATCH = 1e-2  # bf16 training vs fp32 scoring differ by less than this on an 
 
 
 def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = None,
-               scratch: Path | None = None, cancel=None) -> TrialResult:
+               scratch: Path | None = None, cancel=None, watch=None) -> TrialResult:
     trained = sandbox.run(replace(run, hide_val=True,
-                                  env={**run.env, "AR_SCORE": "harness"}), limits, cancel)
+                                  env={**run.env, "AR_SCORE": "harness"}), limits, cancel,
+                          watch)
     trained.score = "harness"
     printed = trained.metrics.get("val_bpb")
     trained.printed_val_bpb = printed if isinstance(printed, float) else None
     finished = trained.exit_code == 0 and trained.status in ("ok", "crash")
-    if not finished:  # oom, timeout, diverged, a crash: the training's own verdict stands
+    if not finished:  # oom, timeout, diverged, pruned, a crash: the training's verdict stands
         return trained
     model = Path(run.workdir) / "out" / MODEL
     folder = Path(tempfile.mkdtemp(prefix="ar-eval-", dir=scratch))

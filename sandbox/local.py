@@ -44,6 +44,7 @@ from sandbox.base import (
     trial_env,
     wait_for,
 )
+from sandbox.curve import Stream
 from sandbox.diskguard import DiskGuard
 from sandbox.images.host import TRIAL_GID, TRIAL_UID, interpreter_roots
 from sandbox.logsink import LogSink
@@ -72,18 +73,18 @@ class LocalSandbox:
         self.isolated = isolate == "auto" and os.geteuid() == 0 and sys.platform == "linux"
         _remove_stale_stages()
 
-    def run(self, run: TrialRun, limits: Limits, cancel=None) -> TrialResult:
+    def run(self, run: TrialRun, limits: Limits, cancel=None, watch=None) -> TrialResult:
         workdir = Path(run.workdir)
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
         try:
-            return self._run(run, limits, workdir, out, stage, cancel)
+            return self._run(run, limits, workdir, out, stage, cancel, watch)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
     def _run(self, run: TrialRun, limits: Limits, workdir: Path, out: Path,
-             stage: Path, cancel) -> TrialResult:
+             stage: Path, cancel, watch) -> TrialResult:
         src = stage / "src"
         shutil.copytree(run.tree, src, ignore=shutil.ignore_patterns("__pycache__", ".git"))
         make_readable(stage)  # before the trial's own private folders are made in it
@@ -176,7 +177,8 @@ class LocalSandbox:
             raise
         guard.watch(proc.pid)
         disk = DiskGuard([out, *scratch], limits.disk_bytes, lambda: _kill_group(proc.pid)).start()
-        reader = threading.Thread(target=_pump, args=(proc.stdout, sink), daemon=True)
+        stream = Stream(sink, workdir / "curve.jsonl", watch, lambda: _kill_group(proc.pid))
+        reader = threading.Thread(target=_pump, args=(proc.stdout, stream), daemon=True)
         reader.start()
         try:
             outcome = wait_for(proc.wait, subprocess.TimeoutExpired, start + limits.timeout_s,
@@ -188,6 +190,7 @@ class LocalSandbox:
             disk.stop()
             memory = guard.finish()  # kills whatever left the group, too
             reader.join(timeout=10)
+            stream.close()
             sink.close()
         code = proc.returncode
         if code is not None and code < 0:  # killed by a signal: the shell's (and Docker's) code
@@ -198,6 +201,9 @@ class LocalSandbox:
             oom_killed=memory.oom_killed, wall_s=round(time.monotonic() - start, 3),
             log_path=str(sink.path), log_bytes=sink.total, log_truncated=sink.truncated,
             backend=self.name, host_peak_mb=round(peak_mb, 1) if peak_mb else None)
+        result.watched(stream)
+        if stream.stopped is not None:  # the session's watch ended it: its verdict stands
+            return result
         if memory.oom_killed:
             result.reason = (f"killed by the host memory limit {limits.memory} "
                              f"({memory.how}; peak {_mb(memory.peak_bytes)})")
@@ -276,9 +282,9 @@ def _mb(value: int | None) -> str:
     return "unknown" if not value else f"{value / 2**20:,.0f} MiB"
 
 
-def _pump(pipe, sink: LogSink) -> None:
+def _pump(pipe, stream: Stream) -> None:
     for chunk in iter(lambda: pipe.read1(65536), b""):
-        sink.write(chunk)
+        stream.write(chunk)
     pipe.close()
 
 

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-STATUSES = ("ok", "oom", "cuda_oom", "timeout", "diverged", "crash", "rejected")
+STATUSES = ("ok", "oom", "cuda_oom", "timeout", "diverged", "crash", "rejected", "pruned")
 
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\s*(\S.*?)\s*$")
 _CUDA_OOM = re.compile(r"torch\.OutOfMemoryError|CUDA out of memory|"
@@ -76,6 +76,23 @@ class TrialResult:
     printed_val_bpb: float | None = None  # what train.py printed, under harness scoring
     score_mismatch: bool = False  # the printed val_bpb differs from the measured one
     preflight: bool = False  # the trial ended in its preflight probe (agent/loop/preflight.py)
+    # its learning curve (sandbox/curve.py): [progress, loss] pairs, thinned; loss None where
+    # it was not finite
+    curve: list[list[float | None]] = field(default_factory=list)
+    stopped_at: float | None = None  # progress where the session's watch stopped it
+    probe: dict[str, float] | None = None  # what its in-process preflight line reported
+
+    def watched(self, stream) -> TrialResult:
+        """Take the curve, the in-process probe and a watch's verdict from `stream`
+        (sandbox/curve.Stream): a trial the watch stopped has its status and reason, no
+        val_bpb, and stopped where its curve ends."""
+        self.curve, self.probe = stream.pairs(), stream.preflight
+        stop = stream.stopped
+        if stop is not None:
+            self.status, self.reason, self.val_bpb = stop.status, stop.reason, None
+            self.stopped_at = stream.points[-1]["progress"] if stream.points else 0.0
+            self.timed_out = False
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from agent.analysis.comparison import Comparison, compare_runs
+from agent.analysis.report import pruned_cell
 from agent.config.settings import SessionConfig, toml_value
 from agent.loop.progress import QuietReporter
 from agent.loop.session import Session
@@ -105,6 +106,7 @@ def render_html(folder: Path, comparison: Comparison) -> str:
         f"<td>{cell(s['ci95_mean_best'] and s['ci95_mean_best'][0])} .. "
         f"{cell(s['ci95_mean_best'] and s['ci95_mean_best'][1])}</td>"
         f"<td>{100 * s['failed_share']:.0f}%</td><td>{100 * s['failed_cost_share']:.0f}%</td>"
+        f"<td>{esc(pruned_cell(s.get('pruned', 0), s.get('pruned_cost_s', 0.0)))}</td>"
         f"<td>{cell(s['cost_to_target_s'], 0)}</td><td>{s['tokens']}</td>"
         f"<td>{cell((s.get('vs_ref') or {}).get('p_value'), 3)}</td></tr>"
         for m, s in comparison.stats.items())
@@ -112,7 +114,9 @@ def render_html(folder: Path, comparison: Comparison) -> str:
         f"<tr><td><a href='{esc(Path(r['run']).name)}/progress.png'>"
         f"{esc(Path(r['run']).name)}</a></td><td>{esc(r['method'])}</td><td>{r['seed']}</td>"
         f"<td>{r['trials']}</td><td>{cell(r['best_val_bpb'])}</td>"
-        f"<td>{100 * r['failed_share']:.0f}%</td><td>{cell(r['cost_s'], 0)}</td></tr>"
+        f"<td>{100 * r['failed_share']:.0f}%</td>"
+        f"<td>{esc(pruned_cell(r.get('pruned', 0), r.get('pruned_cost_s', 0.0)))}</td>"
+        f"<td>{cell(r['cost_s'], 0)}</td></tr>"
         for r in comparison.rows)
     target = cell(comparison.target)
     return f"""<!doctype html>
@@ -125,10 +129,10 @@ Target for "cost to target": {target}. p: one-sided Wilcoxon signed-rank test, p
 that the method's best is lower than {esc(comparison.ref or "the reference")}'s; with 3
 seeds the smallest possible p is 0.125.</p>
 <h2>methods</h2><table><tr><th>method</th><th>seeds</th><th>mean ± std</th><th>median</th>
-<th>95% CI of mean</th><th>failed</th><th>cost lost</th><th>cost to target s</th>
+<th>95% CI of mean</th><th>failed</th><th>cost lost</th><th>pruned</th><th>cost to target s</th>
 <th>tokens</th><th>p vs ref</th></tr>{methods}</table>
 <h2>pictures</h2><img src="compare.png" alt="best so far against trials and cost" width="100%">
 <h2>runs</h2><table><tr><th>run</th><th>method</th><th>seed</th><th>trials</th><th>best</th>
-<th>failed</th><th>cost s</th></tr>{runs}</table>
+<th>failed</th><th>pruned</th><th>cost s</th></tr>{runs}</table>
 </body></html>
 """

@@ -36,6 +36,14 @@ TOKEN_BUDGET = typer.Option(None, "--token-budget", help="Tokens per trial.")
 EVAL_TOKENS = typer.Option(None, "--eval-tokens", hidden=True)
 PREPARE = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK)
 QUIET = typer.Option(False, "--quiet", help="No live progress.")
+PRUNE = typer.Option(default("prune"), "--prune",
+                     help="Early stopping: none, median, percentile[:P], hyperband, threshold:X.")
+PRUNE_AT = typer.Option("0.25,0.45", "--prune-at",
+                        help="Progress points where the pruner decides (before warm-down).")
+PRUNE_MIN_TRIALS = typer.Option(default("prune_min_trials"), "--prune-min-trials",
+                                help="Completed trials before the pruner decides.")
+GUARD = typer.Option(default("guard"), "--guard/--no-guard",
+                     help="Stop a non-finite or far-worse learning curve early.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +109,20 @@ def config_or_fail(options: dict[str, str] | None = None, **values):
         raise fail(f"{option} {values.get(key)!r}: {msg}", 2) from None
 
 
+def fractions(text: str, option: str) -> list[float]:
+    """'0.25,0.45' -> [0.25, 0.45]; each strictly between 0 and 1."""
+    points = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise fail(f"{option} {text!r}: give progress fractions like 0.25,0.45", 2) from None
+        if not 0 < value < 1:
+            raise fail(f"{option} {text!r}: each point must be between 0 and 1", 2)
+        points.append(value)
+    return points
+
+
 def gpu_ids(text: str) -> list[int]:
     ids = []
     for part in text.split(","):
@@ -140,9 +162,16 @@ def records(run_dir: Path, rebuild: bool = False) -> list:
 
 
 def cost_line(notes) -> str:
-    """What the trials cost, and the share of it spent on trials that failed."""
+    """What the trials cost, the share of it spent on trials that failed, and what the
+    trials stopped early (pruned: on purpose, not a failure) cost."""
     notes = list(notes.values()) if isinstance(notes, dict) else list(notes)
     total = sum(n.cost_s or 0.0 for n in notes)
-    lost = sum(n.cost_s or 0.0 for n in notes if n.status != "ok" and n.trial > 0)
+    lost = sum(n.cost_s or 0.0 for n in notes if n.status not in ("ok", "pruned")
+               and n.trial > 0)
+    pruned = [n for n in notes if n.status == "pruned"]
     share = 100 * lost / total if total else 0.0
-    return f"cost {total:,.0f} s, {share:.1f} % of it lost to failed trials"
+    line = f"cost {total:,.0f} s, {share:.1f} % of it lost to failed trials"
+    if pruned:
+        spent = sum(n.cost_s or 0.0 for n in pruned)
+        line += f"; {len(pruned)} stopped early ({spent:,.0f} s)"
+    return line

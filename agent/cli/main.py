@@ -13,8 +13,12 @@ from agent.cli.common import (
     DISK,
     EVAL_TOKENS,
     GPUS,
+    GUARD,
     PREPARE,
     PRESET,
+    PRUNE,
+    PRUNE_AT,
+    PRUNE_MIN_TRIALS,
     QUIET,
     SANDBOX,
     SEED,
@@ -25,6 +29,7 @@ from agent.cli.common import (
     cost_line,
     default,
     failing,
+    fractions,
     gpu_ids,
     handled,
 )
@@ -134,7 +139,11 @@ def run(
     min_steps: int | None = typer.Option(None, "--min-steps",
                                          help="Refuse trials predicted to run fewer."),
     confirm: int = typer.Option(default("confirm"), "--confirm",
-                                help="A new best must hold over K seeds (1: off)."),
+                                help="A new best must hold over up to K seeds (1: off)."),
+    prune: str = PRUNE,
+    prune_at: str = PRUNE_AT,
+    prune_min_trials: int = PRUNE_MIN_TRIALS,
+    guard: bool = GUARD,
     prepare_network: bool = PREPARE,
     quiet: bool = QUIET,
 ) -> None:
@@ -167,7 +176,9 @@ def run(
         ray_address=ray_address, eval_tokens=eval_tokens, llm_ratio=llm_ratio,
         llm_warmup=llm_warmup, max_repairs=max_repairs, score=score,
         preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
-        confirm=confirm, prepare_network=prepare_network)
+        confirm=confirm, prepare_network=prepare_network, prune=prune,
+        prune_at=fractions(prune_at, "--prune-at"), prune_min_trials=prune_min_trials,
+        guard=guard)
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)
     if not quiet:
@@ -228,7 +239,8 @@ app = typer.Typer(
 app.callback()(main)
 for command, code in ((run, 2), (resume, 2), (history.replay, 2), (history.diff, 2),
                       (init, 2), (research.compare, 2), (research.noise, 1),
-                      (research.bench, 2), (explain.rerun, 2), (explain.attribute, 2)):
+                      (research.bench, 2), (research.prune_check, 2), (explain.rerun, 2),
+                      (explain.attribute, 2)):
     app.command()(handled(command, code))
 
 sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)

@@ -13,7 +13,11 @@ from rich.table import Table
 from agent.cli.common import (
     EVAL_TOKENS,
     GPUS,
+    GUARD,
     PRESET,
+    PRUNE,
+    PRUNE_AT,
+    PRUNE_MIN_TRIALS,
     QUIET,
     SANDBOX,
     TIME_BUDGET,
@@ -22,6 +26,7 @@ from agent.cli.common import (
     config_or_fail,
     default,
     failing,
+    fractions,
     gpu_ids,
 )
 from agent.errors import fail
@@ -134,6 +139,10 @@ def bench(
     memory: str | None = typer.Option(None, "--memory", help="Host memory per trial."),
     preflight_steps: int | None = typer.Option(None, "--preflight-steps",
                                                help="Probe steps per trial (0: none)."),
+    prune: str = PRUNE,
+    prune_at: str = PRUNE_AT,
+    prune_min_trials: int = PRUNE_MIN_TRIALS,
+    guard: bool = GUARD,
     quiet: bool = QUIET,
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
@@ -163,7 +172,8 @@ def bench(
         trials=trials, cost_s=cost_s, workers=workers, sandbox=sandbox, preset=preset,
         train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
-        memory=memory, **extra)
+        memory=memory, prune=prune, prune_at=fractions(prune_at, "--prune-at"),
+        prune_min_trials=prune_min_trials, guard=guard, **extra)
     console = wide_console()
     say = (lambda text: None) if quiet else \
         (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))
@@ -179,3 +189,59 @@ def bench(
             from None
     console.print(methods_table(comparison.stats, comparison.ref))
     console.print(f"report: {markup(folder)}/report.html, {markup(folder)}/compare.png")
+
+
+def prune_check(
+    run_dirs: list[Path] = typer.Argument(..., help="Session folders with learning curves."),
+    prune: str = typer.Option("median", "--prune",
+                              help="Rules to replay, comma-separated: median, percentile[:P], "
+                                   "hyperband, threshold:X."),
+    prune_at: str = PRUNE_AT,
+    prune_min_trials: int = PRUNE_MIN_TRIALS,
+    guard: bool = GUARD,
+    as_json: bool = typer.Option(False, "--json", help="One object per run and rule."),
+) -> None:
+    """What a stopping rule would have cut in recorded runs, and whether it would have cut
+    their best (replayed over the recorded curves, as a session asks it)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from agent.analysis.prunecheck import check_runs
+    from agent.watch import parse_rule
+
+    rules = [r.strip() for r in prune.split(",") if r.strip()]
+    for rule in rules:
+        try:
+            parse_rule(rule)
+        except ValueError as e:
+            raise fail(str(e), 2) from None
+    checks = check_runs(run_dirs, rules, fractions(prune_at, "--prune-at"), prune_min_trials,
+                        guard)
+    if as_json:
+        typer.echo(json.dumps([c.to_dict() for c in checks], indent=1, sort_keys=True))
+        return
+    console = Console()
+    table = Table(title="what the rule would have stopped (replayed over recorded curves)")
+    for col in ("rule", "run", "trials", "stopped (trial@progress)", "cost saved",
+                "best stopped", "top 3 stopped"):
+        table.add_column(col, justify="left" if col in ("rule", "run") else "right")
+    for c in checks:
+        d = c.to_dict()
+        stopped = ", ".join(f"{s['trial']}@{s['at']:.2f}" for s in c.stopped) or "-"
+        table.add_row(markup(c.rule), markup(Path(c.run).name), str(c.checked), stopped,
+                      f"{c.saved_s:,.0f} s ({100 * d['saved_share']:.1f} %)",
+                      "yes" if c.stopped_best else "no", str(c.stopped_top3))
+    console.print(table)
+    summary = Table(title="per rule, over all runs")
+    for col in ("rule", "runs", "stopped", "cost saved", "best stopped in", "top-3 stopped"):
+        summary.add_column(col, justify="left" if col == "rule" else "right")
+    for rule in rules:
+        mine = [c for c in checks if c.rule == rule]
+        cost, saved = sum(c.cost_s for c in mine), sum(c.saved_s for c in mine)
+        summary.add_row(markup(rule), str(len(mine)), str(sum(len(c.stopped) for c in mine)),
+                        f"{100 * saved / cost if cost else 0:.1f} %",
+                        f"{sum(c.stopped_best for c in mine)} of {len(mine)} runs",
+                        str(sum(c.stopped_top3 for c in mine)))
+    console.print(summary)

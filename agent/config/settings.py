@@ -75,9 +75,16 @@ class SessionConfig(BaseModel):
     repair_oom: bool | None = None  # halve DEVICE_BATCH_SIZE after a preflight OOM; None:
     # on for the gpu preset
     min_steps: int | None = Field(None, ge=1)  # refuse a trial predicted to run fewer steps
-    # acceptance gate: a trial that beats the incumbent becomes best only once K seeds of it
-    # beat K seeds of the incumbent by more than their noise (agent/loop/gate.py); 1: off
+    # acceptance gate: a trial that beats the incumbent becomes best only once up to K seeds
+    # of it, paired with the incumbent's, pass a sequential test (agent/loop/gate.py); 1: off
     confirm: int = Field(1, ge=1, le=20)
+    # early stopping (agent/watch.py): an Optuna pruner asked at these progress points, once
+    # this many trials completed; the divergence guard stops non-finite or far-worse curves
+    prune: str = "none"
+    prune_at: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.25, 0.45])
+    prune_min_trials: int = Field(3, ge=0)
+    guard: bool = True
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
     score: Literal["printed", "harness"] | None = None
     temperature: float = Field(TEMPERATURE, ge=0, allow_inf_nan=False)
@@ -89,6 +96,14 @@ class SessionConfig(BaseModel):
             from sandbox.base import parse_memory
 
             parse_memory(v)  # ValueError with the reason
+        return v
+
+    @field_validator("prune")
+    @classmethod
+    def _prune(cls, v):
+        from agent.watch import parse_rule
+
+        parse_rule(v)  # ValueError with what to write
         return v
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from agent.watch import Watch, WatchSpec
 from sandbox.base import Limits, TrialRun, make_readable
 from sandbox.harness import run_scored
 from sandbox.result import TrialResult
@@ -31,6 +32,7 @@ class TrialJob:
     scoring: str = "printed"
     seq_len: int | None = None
     folder: dict = field(default_factory=dict)  # RunSpec.job(): python, env, mounts
+    watch: dict | None = None  # agent/watch.WatchSpec as data: what may stop it early
 
 
 def execute(sandbox, job: TrialJob, scratch: Path | None = None,
@@ -48,10 +50,11 @@ def execute(sandbox, job: TrialJob, scratch: Path | None = None,
                        cache_dir=Path(job.cache_dir) if job.cache_dir else None,
                        python=job.folder.get("python"), folder_env=job.folder.get("env", {}),
                        mounts=tuple(tuple(m) for m in job.folder.get("mounts", ())))
+        watch = Watch(WatchSpec.from_dict(job.watch)) if job.watch else None
         if job.scoring == "harness":
             return run_scored(sandbox, run, job.limits, job.seq_len, scratch=scratch,
-                              cancel=cancel)
-        return sandbox.run(run, job.limits, cancel=cancel)
+                              cancel=cancel, watch=watch)
+        return sandbox.run(run, job.limits, cancel=cancel, watch=watch)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -71,13 +71,13 @@ class TrialPlan:
                              c.gpus_per_trial or 0)
 
     def job(self, number: int, tree_tar: bytes, workdir: Path, env: dict[str, str],
-            cache: Path) -> TrialJob:
+            cache: Path, watch: dict | None = None) -> TrialJob:
         """Trial `number` as an executor runs it: its tree, where its log goes, the session's
         data, limits, scoring and the folder's [run] table; `env` from `env()` (and a seed)."""
         c = self.config
         return TrialJob(number, tree_tar, str(workdir), c.data_dir, env, str(cache),
                         self.limits(), c.scoring, self.space.fixed.get("SEQ_LEN"),
-                        self.spec.job())
+                        self.spec.job(), watch)
 
     def device(self) -> str:
         gpus, share = self.config.gpus_per_trial or 1, self.config.gpu_mem_fraction

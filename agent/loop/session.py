@@ -25,6 +25,7 @@ from agent.loop.progress import ProgressPlot, QuietReporter, Reporters
 from agent.loop.restore import noted, restore
 from agent.loop.standing import Best, Progress, Spend
 from agent.loop.trial import PreparedTrial, TrialNote, Trials, seed_of
+from agent.loop.watching import watch_spec
 from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.paths import baseline_dir
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
@@ -201,11 +202,11 @@ class Session:
         self.reporter.running(prepared.number, prepared.action)
         config, env = self.config, {**self.plan.env(), **self.preflight.env(prepared)}
         env["AR_SEED"] = str(seed_of(prepared.action, config.seed))
-        folder = self.rd.trial(prepared.number)  # each preflight keeps its own log
-        if prepared.stage == "preflight":
-            folder = folder / f"preflight-{len(prepared.probes) + 1}"
+        folder = self.rd.trial(prepared.number)  # a probe's run is set aside when it ends
+        spec = watch_spec(config, self.notes, prepared.number, prepared.config, self.slots,
+                          self.preflight.watch(prepared))
         job = self.plan.job(prepared.number, self.ws.archive(prepared.commit), folder, env,
-                            self.rd.cache)
+                            self.rd.cache, spec.to_dict() if spec else None)
         self.executor.submit(prepared, job)
         self.running[prepared.number] = prepared
 

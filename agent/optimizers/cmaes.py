@@ -38,13 +38,20 @@ class CMAES:
 
     Failure policy: a failed trial (and an infeasible candidate) is told as the worst success
     seen so far plus a margin, so it ranks last in its generation without the far-off constant
-    (100.0) that dragged the published CMA-ES into out-of-memory regions.
+    (100.0) that dragged the published CMA-ES into out-of-memory regions. A pruned trial
+    (stopped early, agent/watch.py) is never told its early loss as a value (a train loss at
+    25 % of the budget is not a val_bpb, and would rank it among the finished ones): it is
+    told as a failure, ranked last in its generation. CMA-ES uses only ranks, and a trial the
+    pruner stopped was worse than the completed trials at the same point, so the bottom of its
+    generation is what the evidence says; dropping it instead would leave CMA-ES to learn only
+    from the survivors and refill the generation elsewhere.
     """
 
     name = "cmaes"
     failure_policy = ("A failed trial, or a candidate that breaks the space's constraints, is "
                       "told as the worst success seen so far plus a margin, so it ranks last in "
-                      "its generation without a far-off constant that distorts the update.")
+                      "its generation without a far-off constant that distorts the update. A "
+                      "pruned trial is told the same way: ranked last, never its early loss.")
     max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
 
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value],

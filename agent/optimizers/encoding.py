@@ -160,6 +160,8 @@ class Observation:
     value: float
     status: str
     trial: int | None
+    # a pruned trial's last reported loss, {step: loss} (steps: thousandths of the budget)
+    intermediate: dict[int, float] | None = None
 
 
 def config_key(space: SearchSpace, config: dict[str, Value]) -> tuple:
@@ -188,6 +190,15 @@ def told_value(record: TrialRecord, seen: list[TrialRecord]) -> float:
     if record.ok and math.isfinite(record.val_bpb):
         return float(record.val_bpb)
     return failure_value(seen)
+
+
+def last_reported(record: TrialRecord) -> dict[int, float] | None:
+    """A pruned trial's last finite loss as Optuna's intermediate value {step: loss} (steps
+    in thousandths of the budget, the pruner's steps); None when its curve has none."""
+    for progress, loss in reversed(record.curve):
+        if loss is not None and math.isfinite(loss):
+            return {int(round(progress * 1000)): float(loss)}
+    return None
 
 
 def trimmed(record: TrialRecord) -> TrialRecord:
@@ -242,8 +253,8 @@ class Memory:
         self.seen.append(trimmed(record))
 
     def observe(self, config: dict[str, Value], value: float, status: str,
-                trial: int | None) -> None:
-        self.observations.append(Observation(config, value, status, trial))
+                trial: int | None, intermediate: dict[int, float] | None = None) -> None:
+        self.observations.append(Observation(config, value, status, trial, intermediate))
 
     def failure_value(self) -> float:
         return failure_value(self.seen)

@@ -17,7 +17,14 @@ from agent.edit.actions import Action, EditHyperparameters
 from agent.edit.block import Value
 from agent.edit.space import Param, SearchSpace
 from agent.optimizers.base import TrialContext, TrialRecord
-from agent.optimizers.encoding import MAX_ATTEMPTS, Memory, derive_seed, exponent, unmeetable
+from agent.optimizers.encoding import (
+    MAX_ATTEMPTS,
+    Memory,
+    derive_seed,
+    exponent,
+    last_reported,
+    unmeetable,
+)
 
 N_STARTUP_TRIALS = 10  # Optuna's default: this many completed trials are sampled at random
 
@@ -41,13 +48,17 @@ class TPE:
     samples again, without spending a trial (at most 100 samples per ask, then RuntimeError).
 
     Failure policy: a failed trial (and an infeasible sample) is told as the worst success seen
-    so far plus a margin, so TPE ranks it among the worst without a far-off constant.
+    so far plus a margin, so TPE ranks it among the worst without a far-off constant. A pruned
+    trial (stopped early, agent/watch.py) is told as Optuna tells one: a PRUNED trial with its
+    last reported loss, which TPE ranks after every completed trial, the later-stopped and
+    lower-loss ones first.
     """
 
     name = "tpe"
     failure_policy = ("A failed trial, or a sample that breaks the space's constraints, is told "
                       "as the worst success seen so far plus a margin, so TPE ranks it among "
-                      "the worst without a far-off constant.")
+                      "the worst without a far-off constant. A pruned trial is told as "
+                      "Optuna's PRUNED trial with its last reported loss.")
     max_attempts = MAX_ATTEMPTS  # samples per ask before the constraints are called unmeetable
 
     def __init__(self, space: SearchSpace, seed: int, baseline: dict[str, Value]):
@@ -75,6 +86,12 @@ class TPE:
         finally:
             optuna.logging.set_verbosity(verbosity)
         for obs in self.observations:
+            if obs.status == "pruned":  # as Optuna's own pruned trial: ranked by its last
+                study.add_trial(create_trial(  # reported loss, after every completed one
+                    state=TrialState.PRUNED, params=self._params(obs.config),
+                    distributions=self.distributions,
+                    intermediate_values=getattr(obs, "intermediate", None) or {}))
+                continue
             study.add_trial(create_trial(params=self._params(obs.config),
                                          distributions=self.distributions, value=obs.value))
         for _, config, _ in self.memory.pending:
@@ -108,7 +125,8 @@ class TPE:
             return
         config = self.memory.encoding.project(told.config)  # a foreign one may lie outside
         if config is not None:
-            self.memory.observe(config, told.value, record.status, record.number)
+            self.memory.observe(config, told.value, record.status, record.number,
+                                last_reported(record) if record.status == "pruned" else None)
 
     # -- configs <-> Optuna params -----------------------------------------------------------
 

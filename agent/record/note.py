@@ -3,6 +3,7 @@ replay, compare and the optimizers' history all read it."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
@@ -28,7 +29,7 @@ RESULT_SCHEMA: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("val_bpb", "peak_memory_mb", "host_peak_mb", "wall_s", "training_s",
                      "overhead_s", "printed_val_bpb"), (*_NUM, _NONE)),
     **dict.fromkeys(("status", "reason", "backend", "image", "score"), (str,)),
-    "log_path": (str, _NONE)}
+    "log_path": (str, _NONE), "curve": (list,), "stopped_at": (*_NUM, _NONE)}
 TOKENS_SCHEMA = dict.fromkeys(("prompt", "completion"), (int,))
 
 
@@ -95,10 +96,38 @@ class TrialNote:
         """What optimizers see of it."""
         return TrialRecord(number=self.trial, status=self.status, config=self.config,
                            val_bpb=self.val_bpb, method=self.method, reason=self.reason,
-                           rationale=self.rationale, diff=self.diff)
+                           rationale=self.rationale, diff=self.diff, curve=self.curve())
+
+    def curve(self) -> tuple[tuple[float, float | None], ...]:
+        """Its learning curve, (progress, loss) pairs (loss None where it was not finite),
+        as the note keeps it (sandbox/curve.py: thinned to 64 points)."""
+        points = (self.result or {}).get("curve") or []
+        return tuple((p, loss) for p, loss in (_pair(q) for q in points) if p is not None)
 
     def recorded_action(self) -> Action:
         return action_from_dict(self.action) if self.action else NoAction(self.reason)
+
+
+def _number(value) -> float | None:
+    """A finite float of a JSON number (a huge int or a bool from someone's note: None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _pair(point) -> tuple[float | None, float | None]:
+    """(progress, loss) of a curve point in a note: progress in 0..1 or None (skipped); loss
+    None where it was not finite."""
+    if not isinstance(point, (list, tuple)) or len(point) != 2:
+        return None, None
+    progress = _number(point[0])
+    if progress is None or not 0 <= progress <= 1:
+        return None, None
+    return progress, _number(point[1])
 
 
 def check_record(data) -> dict:

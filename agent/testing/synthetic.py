@@ -59,6 +59,39 @@ def make_train_dir(root: Path, noise: float = 0.0) -> Path:
     return d
 
 
+# A learning curve before the summary: 50 `progress:` lines (one per 2 % of the budget), the
+# loss falling from 5.5 towards the configuration's final value, TIME_BUDGET / 50 seconds
+# apart (at least 0.02 s, so a watch's kill lands mid-curve). MATRIX_LR >= 0.12 makes the
+# loss NaN from the first line (a diverging run), MATRIX_LR <= 0.005 keeps it flat at 5.5 (a
+# model that learns nothing); every run leaves a line in out/runs.txt (how many processes a
+# trial started), and an in-process preflight (AR_PREFLIGHT_STEPS + AR_PREFLIGHT_CONTINUE)
+# its line after step 2.
+CURVE = '''import math as _m, os as _os, sys as _sys, time as _t
+with open(_os.path.join(_os.environ.get("AR_OUT_DIR", "."), "runs.txt"), "a") as _runs:
+    _runs.write(("preflight" if _os.environ.get("AR_PREFLIGHT_STEPS") else "full") + "\\n")
+if DEVICE_BATCH_SIZE * DEPTH >= 256:
+    raise MemoryError("synthetic: batch too large")
+_final = 2.0 + (_m.log10(MATRIX_LR) + 1.4) ** 2 + 0.1 * (DEPTH - 5) ** 2
+_probe = int(_os.environ.get("AR_PREFLIGHT_STEPS") or 0)
+_go_on = _os.environ.get("AR_PREFLIGHT_CONTINUE") == "1"
+for _i in range(1, 51):
+    _loss = float("nan") if MATRIX_LR >= 0.12 else 5.5 if MATRIX_LR <= 0.005 else \\
+        _final + (5.5 - _final) * _m.exp(-6 * _i / 50)
+    print(f"progress: {_i / 50:.3f} step {_i} tokens {_i * 4096} loss {_loss:.4f} "
+          f"seconds {_i * 0.1:.1f}", flush=True)
+    if not _m.isfinite(_loss):
+        print(f"FAIL: training loss {_loss} at step {_i}", flush=True)
+        _sys.exit(1)
+    if _probe and _i == _probe:
+        if not _go_on:
+            print("---\\npreflight: ok\\npeak_memory_mb: 100.0\\nstep_seconds: 0.01", flush=True)
+            _sys.exit(0)
+        print("preflight: ok peak_memory_mb 100.0 step_seconds 0.01 "
+              f"preflight_batch {DEVICE_BATCH_SIZE}", flush=True)
+    _t.sleep(max(0.02, float(_os.environ.get("TIME_BUDGET", "0")) / 50))
+'''
+
+
 def add_after_block(train_dir: Path, code: str) -> Path:
     """Put `code` right after the hyperparameter block of train_dir/train.py."""
     marker = "# --- end hyperparameters ---\n"
