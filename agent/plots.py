@@ -152,12 +152,7 @@ def _curves_panel(ax, notes) -> None:
         ax.plot([], [], color=_curve_colour(status), linewidth=1,
                 linestyle="--" if status == "pruned" else "-", label=f"{status} ({count})")
     ax.set_ylim(bottom, top)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("progress (fraction of the budget)")
-    ax.set_ylabel("train loss (smoothed)")
-    ax.set_title("learning curves")
-    ax.grid(alpha=0.25)
-    ax.legend(fontsize=7, loc="upper right")
+    _curve_axes(ax, "learning curves", 7)
 
 
 def _curve_colour(status: str) -> str:
@@ -304,12 +299,17 @@ def _best_curves_panel(ax, groups: dict[str, list[list]], colours: list[str]) ->
     limits = _loss_limits(drawn)
     if limits is not None:
         ax.set_ylim(*limits)
+    _curve_axes(ax, "learning curve of each run's best trial", 8)
+
+
+def _curve_axes(ax, title: str, legend_size: int) -> None:
+    """What every learning-curve panel shares: the progress axis, labels, grid, legend."""
     ax.set_xlim(0, 1)
     ax.set_xlabel("progress (fraction of the budget)")
     ax.set_ylabel("train loss (smoothed)")
-    ax.set_title("learning curve of each run's best trial")
+    ax.set_title(title)
     ax.grid(alpha=0.25)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=legend_size, loc="upper right")
 
 
 def attribution_figure(table: dict):

@@ -26,9 +26,11 @@ except ModuleNotFoundError:  # Python 3.10
 from tests.baseline_train.helpers import (
     BASELINE,
     BUDGET,
+    PROGRESS,
     STEP_TOKENS,
     load_prepare,
     make_tree,
+    progress,
     run_train,
     set_param,
     summary,
@@ -183,8 +185,15 @@ def test_exploding_loss_prints_fail_and_exits_1(prepared_data, tmp_path):
     set_param(tree, "MATRIX_LR", 1e30)
     proc = run_train(tree, prepared_data)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert any(line.startswith("FAIL") for line in proc.stdout.splitlines())
-    assert "---" not in proc.stdout.splitlines()
+    lines = proc.stdout.splitlines()
+    fail = next(i for i, line in enumerate(lines) if line.startswith("FAIL"))
+    assert fail == len(lines) - 1 and "---" not in lines
+    # its progress line comes before FAIL, with the non-finite loss (issue 23's guard reads it)
+    last = PROGRESS.fullmatch(lines[fail - 1])
+    assert last, lines[fail - 1]
+    assert not math.isfinite(float(last[4]))
+    assert int(last[2]) == 2 and last[1] == "0.500"  # the step that diverged, counted
+    assert [p[1] for p in progress(proc.stdout)] == [1, 2]
 
 
 def test_packaged_block_is_the_cpu_preset():
