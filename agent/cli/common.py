@@ -38,7 +38,7 @@ PREPARE = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK)
 QUIET = typer.Option(False, "--quiet", help="No live progress.")
 PRUNE = typer.Option(default("prune"), "--prune",
                      help="Early stopping: none, median, percentile[:P], hyperband, threshold:X.")
-PRUNE_AT = typer.Option("0.25,0.45", "--prune-at",
+PRUNE_AT = typer.Option(",".join(f"{p:g}" for p in default("prune_at")), "--prune-at",
                         help="Progress points where the pruner decides (before warm-down).")
 PRUNE_MIN_TRIALS = typer.Option(default("prune_min_trials"), "--prune-min-trials",
                                 help="Completed trials before the pruner decides.")

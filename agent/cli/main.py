@@ -141,7 +141,7 @@ def run(
     confirm: int = typer.Option(default("confirm"), "--confirm",
                                 help="A new best must hold over up to K seeds (1: off)."),
     prune: str = PRUNE,
-    prune_at: str = PRUNE_AT,
+    prune_points: str = PRUNE_AT,
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
     prepare_network: bool = PREPARE,
@@ -177,7 +177,7 @@ def run(
         llm_warmup=llm_warmup, max_repairs=max_repairs, score=score,
         preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
         confirm=confirm, prepare_network=prepare_network, prune=prune,
-        prune_at=fractions(prune_at, "--prune-at"), prune_min_trials=prune_min_trials,
+        prune_at=fractions(prune_points, "--prune-at"), prune_min_trials=prune_min_trials,
         guard=guard)
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)

@@ -140,7 +140,7 @@ def bench(
     preflight_steps: int | None = typer.Option(None, "--preflight-steps",
                                                help="Probe steps per trial (0: none)."),
     prune: str = PRUNE,
-    prune_at: str = PRUNE_AT,
+    prune_points: str = PRUNE_AT,
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
     quiet: bool = QUIET,
@@ -172,7 +172,7 @@ def bench(
         trials=trials, cost_s=cost_s, workers=workers, sandbox=sandbox, preset=preset,
         train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
-        memory=memory, prune=prune, prune_at=fractions(prune_at, "--prune-at"),
+        memory=memory, prune=prune, prune_at=fractions(prune_points, "--prune-at"),
         prune_min_trials=prune_min_trials, guard=guard, **extra)
     console = wide_console()
     say = (lambda text: None) if quiet else \
@@ -193,10 +193,10 @@ def bench(
 
 def prune_check(
     run_dirs: list[Path] = typer.Argument(..., help="Session folders with learning curves."),
-    prune: str = typer.Option("median", "--prune",
+    rule_list: str = typer.Option("median", "--prune",
                               help="Rules to replay, comma-separated: median, percentile[:P], "
                                    "hyperband, threshold:X."),
-    prune_at: str = PRUNE_AT,
+    prune_points: str = PRUNE_AT,
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
     as_json: bool = typer.Option(False, "--json", help="One object per run and rule."),
@@ -211,13 +211,13 @@ def prune_check(
     from agent.analysis.prunecheck import check_runs
     from agent.watch import parse_rule
 
-    rules = [r.strip() for r in prune.split(",") if r.strip()]
+    rules = [r.strip() for r in rule_list.split(",") if r.strip()]
     for rule in rules:
         try:
             parse_rule(rule)
         except ValueError as e:
             raise fail(str(e), 2) from None
-    checks = check_runs(run_dirs, rules, fractions(prune_at, "--prune-at"), prune_min_trials,
+    checks = check_runs(run_dirs, rules, fractions(prune_points, "--prune-at"), prune_min_trials,
                         guard)
     if as_json:
         typer.echo(json.dumps([c.to_dict() for c in checks], indent=1, sort_keys=True))

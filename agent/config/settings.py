@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from agent.config.runspec import data_problem
 from agent.errors import UserError
+from agent.watch import DEFAULT_POINTS
 from sandbox.base import Limits
 
 if sys.version_info >= (3, 11):
@@ -81,8 +82,7 @@ class SessionConfig(BaseModel):
     # early stopping (agent/watch.py): an Optuna pruner asked at these progress points, once
     # this many trials completed; the divergence guard stops non-finite or far-worse curves
     prune: str = "none"
-    prune_at: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=lambda: [0.25, 0.45])
+    prune_at: list[Annotated[float, Field(gt=0, lt=1)]] = list(DEFAULT_POINTS)
     prune_min_trials: int = Field(3, ge=0)
     guard: bool = True
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"

@@ -240,3 +240,29 @@ def test_docker_stops_a_pruned_trial_at_once(tmp_path, curving, monkeypatch, req
     assert 0.25 <= rows[4]["result"]["stopped_at"] < 0.3
     curve = (run / "trials" / "0004" / "curve.jsonl").read_text().splitlines()
     assert len(curve) < 16  # the container was killed at the decision
+
+
+def test_prune_check_replays_a_rule_over_recorded_curves(tmp_path, curving, monkeypatch):
+    run, _ = session(tmp_path, curving, [lr(v) for v in (*GOOD, BAD, FLAT, BEST)],
+                     monkeypatch, prune="none", guard=False)
+    assert [r["status"] for r in ledger(run)] == ["ok"] * 7  # recorded without any rule
+    exe = shutil.which("autoresearch", path=os.path.dirname(sys.executable))
+    out = subprocess.run([exe, "prune-check", str(run), "--prune", "median,threshold:3.0",
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    checks = {c["rule"]: c for c in json.loads(out.stdout)}
+    median = checks["median"]
+    # BAD at its first point; FLAT by the guard (5.5 against ~2.6) within a fifth of its budget
+    assert [(s["trial"], s["status"]) for s in median["stopped"]] == [(4, "pruned"),
+                                                                      (5, "pruned")]
+    assert median["stopped"][0]["at"] == pytest.approx(0.26)
+    assert median["stopped"][1]["at"] < 0.2 and "guard" in median["stopped"][1]["reason"]
+    assert median["best"] == 6 and median["stopped_best"] is False
+    assert median["top3"] == [6, 3, 1] and median["stopped_top3"] == 0
+    assert checks["threshold:3.0"]["stopped_best"] is False
+    table = subprocess.run([exe, "prune-check", str(run), "--prune", "median"],
+                           capture_output=True, text=True)
+    assert table.returncode == 0 and "best stopped" in table.stdout
+    bad = subprocess.run([exe, "prune-check", str(run), "--prune", "sometimes"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
