@@ -44,6 +44,19 @@ GUARD_FROM = 0.05  # the first 5 % are warm-up: every configuration's loss is hi
 GUARD_SHARE = 0.5  # margin: this share of the incumbent's loss at the point ...
 GUARD_SIGMAS = 10.0  # ... or this many seed spreads of the baseline's loss there
 STUDY_NAME = "autoresearch-prune"  # Hyperband's brackets hash it with each trial's number
+_QUIET = False  # Optuna's "study created" / "trial finished" lines, once turned off
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs a line per study and per trial: the watch makes thousands. Turned down to
+    warnings once, for the process (not saved and restored around each replay, which
+    several reader threads would race on)."""
+    global _QUIET
+    if not _QUIET:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _QUIET = True
 # A probe whose peak is above this share of the host limit counts as an OOM (the full run's
 # peak grew by up to 12 % over the probe's on the cpu preset; agent/loop/preflight.py)
 HEADROOM = 0.85
@@ -124,6 +137,7 @@ class WatchSpec:
     min_trials: int = 3
     history: list[Told] = field(default_factory=list)
     guard: bool = True
+    guard_until: float = 0.5  # the guard acts before this progress (the warm-down's start)
     incumbent: list[list[float | None]] = field(default_factory=list)  # its curve
     spread: list[list[float]] = field(default_factory=list)  # [progress, seed std] pairs
     preflight: dict | None = None  # limit_mb, min_steps, time_budget, token_steps
@@ -142,9 +156,17 @@ class Watch:
     """The checks of one running trial (see the module's docstring)."""
 
     def __init__(self, spec: WatchSpec):
+        """Built before the trial starts (by the executor, on the node that runs it): the
+        study is replayed here, so the reader thread only reports and asks."""
         self.spec = spec
         self.pending = sorted(spec.points) if parse_rule(spec.rule)[0] != "none" else []
-        self._study = self._trial = None
+        done = sum(t.state == "complete" for t in spec.history)
+        self._trial = None
+        if self.pending and done >= spec.min_trials:
+            study = replay_study(spec)
+            self._trial = study.ask() if study is not None else None
+        elif done < spec.min_trials:
+            self.pending = []  # no rule decides before min_trials completed
 
     def point(self, point: dict) -> Stop | None:
         progress, loss = point["progress"], point["loss"]
@@ -162,7 +184,7 @@ class Watch:
     # -- the divergence guard --------------------------------------------------------------
     def ceiling(self, progress: float) -> float | None:
         """The loss above which the guard stops a trial at `progress` (None: no guard)."""
-        if progress < GUARD_FROM or not self.spec.incumbent:
+        if not GUARD_FROM <= progress < self.spec.guard_until or not self.spec.incumbent:
             return None
         best = finite_at(self.spec.incumbent, progress)
         if best is None:
@@ -179,14 +201,10 @@ class Watch:
 
     # -- early stopping --------------------------------------------------------------------
     def _decide(self, point: float, loss: float) -> Stop | None:
-        done = sum(t.state == "complete" for t in self.spec.history)
-        if done < self.spec.min_trials:
-            return None
-        trial = self._running()
+        trial = self._trial
         if trial is None:
             return None
-        step = step_of(point)
-        trial.report(loss, step)
+        trial.report(loss, step_of(point))
         if not trial.should_prune():
             return None
         completed = [t.values[self.spec.points.index(point)] for t in self.spec.history
@@ -198,46 +216,58 @@ class Watch:
             if middle is not None else ""
         return Stop("pruned", f"by {name}: loss {loss:.4f} at {point:.0%}{against}")
 
-    def _running(self):
-        """The running trial in the replayed study (built on the first decision)."""
-        if self._trial is None:
-            self._study = replay_study(self.spec)
-            if self._study is None:
-                return None
-            self._trial = self._study.ask()
-        return self._trial
-
 
 def replay_study(spec: WatchSpec):
-    """The in-memory study of the told trials, each reporting its decision points and
-    asking the pruner as it did while it ran, then told as it ended."""
+    """The in-memory study of the told trials, in trial order, each with its loss at the
+    decision points as intermediate values and ended as it ended. Hyperband's successive
+    halving keeps, per trial, the value it met at each rung: there each trial reports its
+    points and asks the pruner as it did while it ran; the other pruners read only the
+    intermediate values, and the trials are added as they are (linear, not one ask each)."""
     import optuna
     from optuna.trial import TrialState
 
     pruner = make_pruner(spec.rule, spec.points, spec.min_trials)
     if pruner is None:
         return None
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(study_name=STUDY_NAME, direction="minimize", pruner=pruner,
-                                    sampler=optuna.samplers.RandomSampler(seed=0))
-        for told in spec.history:
-            trial = study.ask()
-            for point, value in zip(spec.points, told.values, strict=False):
-                if value is None:
-                    break
-                trial.report(value, step_of(point))
-                trial.should_prune()  # the rung records Hyperband keeps
-            if told.state == "complete" and told.value is not None:
-                study.tell(trial, told.value)
-            elif told.state == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                study.tell(trial, state=TrialState.FAIL)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    _quiet_optuna()
+    study = optuna.create_study(study_name=STUDY_NAME, direction="minimize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+    if parse_rule(spec.rule)[0] != "hyperband":
+        study.add_trials([_frozen(t, spec.points) for t in spec.history])
+        return study
+    for told in spec.history:
+        trial = study.ask()
+        for step, value in reported(spec.points, told.values).items():
+            trial.report(value, step)
+            trial.should_prune()  # the rung records Hyperband keeps
+        if told.state == "complete" and told.value is not None:
+            study.tell(trial, told.value)
+        else:
+            study.tell(trial, state=states.get(told.state, TrialState.FAIL))
     return study
+
+
+def _frozen(told: Told, points: list[float]):
+    """A told trial as Optuna stores a finished one."""
+    from optuna.trial import TrialState, create_trial
+
+    values = reported(points, told.values)
+    if told.state == "complete" and told.value is not None:
+        return create_trial(state=TrialState.COMPLETE, value=told.value,
+                            intermediate_values=values)
+    state = TrialState.PRUNED if told.state == "pruned" else TrialState.FAIL
+    return create_trial(state=state, intermediate_values=values)
+
+
+def reported(points: list[float], values: list[float | None]) -> dict[int, float]:
+    """{step: loss} of the decision points a trial reached, in order, up to its first gap."""
+    out = {}
+    for point, value in zip(points, values, strict=False):
+        if value is None:
+            break
+        out[step_of(point)] = value
+    return out
 
 
 def probe_verdict(numbers: dict[str, float], spec: dict) -> Stop | None:

@@ -22,15 +22,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf|infinity)"
+# numbers of bounded size: what a trial prints is data, and a curve point is a few bytes
+_NUM = (r"[-+]?(?:\d{1,18}(?:\.\d{0,18})?|\.\d{1,18})(?:[eE][-+]?\d{1,3})?"
+        r"|[-+]?(?:nan|inf|infinity)")
+_INT = r"\d{1,18}"
 _PROGRESS = re.compile(
-    rf"^progress:\s+(?P<progress>{_NUM})\s+step\s+(?P<step>\d+)\s+tokens\s+(?P<tokens>\d+)"
+    rf"^progress:\s+(?P<progress>{_NUM})\s+step\s+(?P<step>{_INT})\s+tokens\s+(?P<tokens>{_INT})"
     rf"\s+loss\s+(?P<loss>{_NUM})\s+seconds\s+(?P<seconds>{_NUM})\s*$", re.I)
-_STEP = re.compile(rf"^step\s+(?P<step>\d+)\s+\((?P<pct>{_NUM})%\)\s*\|\s*loss:?\s+"
+_STEP = re.compile(rf"^step\s+(?P<step>{_INT})\s+\((?P<pct>{_NUM})%\)\s*\|\s*loss:?\s+"
                    rf"(?P<loss>{_NUM})\s*(?:\||$)", re.I)
 _PREFLIGHT = re.compile(r"^preflight:\s+ok((?:\s+[a-z_]+\s+[-+0-9.eE]+)+)\s*$")
-MAX_LINE = 4096  # longer lines are no curve lines: skipped without being kept
-MAX_POINTS = 100_000  # curve.jsonl holds at most this many points (2 % steps need 50)
+MAX_LINE = 512  # longer lines are no curve lines: not parsed (the log keeps them)
+MAX_POINTS = 10_000  # kept and written at most (2 % steps need 50; per-step lines of a
+# 300-s GPU trial about 3,000); later points still reach the watch
 NOTE_POINTS = 64  # the curve a note keeps
 
 
@@ -48,7 +52,10 @@ def parse_progress(line: str) -> dict | None:
     line = line.strip()
     m = _PROGRESS.match(line)
     if m:
-        return {"progress": min(max(float(m["progress"]), 0.0), 1.0), "step": int(m["step"]),
+        progress = float(m["progress"])
+        if not math.isfinite(progress):
+            return None
+        return {"progress": min(max(progress, 0.0), 1.0), "step": int(m["step"]),
                 "tokens": int(m["tokens"]), "loss": float(m["loss"]),
                 "seconds": float(m["seconds"]), "kind": "progress"}
     m = _STEP.match(line)
@@ -114,57 +121,77 @@ class Stream:
         self.points: list[dict] = []
         self.preflight: dict[str, float] | None = None
         self.stopped: Stop | None = None
+        self.last: dict | None = None  # the last point seen (kept or not)
+        self.error: str | None = None  # what the watch raised, if it did (it then stops)
         self._buffer = b""
         self._skipping = False  # inside an over-long line
         self._file = open(curve_path, "w", encoding="utf-8") if curve_path else None  # noqa: SIM115
-        self._saw_progress = False
+        self._saw_progress = self._closed = False
 
     def write(self, chunk: bytes) -> None:
+        if self._closed:  # a reader still draining after the trial was recorded
+            return
         self.sink.write(chunk)
-        data = self._buffer + chunk
-        parts = re.split(rb"[\r\n]", data)
-        self._buffer = parts.pop()
-        if len(self._buffer) > MAX_LINE:
-            self._buffer, self._skipping = b"", True
+        parts = re.split(rb"[\r\n]", self._buffer + chunk)
+        tail = parts.pop()  # the line not yet ended
         for raw in parts:
-            if self._skipping:  # the rest of an over-long line
-                self._skipping = False
-                continue
-            if raw and len(raw) <= MAX_LINE:
+            skip, self._skipping = self._skipping, False  # the end of an over-long line
+            if raw and not skip and len(raw) <= MAX_LINE:
                 self._line(raw.decode("utf-8", errors="replace"))
+        if len(tail) > MAX_LINE:
+            tail, self._skipping = b"", True
+        self._buffer = tail
 
     def close(self) -> None:
         if self._buffer and not self._skipping:
             self._line(self._buffer.decode("utf-8", errors="replace"))
-        self._buffer = b""
+        self._buffer, self._closed = b"", True
         if self._file is not None:
             self._file.close()
             self._file = None
 
     def _line(self, line: str) -> None:
+        if self.stopped is not None:  # being killed: what it prints now is not its curve
+            return
         point = parse_progress(line)
         if point is None:
             numbers = parse_preflight(line) if self.preflight is None else None
             if numbers is not None:
                 self.preflight = numbers
-                if self.watch is not None and self.stopped is None:
-                    self._answer(self.watch.preflight(numbers))
+                if self.watch is not None:
+                    self._ask(self.watch.preflight, numbers)
             return
         if point["kind"] == "progress" and not self._saw_progress:
             self._saw_progress = True
             self.points = []  # step lines before it were the same run in another format
         elif point["kind"] == "step" and self._saw_progress:
             return
-        if len(self.points) >= MAX_POINTS:
-            return
         del point["kind"]
-        self.points.append(point)
-        if self._file is not None:
-            self._file.write(json.dumps({**point, "loss": _finite_or_none(point["loss"]),
-                                         "seconds": point["seconds"]}) + "\n")
-            self._file.flush()
-        if self.watch is not None and self.stopped is None:
-            self._answer(self.watch.point(point))
+        self.last = point
+        if len(self.points) < MAX_POINTS:
+            self.points.append(point)
+            if self._file is not None:
+                seconds = point["seconds"]
+                try:
+                    self._file.write(json.dumps({
+                        **point, "loss": _finite_or_none(point["loss"]),
+                        "seconds": None if seconds is None else _finite_or_none(seconds)})
+                        + "\n")
+                    self._file.flush()
+                except OSError:  # a full disk: the note still gets the curve
+                    self._file = None
+        if self.watch is not None:
+            self._ask(self.watch.point, point)
+
+    def _ask(self, check, *args) -> None:
+        """The watch's answer; one that raises stops the trial (a check that cannot run
+        must not leave the trial blocked on a full pipe, nor let it run unchecked)."""
+        try:
+            stop = check(*args)
+        except Exception as e:  # noqa: BLE001 - any failure of the check is reported
+            self.error = f"{type(e).__name__}: {e}"[:300]
+            stop = Stop("crash", f"the session's check of this trial failed: {self.error}")
+        self._answer(stop)
 
     def _answer(self, stop: Stop | None) -> None:
         if stop is None or self.stopped is not None:

@@ -227,7 +227,8 @@ class DockerSandbox:
             wall_s=round(time.monotonic() - start, 3), log_path=str(sink.path),
             log_bytes=sink.total, log_truncated=sink.truncated, backend=self.name)
         result.image = self.image_id
-        if lines is not None and result.watched(lines).stopped_at is not None:
+        if lines is not None and result.watched(lines).stopped_at is not None \
+                and not cancelled:
             return result  # the session's watch ended it: its verdict stands
         if disk is not None and disk.exceeded and not oom_killed:
             result.status, result.val_bpb = "crash", None

@@ -177,7 +177,8 @@ class LocalSandbox:
             raise
         guard.watch(proc.pid)
         disk = DiskGuard([out, *scratch], limits.disk_bytes, lambda: _kill_group(proc.pid)).start()
-        stream = Stream(sink, workdir / "curve.jsonl", watch, lambda: _kill_group(proc.pid))
+        stream = Stream(sink, workdir / "curve.jsonl", watch,
+                        lambda: proc.returncode is None and _kill_group(proc.pid))
         reader = threading.Thread(target=_pump, args=(proc.stdout, stream), daemon=True)
         reader.start()
         try:
@@ -201,9 +202,8 @@ class LocalSandbox:
             oom_killed=memory.oom_killed, wall_s=round(time.monotonic() - start, 3),
             log_path=str(sink.path), log_bytes=sink.total, log_truncated=sink.truncated,
             backend=self.name, host_peak_mb=round(peak_mb, 1) if peak_mb else None)
-        result.watched(stream)
-        if stream.stopped is not None:  # the session's watch ended it: its verdict stands
-            return result
+        if result.watched(stream).stopped_at is not None and not cancelled:
+            return result  # the session's watch ended it: its verdict stands
         if memory.oom_killed:
             result.reason = (f"killed by the host memory limit {limits.memory} "
                              f"({memory.how}; peak {_mb(memory.peak_bytes)})")
@@ -283,8 +283,15 @@ def _mb(value: int | None) -> str:
 
 
 def _pump(pipe, stream: Stream) -> None:
+    """Read the trial's output to its end; what cannot be kept (a full disk) is dropped, never
+    left in the pipe, where the trial would block until its timeout."""
+    broken = False
     for chunk in iter(lambda: pipe.read1(65536), b""):
-        stream.write(chunk)
+        if not broken:
+            try:
+                stream.write(chunk)
+            except OSError:
+                broken = True
     pipe.close()
 
 

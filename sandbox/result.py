@@ -85,12 +85,13 @@ class TrialResult:
     def watched(self, stream) -> TrialResult:
         """Take the curve, the in-process probe and a watch's verdict from `stream`
         (sandbox/curve.Stream): a trial the watch stopped has its status and reason, no
-        val_bpb, and stopped where its curve ends."""
+        val_bpb, and stopped where its curve ends -- unless it had exited 0 on its own
+        before the kill landed (then it finished, and its own result stands)."""
         self.curve, self.probe = stream.pairs(), stream.preflight
         stop = stream.stopped
-        if stop is not None:
+        if stop is not None and self.exit_code != 0:
             self.status, self.reason, self.val_bpb = stop.status, stop.reason, None
-            self.stopped_at = stream.points[-1]["progress"] if stream.points else 0.0
+            self.stopped_at = stream.last["progress"] if stream.last else 0.0
             self.timed_out = False
         return self
 

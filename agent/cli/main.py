@@ -157,6 +157,9 @@ def run(
 
     if method not in METHODS:
         raise fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}", 2)
+    if confirm == 2:  # one degree of freedom: the gate's test could promote almost nothing
+        raise fail("--confirm 2 cannot confirm a gain (two seeds give the test one degree of "
+                   "freedom): use --confirm 3 or more (5 is a good start), or 1 for no gate", 2)
     try:
         budget_s = parse_duration(budget) if budget else None
         cost_s = parse_duration(cost) if cost else None

@@ -126,7 +126,9 @@ def history_view(history: list[TrialRecord], llm=None) -> dict:
     compact = bool(llm is not None and getattr(llm.config, "compact", False))
     recent = [t for t in history if t.curve][-(CURVES - 1 if compact else CURVES):]
     best = [ok[0]] if ok and ok[0].curve and not any(t is ok[0] for t in recent) else []
-    view = {"count": len(history), "failed": sum(not t.ok for t in history),
+    pruned = sum(t.status == "pruned" for t in history)  # stopped on purpose: not failed
+    view = {"count": len(history), "failed": sum(not t.ok for t in history) - pruned,
+            "pruned": pruned,
             "compact": compact, "best": ok[0] if ok else None, "curves": best + recent}
     if not compact:
         return {**view, "top": ok[:5], "recent": history[-20:]}

@@ -198,8 +198,11 @@ def set_aside(prepared: PreparedTrial, result: TrialResult) -> None:
     trial = log.parent
     if trial.name.startswith("preflight-"):
         return
-    aside = trial / f"preflight-{len(prepared.probes)}"
-    aside.mkdir(parents=True, exist_ok=True)
+    k = max(len(prepared.probes), 1)
+    while (trial / f"preflight-{k}").exists():  # a resumed trial's probes count from 1 again
+        k += 1
+    aside = trial / f"preflight-{k}"
+    aside.mkdir(parents=True)
     for name in RUN_FILES:
         source = trial / name
         if source.exists():

@@ -204,7 +204,7 @@ class Session:
         env["AR_SEED"] = str(seed_of(prepared.action, config.seed))
         folder = self.rd.trial(prepared.number)  # a probe's run is set aside when it ends
         spec = watch_spec(config, self.notes, prepared.number, prepared.config, self.slots,
-                          self.preflight.watch(prepared))
+                          self.preflight.watch(prepared), isinstance(prepared.action, Confirm))
         job = self.plan.job(prepared.number, self.ws.archive(prepared.commit), folder, env,
                             self.rd.cache, spec.to_dict() if spec else None)
         self.executor.submit(prepared, job)

@@ -29,10 +29,13 @@ def decision_points(config: SessionConfig, trial_config: dict | None) -> list[fl
 
 
 def watch_spec(config: SessionConfig, notes: dict[int, TrialNote], n: int,
-               trial_config: dict | None, slots: int,
-               preflight: dict | None = None) -> WatchSpec | None:
+               trial_config: dict | None, slots: int, preflight: dict | None = None,
+               repeat: bool = False) -> WatchSpec | None:
     """What trial n (its hyperparameters `trial_config`) is checked against while it runs;
-    None: nothing."""
+    None: nothing. A `repeat` (the gate's confirmation run of a configuration that already
+    trained to the end) is never stopped: stopping it would refuse its candidate."""
+    if repeat:
+        return None
     before = [notes[i] for i in sorted(notes) if i <= n - slots]
     proposals = [note for note in before if note.method != "confirm"]
     rule = config.prune if n > 0 else "none"
@@ -44,9 +47,18 @@ def watch_spec(config: SessionConfig, notes: dict[int, TrialNote], n: int,
         return None
     history = [told(note, points) for note in proposals] if rule != "none" else []
     return WatchSpec(number=n, rule=rule, points=points, min_trials=config.prune_min_trials,
-                     history=history, guard=guard,
+                     history=history, guard=guard, guard_until=guard_until(trial_config),
                      incumbent=_incumbent_curve(proposals) if guard else [],
                      spread=_baseline_spread(before) if guard else [], preflight=preflight)
+
+
+def guard_until(trial_config: dict | None) -> float:
+    """The guard acts before the trial's warm-down starts (its loss falls fastest there, and
+    by then most of the budget is spent), at most up to 90 % of the budget."""
+    warmdown = (trial_config or {}).get("WARMDOWN_RATIO")
+    if isinstance(warmdown, (int, float)) and 0 <= warmdown <= 1:
+        return min(1 - warmdown, 0.9)
+    return 0.5
 
 
 def told(note: TrialNote, points: list[float]) -> Told:

@@ -119,10 +119,13 @@ def test_the_guard_stops_a_far_worse_curve_without_a_rule(tmp_path, curving, mon
 
 
 def test_the_guard_margin_grows_with_the_baselines_seed_spread():
-    incumbent = [[0.5, 3.0]]
-    narrow = Watch(WatchSpec(incumbent=incumbent)).ceiling(0.5)
-    wide = Watch(WatchSpec(incumbent=incumbent, spread=[[0.5, 0.2]])).ceiling(0.5)
+    incumbent = [[0.4, 3.0], [0.6, 2.8], [1.0, 2.5]]
+    narrow = Watch(WatchSpec(incumbent=incumbent)).ceiling(0.4)
+    wide = Watch(WatchSpec(incumbent=incumbent, spread=[[0.4, 0.2]])).ceiling(0.4)
     assert narrow == pytest.approx(4.5) and wide == pytest.approx(5.0)
+    # the guard stops nothing once the warm-down began (guard_until), nor at the end
+    assert Watch(WatchSpec(incumbent=incumbent)).ceiling(0.6) is None
+    assert Watch(WatchSpec(incumbent=incumbent, guard_until=0.9)).ceiling(1.0) is None
 
 
 def test_a_watch_replays_history_into_optuna_and_decides_like_it():
@@ -266,3 +269,11 @@ def test_prune_check_replays_a_rule_over_recorded_curves(tmp_path, curving, monk
     bad = subprocess.run([exe, "prune-check", str(run), "--prune", "sometimes"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_confirmation_run_is_never_stopped():
+    from agent.loop.watching import watch_spec
+
+    config = SessionConfig(prune="median", prune_min_trials=0)
+    assert watch_spec(config, {}, 5, {}, 1) is not None
+    assert watch_spec(config, {}, 5, {}, 1, repeat=True) is None  # stopping it would refuse
