@@ -113,9 +113,9 @@ def test_the_guard_stops_a_far_worse_curve_without_a_rule(tmp_path, curving, mon
     # BAD ends at 2.6 (worse, within the margin) and 0.1 is fine; FLAT never learns
     assert [r["status"] for r in rows] == ["ok", "ok", "pruned", "ok"]
     assert "divergence guard" in rows[2]["result"]["reason"]
-    assert rows[2]["result"]["stopped_at"] < 0.2
+    assert 0.25 <= rows[2]["result"]["stopped_at"] < 0.3  # at the guard's first point
     watch = Watch(WatchSpec(number=3, guard=True, incumbent=rows[0]["result"]["curve"]))
-    assert watch.point({"progress": 0.02, "step": 1, "loss": 9.0}) is None  # warm-up: no guard
+    assert watch.point({"progress": 0.2, "step": 10, "loss": 9.0}) is None  # before 25 %: none
 
 
 def test_the_guard_margin_grows_with_the_baselines_seed_spread():
@@ -255,11 +255,11 @@ def test_prune_check_replays_a_rule_over_recorded_curves(tmp_path, curving, monk
     assert out.returncode == 0, out.stderr
     checks = {c["rule"]: c for c in json.loads(out.stdout)}
     median = checks["median"]
-    # BAD at its first point; FLAT by the guard (5.5 against ~2.6) within a fifth of its budget
+    # BAD at its first point; FLAT by the guard (5.5 against ~2.9) at a quarter of its budget
     assert [(s["trial"], s["status"]) for s in median["stopped"]] == [(4, "pruned"),
                                                                       (5, "pruned")]
     assert median["stopped"][0]["at"] == pytest.approx(0.26)
-    assert median["stopped"][1]["at"] < 0.2 and "guard" in median["stopped"][1]["reason"]
+    assert median["stopped"][1]["at"] < 0.3 and "guard" in median["stopped"][1]["reason"]
     assert median["best"] == 6 and median["stopped_best"] is False
     assert median["top3"] == [6, 3, 1] and median["stopped_top3"] == 0
     assert checks["threshold:3.0"]["stopped_best"] is False
