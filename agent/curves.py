@@ -25,6 +25,18 @@ RISE = 1.2
 NEAR = 0.05  # a point this close past one of POINTS is written as that point
 
 
+def finite(value) -> float | None:
+    """`value` as a float when it is a finite number (not a bool, not an int past float's
+    range), else None: how a number from a note, a ledger line or a curve file is read."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _loss(point: Sequence[float | None]) -> float:
     loss = point[1]
     return float("nan") if loss is None else float(loss)

@@ -15,7 +15,6 @@ Each function returns the Figure (tests read its axes back); `save` writes a PNG
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -56,25 +55,12 @@ def curve_of(note) -> list[tuple[float, float | None]]:
     """A note's learning curve as users see it (TrialNote.curve: [progress, loss] pairs):
     progress within 0..1, in order, a loss that is not a finite number None (the line
     breaks there), a point whose progress is not one left out."""
-    out = [(min(max(progress, 0.0), 1.0), finite(loss)) for p, loss in note.curve()
-           if (progress := finite(p)) is not None]
-    return sorted(out, key=lambda p: p[0])
+    return sorted(note.curve(), key=lambda p: p[0])  # TrialNote.curve checked each number
 
 
 def _drawable(note) -> bool:
     """Whether a note's curve has a loss to draw (a run without one keeps the old figure)."""
     return any(loss is not None for _, loss in curve_of(note))
-
-
-def finite(value) -> float | None:
-    """`value` as a float when it is a finite number (not a bool), else None."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:  # an int past float's range
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _best(notes):

@@ -97,7 +97,8 @@ def curve_points(note, path: Path | None) -> tuple[list[dict], str]:
     note's thinned [progress, loss] pairs (step, tokens and seconds None). A value that is not
     a finite number is None (a loss that went NaN, or a foreign file's junk): the JSON stays
     strict JSON."""
-    from agent.plots import curve_of, finite  # numpy: only for a curve, not every replay
+    from agent.curves import finite
+    from agent.plots import curve_of  # numpy: only for a curve, not every replay
 
     if path is not None:
         from sandbox.curve import read_curve
@@ -119,7 +120,7 @@ def _whole(number: float | None, key: str) -> float | int | None:
 def curve_header(note, count: int, source: str) -> str:
     """One line: the trial, its outcome (val_bpb, or where and why it was stopped), and how
     many points of which curve follow."""
-    from agent.plots import finite
+    from agent.curves import finite
 
     result = note.result or {}
     if note.status == "pruned":

@@ -35,7 +35,7 @@ from pathlib import Path
 from agent.config.settings import SessionConfig
 from agent.edit.actions import Confirm
 from agent.loop.trial import PreparedTrial, Trials
-from agent.watch import HEADROOM, predicted_steps
+from agent.watch import HEADROOM, predicted_steps, probe_verdict
 from sandbox.result import TrialResult
 
 MEMORY_FAILURES = ("oom", "cuda_oom")
@@ -83,11 +83,10 @@ class Preflight:
         if result.probe is not None:  # in-process: the probe's line came, the run went on
             return self._in_process(prepared, result, probed)
         passed = result.exit_code == 0 and result.metrics.get("preflight") == "ok"
-        if passed and self._too_close(result):
-            passed, result.status = False, "oom"
-            result.reason = (f"preflight peak {result.metrics['peak_memory_mb']:.0f} MB is above "
-                             f"{HEADROOM:.0%} of the {self.host_limit_mb:.0f} MB host memory "
-                             "limit: the full run would be killed")
+        close = probe_verdict(result.metrics, {"limit_mb": self.host_limit_mb}) \
+            if passed else None  # the in-process probe's peak check, on a separate one
+        if close is not None:
+            passed, result.status, result.reason = False, close.status, close.reason
         prepared.probes.append({"status": "ok" if passed else result.status,
                                 "wall_s": result.wall_s, "DEVICE_BATCH_SIZE": probed})
         if result.ok and not passed:  # train.py ignored the probe and trained: the trial
@@ -143,11 +142,6 @@ class Preflight:
         prepared.probes.insert(-1, {"status": "oom", "wall_s": 0.0, "predicted": True,
                                     "DEVICE_BATCH_SIZE": batch})
         return self.trials.repair(prepared, cause, fitted) or prepared
-
-    def _too_close(self, result: TrialResult) -> bool:
-        peak = result.metrics.get("peak_memory_mb")
-        return bool(self.host_limit_mb and isinstance(peak, float)
-                    and peak > HEADROOM * self.host_limit_mb)
 
     def _token_steps(self, prepared: PreparedTrial) -> int | None:
         total = (prepared.config or {}).get("TOTAL_BATCH_SIZE")

@@ -3,10 +3,10 @@ replay, compare and the optimizers' history all read it."""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from agent.curves import finite
 from agent.edit.actions import Action, NoAction, action_from_dict
 from agent.errors import UserError
 from agent.protocols import TrialRecord
@@ -108,26 +108,15 @@ class TrialNote:
         return action_from_dict(self.action) if self.action else NoAction(self.reason)
 
 
-def _number(value) -> float | None:
-    """A finite float of a JSON number (a huge int or a bool from someone's note: None)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _pair(point) -> tuple[float | None, float | None]:
     """(progress, loss) of a curve point in a note: progress in 0..1 or None (skipped); loss
     None where it was not finite."""
     if not isinstance(point, (list, tuple)) or len(point) != 2:
         return None, None
-    progress = _number(point[0])
+    progress = finite(point[0])
     if progress is None or not 0 <= progress <= 1:
         return None, None
-    return progress, _number(point[1])
+    return progress, finite(point[1])
 
 
 def check_record(data) -> dict:
