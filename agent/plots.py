@@ -28,6 +28,16 @@ STATUS_COLOURS = {"ok": "#2a9d3f", "oom": "#d62728", "cuda_oom": "#8c1c13",
 MARKERS = {"ok": "o", "pruned": "v"}  # any other status: "x"
 
 
+def can_plot() -> bool:
+    """Whether matplotlib imports here: a GPU machine may have only what a session needs
+    (torch, numpy, rich, typer, jinja2), and a session runs the same without its picture."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _figure(width: float, height: float):
     """A Figure outside pyplot: no global state, safe beside other threads."""
     from matplotlib.figure import Figure

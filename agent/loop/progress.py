@@ -17,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from agent.plots import can_plot
 from agent.text import markup
 
 STATUS_STYLE = {"ok": "green", "rejected": "magenta", "timeout": "yellow", "oom": "red",
@@ -62,16 +63,21 @@ class RichReporter:
         self.progress.stop()
 
 
+NO_PLOT = "no progress.png: matplotlib is not installed here (pip install matplotlib)"
+
+
 class ProgressPlot:
     """Keeps runs/NAME/progress.png up to date: every trial a point, the incumbent a line, and
     beside them the trials' learning curves once any has one (agent/plots.py says how pruned
     and failed trials are drawn); drawn at most every `every_s` seconds while the session
-    runs, and when it stops."""
+    runs, and when it stops. Without matplotlib (`enabled` False) it draws nothing: the
+    session says so once (NO_PLOT) and runs on."""
 
     def __init__(self, path: Path, title: str, every_s: float = 10.0):
         self.path, self.title, self.every_s = path, title, every_s
         self.notes: dict[int, object] = {}
         self.drawn = 0.0
+        self.enabled = can_plot()
 
     def start(self, done: int, total: int | None) -> None: ...
 
@@ -93,6 +99,8 @@ class ProgressPlot:
             self.draw()
 
     def draw(self) -> None:
+        if not self.enabled:
+            return
         from agent.plots import progress_figure, save
 
         save(progress_figure(list(self.notes.values()), self.title), self.path)

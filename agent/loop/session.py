@@ -21,7 +21,7 @@ from agent.edit.space import SearchSpace, load_space
 from agent.loop.gate import Gate
 from agent.loop.plan import TrialPlan
 from agent.loop.preflight import Preflight
-from agent.loop.progress import ProgressPlot, QuietReporter, Reporters
+from agent.loop.progress import NO_PLOT, ProgressPlot, QuietReporter, Reporters
 from agent.loop.restore import noted, restore
 from agent.loop.standing import Best, Progress, Spend
 from agent.loop.trial import PreparedTrial, TrialNote, Trials, seed_of
@@ -138,6 +138,8 @@ class Session:
                                    self.plan.limits().memory_bytes / 2**20)
         self.executor = self.plan.executor(self.rd.tmp)
         self.reporter.note(f"sandbox: {self.executor.why}")
+        if not self.plot.enabled:
+            self.reporter.note(NO_PLOT)
         if config.method in LLM_METHODS:
             self.llm, self.server = connect(config, self.rd.llm_server_log, self.reporter.note)
         self.notes = noted(self.ws, self.ledger)
