@@ -809,13 +809,15 @@ class Trial:
     def end_preflight(self, x):
         """A probe (not an in-process one) ends here: one forward of the next batch (the
         evaluation's size), then the `---` block of its memory peak and step seconds, and
-        exit 0."""
+        exit 0. The forward runs on the eager module, as evaluate_bpb does: through the
+        compiled one it would compile a no-grad graph the trial never uses (10-25 s on a
+        GPU)."""
         import torch
 
         if not self.probe:
             return
         with torch.no_grad(), self.autocast:
-            self.model(x)
+            getattr(self.model, "_orig_mod", self.model)(x)  # torch.compile's wrapper
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         print("---")
