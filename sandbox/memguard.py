@@ -5,9 +5,10 @@ trial touches: under an 8 GiB RLIMIT_AS an H200 trial failed `cudaGetDeviceCount
 "out of memory". What the kernel offers for real memory is a cgroup; where the host lets us
 make one (cgroup v1's memory controller as root, or a cgroup v2 subtree whose memory
 controller we may enable) the trial runs in its own, with `limit == limit incl. swap`, and the
-kernel's OOM killer ends it. Elsewhere a watchdog samples the resident memory of the trial's
-process tree and kills it past the limit. Both also find every process the trial started,
-including those that left its process group, so nothing outlives a trial.
+kernel's OOM killer ends it. Elsewhere a watchdog samples the memory of the trial's process
+tree (each process's proportional set size) and kills it past the limit. Both also find
+every process the trial started, including those that left its process group, so nothing
+outlives a trial.
 
 A guard is used as: `guard = memory_guard(limit)`, `Popen(..., preexec_fn=guard.enter)`,
 `guard.watch(pid)`, and after the trial ends `guard.finish()` (kills what is left, returns
@@ -91,7 +92,11 @@ class CgroupGuard:
 
 
 class WatchdogGuard:
-    """Samples the resident memory of the trial's process tree; kills it past the limit.
+    """Samples the memory of the trial's process tree; kills it past the limit. Each process
+    counts its proportional set size (PSS: a page shared by n processes counts 1/n in each),
+    so the pages a trainer shares with the compile workers it forks (Inductor starts one per
+    core) count once, not once per process as summed RSS counted them; RSS where the
+    kernel gives no PSS.
 
     Weaker than a cgroup: a process that allocates faster than one sampling interval can
     overshoot the limit by what it allocates in that time (~0.1 s). Processes that leave the
@@ -151,7 +156,7 @@ class WatchdogGuard:
             total = 0
             for p in self._processes():
                 try:
-                    total += p.memory_info().rss
+                    total += _proportional(p)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             self.peak = max(self.peak, total)
@@ -288,6 +293,18 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip()) or None
     except (OSError, ValueError):
         return None
+
+
+def _proportional(process) -> int:
+    """The process's PSS in bytes (/proc/PID/smaps_rollup, Linux 4.14+), else its RSS."""
+    try:
+        with open(f"/proc/{process.pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return process.memory_info().rss
 
 
 def _children(process) -> list:

@@ -118,3 +118,43 @@ def _wait_gone(pid: int, wait_s: float = 3.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_watchdog_counts_pages_a_tree_shares_once(tmp_path):
+    """A trainer and the workers it forks share pages (Inductor starts one compile worker per
+    core): the watchdog sums proportional set sizes, so 4 processes touching one 320 MB
+    shared mapping count about 320 MB, not the 1.28 GB their RSS adds up to (issue 24)."""
+    run = make_trial(tmp_path, f"""
+        import mmap, os, time
+        size = 320 * 2**20
+        shared = mmap.mmap(-1, size, flags=mmap.MAP_SHARED)
+        for i in range(0, size, 4096):
+            shared[i] = 1  # every page resident, in the parent
+        def tree_sum(field):
+            total = 0
+            for pid in [os.getpid(), *children]:
+                with open(f"/proc/{{pid}}/smaps_rollup") as f:
+                    total += next(int(x.split()[1]) for x in f if x.startswith(field))
+            return total // 1024
+        children = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                s = 0
+                for i in range(0, size, 4096):
+                    s += shared[i]  # every page resident in this child too
+                time.sleep(2.0)
+                os._exit(0)
+            children.append(pid)
+        time.sleep(1.0)
+        print("rss_sum_mb", tree_sum("Rss:"), "pss_sum_mb", tree_sum("Pss:"), flush=True)
+        for pid in children:
+            os.waitpid(pid, 0)
+        {SUMMARY}
+    """)
+    result = LocalSandbox(memory_guard="watchdog").run(run, limits(memory="640m"))
+    log = (run.workdir / "train.log").read_text()
+    assert result.status == "ok", log
+    rss, pss = (int(x) for x in log.split("rss_sum_mb ")[1].split()[::2][:2])
+    assert rss > 1200 and pss < 500, log  # RSS summed would have been killed at 640m
+    assert 300 <= result.host_peak_mb < 640, result
