@@ -27,7 +27,8 @@ order drawn at random), and telling them apart by the row does not help it: the 
 must repeat were computed from a byte the audit no longer holds. A model whose rows depend on
 each other fails the same check (its other rows differ between the two calls).
 
-Exit codes: 4 non-causal, 5 no usable model. Environment: AR_DEVICE, AR_DATA_DIR,
+Exit codes: 3 a bad setting, 4 non-causal, 5 no usable model. Environment: AR_DEVICE,
+AR_GPU_MEM_FRACTION (the trial's share of its GPU, held to here too), AR_DATA_DIR,
 AR_EVAL_SEQ_LEN (else the model's own input length), AR_EVAL_BATCH, AR_EVAL_TOKENS,
 AR_AUDIT_SEED (tests only: replays one evaluation's audits; the session never sets it).
 """
@@ -93,6 +94,30 @@ def device_of(name):
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", 0)
     return device
+
+
+def gpu_share(text):
+    """AR_GPU_MEM_FRACTION as the trial got it: the scoring holds to the trial's share of its
+    GPU (a session running several trials on one GPU gives each a share). None: all of it."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        share = float(text)
+    except ValueError:
+        share = float("nan")
+    if not 0 < share <= 1:
+        fail(3, f"AR_GPU_MEM_FRACTION={text!r} must be a number in (0, 1]")
+    return share
+
+
+def use_device(device, share):
+    """Make `device` current and cap this process at `share` of its memory."""
+    if device.type != "cuda":
+        return
+    torch.cuda.set_device(device)
+    if share is not None:
+        torch.cuda.set_per_process_memory_fraction(share, device)
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +315,7 @@ def main():
     except Refused as e:
         fail(5, str(e))
     device = device_of(os.environ.get("AR_DEVICE", ""))
+    use_device(device, gpu_share(os.environ.get("AR_GPU_MEM_FRACTION")))
     module = program.module()
     seq_len = int(os.environ.get("AR_EVAL_SEQ_LEN") or 0)
     if not seq_len and program.example_inputs:

@@ -235,3 +235,19 @@ def test_a_model_with_state_or_extra_contents_is_refused(tmp_path, prepared_data
     done = run_harness(folder, prepared_data, code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert expect in done.stdout, done.stdout
+
+
+def test_the_scoring_reads_the_trials_gpu_share(tmp_path, prepared_data):
+    """AR_GPU_MEM_FRACTION, which the sandbox gives every run of a trial, holds for its
+    scoring too (issue 24): parsed as the kit parses it, a bad one a one-line exit 3."""
+    folder = harness_folder(tmp_path)
+    code = ("import harness_eval as h, torch\n"
+            "print(h.gpu_share(''), h.gpu_share(' 0.25 '), h.gpu_share('1'))\n"
+            "h.use_device(torch.device('cpu'), 0.25)  # a CPU has no share to set\n"
+            "h.gpu_share('%s')\n")
+    for bad in ("0", "1.5", "half", "nan"):
+        done = run_harness(folder, prepared_data, code % bad)
+        assert done.returncode == 3, done.stderr[-2000:]
+        first, message = done.stdout.splitlines()
+        assert first == "None 0.25 1.0"
+        assert message == f"AR_GPU_MEM_FRACTION={bad!r} must be a number in (0, 1]"
