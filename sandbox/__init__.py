@@ -8,12 +8,14 @@ from sandbox.result import TrialResult
 __all__ = ["Limits", "Sandbox", "SandboxError", "TrialResult", "TrialRun", "select_sandbox"]
 
 
-def select_sandbox(kind: str = "auto") -> tuple[Sandbox, str]:
-    """The backend for `kind` (auto, docker, local) and one line saying which and why."""
+def select_sandbox(kind: str = "auto", isolation: str = "auto") -> tuple[Sandbox, str]:
+    """The backend for `kind` (auto, docker, local) and one line saying which and why.
+    `isolation` is the local backend's (sandbox/local.py): auto isolates a root session's
+    trials or refuses where it cannot; none runs them as the session's user."""
     if kind == "local":
         from sandbox.local import LocalSandbox
 
-        return LocalSandbox(), "local backend (asked for)"
+        return LocalSandbox(isolate=isolation), "local backend (asked for)"
     if kind not in ("auto", "docker"):
         raise SandboxError(f"unknown sandbox {kind!r}: use auto, docker or local")
     try:
@@ -26,4 +28,4 @@ def select_sandbox(kind: str = "auto") -> tuple[Sandbox, str]:
             raise
         from sandbox.local import LocalSandbox
 
-        return LocalSandbox(), f"local backend, because {e}"
+        return LocalSandbox(isolate=isolation), f"local backend, because {e}"

@@ -150,3 +150,29 @@ def device_passthrough(gpu_ids: tuple[int, ...], *, root: str = "/",
         if smi:
             mounts.append((os.path.realpath(smi), "/usr/local/nvidia/bin/nvidia-smi"))
     return Passthrough(devices=devices, mounts=mounts, env=env)
+
+
+def ensure_uvm(python: str, root: str = "/", modprobe: str | None = None) -> bool:
+    """Make /dev/nvidia-uvm exist before an unprivileged trial's first CUDA call: the node
+    appears at a machine's first CUDA init, made by the driver's setuid helper
+    nvidia-modprobe, which a trial user under no-new-privileges cannot run (its CUDA init then
+    fails). So, on a host with the driver (dev/nvidiactl) and no dev/nvidia-uvm yet, run the
+    helper as root, else initialise CUDA once as root in a child (`python`, which has torch;
+    the session never imports it). True when the node exists afterwards."""
+    dev = Path(root) / "dev"
+    if not (dev / "nvidiactl").exists():
+        return False  # no NVIDIA driver here: nothing to make
+    if (dev / "nvidia-uvm").exists():
+        return True
+    modprobe = modprobe or shutil.which("nvidia-modprobe")
+    attempts = ([[modprobe, "-u", "-c=0"]] if modprobe else []) + [
+        [python, "-I", "-c", "import torch; torch.cuda.init()"]]
+    for argv in attempts:
+        try:
+            subprocess.run(argv, capture_output=True, timeout=120, check=False,
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if (dev / "nvidia-uvm").exists():
+            return True
+    return False

@@ -36,6 +36,7 @@ from pathlib import Path
 from sandbox.base import (
     CANCELLED,
     Limits,
+    SandboxError,
     TrialRun,
     cache_env,
     give_tree,
@@ -46,6 +47,7 @@ from sandbox.base import (
 )
 from sandbox.curve import Stream
 from sandbox.diskguard import DiskGuard
+from sandbox.gpus import ensure_uvm
 from sandbox.images.host import TRIAL_GID, TRIAL_UID, interpreter_roots
 from sandbox.logsink import LogSink
 from sandbox.memguard import memory_guard
@@ -62,21 +64,65 @@ STAGE_PREFIX = "ar-local-"  # + the pid of the session that made it
 PRIVATE = {"/tmp": "tmp", "/var/tmp": "var-tmp", "/dev/shm": "shm", "/run/lock": "run-lock"}
 
 
+ISOLATION = ("auto", "none")
+PROBED: dict[str, str | None] = {}  # interpreter -> why its trials cannot be isolated (None: can)
+NO_ISOLATION = ("local trials cannot be isolated here ({why}): pass --isolation none to run "
+                "them as {user}, with this machine's files, keys and network in their reach "
+                "(README, \"Sandbox\"), or use the docker backend")
+
+
 class LocalSandbox:
     name = "local"
 
     def __init__(self, python: str | None = None, memory_guard: str = "auto",
                  isolate: str = "auto"):
+        if isolate not in ISOLATION:
+            raise SandboxError(f"--isolation {isolate!r}: use auto or none")
         self.python = python or sys.executable
         self.memory_guard = memory_guard  # auto (cgroup, else watchdog), cgroup, watchdog
         # auto: as root, the trial user in its own namespaces; "none": as the session's user
         self.isolated = isolate == "auto" and os.geteuid() == 0 and sys.platform == "linux"
         _remove_stale_stages()
+        if self.isolated:  # a root session whose trials would run as root: refused
+            why = self.isolation_problem()
+            if why is not None:
+                raise SandboxError(NO_ISOLATION.format(why=why, user="root"))
+
+    def isolation_problem(self) -> str | None:
+        """Why a root session's trials cannot be isolated here (None: they can), found once
+        per interpreter by a trial that only prints a line, run the way every trial runs
+        (namespaces, mounts, the trial user, its seccomp filter, this interpreter read as
+        that user): a container without CAP_SYS_ADMIN, or a venv the trial user cannot
+        read, fails here and not in every trial of a night."""
+        if not self.isolated:
+            return None
+        if self.python not in PROBED:
+            PROBED[self.python] = self._probe()
+        return PROBED[self.python]
+
+    def _probe(self) -> str | None:
+        work = Path(tempfile.mkdtemp(prefix="ar-isolation-"))
+        try:
+            tree = work / "src"
+            tree.mkdir()
+            (tree / "probe.py").write_text("print('isolated: uid', __import__('os').getuid())\n")
+            result = self.run(TrialRun(tree=tree, workdir=work / "trial", script="probe.py"),
+                              Limits(timeout_s=60, memory="1g", disk="64m"))
+            log = Path(result.log_path or work / "trial" / "train.log")
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            if result.exit_code == 0 and f"isolated: uid {TRIAL_UID}" in text:
+                return None
+            lines = [x.strip() for x in text.splitlines() if x.strip()]
+            return (lines[-1] if lines else result.reason or f"exit {result.exit_code}")[:200]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     def run(self, run: TrialRun, limits: Limits, cancel=None, watch=None) -> TrialResult:
         workdir = Path(run.workdir)
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
+        if self.isolated and limits.gpus:  # the trial user cannot make the node itself
+            ensure_uvm(run.python or self.python)
         stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
         try:
             return self._run(run, limits, workdir, out, stage, cancel, watch)

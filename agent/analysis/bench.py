@@ -56,14 +56,17 @@ def run(folder: Path, methods: list[str], seeds: int, template: SessionConfig,
         reporter_for=lambda name: QuietReporter(), say=print) -> Comparison:
     """Create or resume every run of the bench, then write its report."""
     p = plan(folder, methods, seeds, template)
+    own = {"isolation": template.isolation}  # this command's, never bench.toml's
     for seed in range(p["seeds"]):
         for method in p["methods"]:
             run_dir = folder / f"{method}-s{seed}"
             reporter = reporter_for(run_dir.name)
             if RunDir(run_dir).exists():
                 session = Session.open(run_dir, reporter)
+                session.config = session.config.model_copy(update=own)
             else:
-                config = p["template"].model_copy(update={"method": method, "seed": seed})
+                config = p["template"].model_copy(update={"method": method, "seed": seed,
+                                                          **own})
                 session = Session.create(run_dir, config, reporter)
             say(f"bench: {run_dir.name}")
             session.run()

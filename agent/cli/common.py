@@ -35,6 +35,10 @@ TIME_BUDGET = typer.Option(None, "--time-budget", help="Training seconds per tri
 TOKEN_BUDGET = typer.Option(None, "--token-budget", help="Tokens per trial.")
 EVAL_TOKENS = typer.Option(None, "--eval-tokens", hidden=True)
 PREPARE = typer.Option(False, "--prepare-network", help=PREPARE_NETWORK)
+ISOLATION = typer.Option(
+    "auto", "--isolation", help="auto: a root session's local trials run as an unprivileged "
+    "user in namespaces of their own, or the session refuses where they cannot; none: as "
+    "root, with this machine's files and network in reach (README, Sandbox).")
 QUIET = typer.Option(False, "--quiet", help="No live progress.")
 PRUNE = typer.Option(default("prune"), "--prune",
                      help="Early stopping: none, median, percentile[:P], hyperband, threshold:X.")

@@ -14,6 +14,7 @@ from agent.cli.common import (
     EVAL_TOKENS,
     GPUS,
     GUARD,
+    ISOLATION,
     PREPARE,
     PRESET,
     PRUNE,
@@ -145,6 +146,7 @@ def run(
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
     prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
     quiet: bool = QUIET,
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -181,7 +183,7 @@ def run(
         preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
         confirm=confirm, prepare_network=prepare_network, prune=prune,
         prune_at=fractions(prune_points, "--prune-at"), prune_min_trials=prune_min_trials,
-        guard=guard)
+        guard=guard, isolation=isolation)
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)
     if not quiet:
@@ -198,6 +200,7 @@ def resume(
     api_base: str | None = typer.Option(None, "--api-base", help="The model's new address."),
     trials: int | None = typer.Option(None, "--trials", help="Raise the trial count."),
     prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
     quiet: bool = QUIET,
 ) -> None:
     """Continue a stopped or killed session exactly where it stopped."""
@@ -211,7 +214,8 @@ def resume(
         new = config_or_fail(**{**session.config.model_dump(), **changes})
         session.config = new
         new.save(session.rd.session_toml)
-    session.config = session.config.model_copy(update={"prepare_network": prepare_network})
+    session.config = session.config.model_copy(update={"prepare_network": prepare_network,
+                                                       "isolation": isolation})
     _run_session(session)
 
 

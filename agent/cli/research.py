@@ -14,6 +14,7 @@ from agent.cli.common import (
     EVAL_TOKENS,
     GPUS,
     GUARD,
+    ISOLATION,
     PRESET,
     PRUNE,
     PRUNE_AT,
@@ -48,7 +49,11 @@ def compare(
     if ref is not None and ref not in comparison.stats:
         raise fail(f"--ref {ref}: no run of that method among {', '.join(comparison.stats)}", 2)
     if plot is not None:
-        from agent.plots import compare_figure, save
+        from agent.plots import can_plot, compare_figure, save
+
+        if not can_plot():
+            raise fail("--plot needs matplotlib, which is not installed here: "
+                       "pip install matplotlib, or leave --plot out", 2)
 
         save(compare_figure(comparison.groups, comparison.ref), plot)
     if as_json:
@@ -73,6 +78,7 @@ def noise(
     token_budget: int | None = TOKEN_BUDGET,
     eval_tokens: int | None = EVAL_TOKENS,
     sandbox: str = SANDBOX,
+    isolation: str = ISOLATION,
     workers: int = typer.Option(default("workers"), "--workers", help="Runs at once."),
     memory: str | None = typer.Option(None, "--memory", help="Host memory per run."),
     gpus: str = GPUS,
@@ -88,7 +94,7 @@ def noise(
     config = config_or_fail(method="random", trials=0, preset=preset, sandbox=sandbox,
                             time_budget=time_budget, token_budget=token_budget,
                             eval_tokens=eval_tokens, memory=memory, gpus=gpu_ids(gpus),
-                            workers=workers)
+                            workers=workers, isolation=isolation)
     folder = train_dir or baseline_dir()
     if not (folder / "train.py").is_file():
         raise fail(f"{folder} has no train.py: --train-dir takes the folder that holds it", 2)
@@ -143,6 +149,7 @@ def bench(
     prune_points: str = PRUNE_AT,
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
+    isolation: str = ISOLATION,
     quiet: bool = QUIET,
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
@@ -173,7 +180,7 @@ def bench(
         train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
         memory=memory, prune=prune, prune_at=fractions(prune_points, "--prune-at"),
-        prune_min_trials=prune_min_trials, guard=guard, **extra)
+        prune_min_trials=prune_min_trials, guard=guard, isolation=isolation, **extra)
     console = wide_console()
     say = (lambda text: None) if quiet else \
         (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))

@@ -16,6 +16,7 @@ from rich.table import Table
 from agent.cli.common import (
     DISK,
     GPUS,
+    ISOLATION,
     PREPARE,
     SANDBOX,
     SEED,
@@ -71,8 +72,9 @@ def _visible_gpus() -> tuple[list[str], str]:
     return gpus, "" if gpus else (out.stderr.strip() or "nvidia-smi lists no GPU")
 
 
-def check_report() -> dict:
-    """What a session started now would use, and why; the same facts `--json` prints."""
+def check_report(gpus: tuple[int, ...] = (), isolation: str = "auto") -> dict:
+    """What a session started now would use, and why; the same facts `--json` prints. Under
+    "local", what a local trial gets here (sandbox/probe.py), found by running one."""
     from sandbox import select_sandbox
     from sandbox.base import SandboxError
     from sandbox.docker import GPU_IMAGE, image_exists
@@ -100,8 +102,11 @@ def check_report() -> dict:
     report["local_memory_why"] = (
         f"each local trial gets its own memory {cgroup}" if cgroup else
         "no writable memory cgroup here: a watchdog samples the trial's resident memory")
+    from sandbox.probe import machine_report
+
+    report["local"] = machine_report(gpus, isolation)
     try:
-        backend, why = select_sandbox(default("sandbox"))
+        backend, why = select_sandbox(default("sandbox"), isolation)
         report["backend"], report["why"] = backend.name, why
         report["image"] = getattr(backend, "image", None)
         if backend.name == "docker":
@@ -112,9 +117,18 @@ def check_report() -> dict:
     return report
 
 
-def check(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
-    """Say which backend and image a session would use, and whether GPUs are visible."""
-    report = check_report()
+def check(
+    gpus: str = typer.Option("", "--gpus", help="GPU ids a local trial should reach (and "
+                             "initialise CUDA on), e.g. 0."),
+    isolation: str = ISOLATION,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Say which backend and image a session would use, whether GPUs are visible, and what a
+    local trial gets here (isolation, memory limit, devices, compiler, CUDA), found by
+    running one."""
+    if isolation not in ("auto", "none"):
+        raise fail(f"--isolation {isolation!r}: use auto or none", 2)
+    report = check_report(tuple(gpu_ids(gpus)), isolation)
     if as_json:
         typer.echo(json.dumps(report, sort_keys=True))
         return
@@ -129,6 +143,19 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print the report a
         table.add_row("GPUs in Docker", markup(f"{d['gpu_mode']} ({d['gpu_mode_why']})"))
     table.add_row("local memory limit",
                   markup(f"{report['local_memory_limit']} ({report['local_memory_why']})"))
+    local = report["local"]
+    table.add_row("local trials run", markup(local["isolation"]))
+    trial = local.get("trial") or {}
+    if trial:
+        devices = trial.get("devices") or {}
+        table.add_row("  devices they open", markup(", ".join(
+            f"{p} ({v})" for p, v in devices.items()) or "none"))
+        table.add_row("  C compiler", markup(trial.get("compiler") or "none"))
+        if "cuda" in trial:
+            cuda = trial["cuda"]
+            table.add_row("  CUDA", markup(cuda.get("error") or
+                                           f"{cuda['count']} device(s) {cuda.get('name', '')}"))
+    table.add_row("a local session", markup(local["session"]))
     table.add_row("a session would use", markup(f"{report['backend']} ({report['why']})"))
     console.print(table)
 
@@ -146,10 +173,17 @@ def try_(
     seed: int = SEED,
     gpus: str = GPUS,
     gpu_mem_fraction: float | None = typer.Option(None, "--gpu-mem-fraction"),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Whose limits (memory, budget): default gpu with --gpus where "
+        "the folder has that preset, else its default; the block runs as the file holds it."),
+    score: str = typer.Option(
+        "printed", "--score", help="printed, or harness: train.py exports its model and the "
+        "harness scores it in a second sandbox, as a session's --score harness does."),
     out: Path | None = typer.Option(None, "--out", help="Keep train.log and out/ here."),
     cache: Path | None = typer.Option(None, "--cache", help="Compile cache (default: OUT/cache)."),
     env_vars: list[str] = typer.Option([], "--env", help="AR_NAME=VALUE for the trial; repeat."),
     prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
     as_json: bool = typer.Option(False, "--json", help="Print the result record as JSON."),
 ) -> None:
     """Run DIR/train.py once exactly as a session's trial runs (the folder's interpreter,
@@ -176,12 +210,14 @@ def try_(
         {"trial_timeout": "--timeout"}, seed=seed, trial_timeout=timeout, memory=memory,
         disk=disk, time_budget=time_budget, token_budget=token_budget, gpus=ids,
         gpus_per_trial=len(ids) or None, gpu_mem_fraction=gpu_mem_fraction,
-        prepare_network=prepare_network, train_dir=str(directory))
-    backend, why = select_sandbox(sandbox)
+        prepare_network=prepare_network, train_dir=str(directory), score=score,
+        isolation=isolation)
+    with failing(1):  # a backend that cannot start is a failure to run, as for `build`
+        backend, why = select_sandbox(sandbox, config.isolation)
     # the kind it chose ("auto" resolved) is the one the preparation and the executor use
     config = config.model_copy(update={"sandbox": backend.name})
     with failing(2):
-        spec, space = load_runspec(directory), _space(directory)
+        spec, space = load_runspec(directory), _space(directory, preset, bool(ids))
     if not as_json:
         console.print(f"[dim]sandbox: {markup(why)}[/dim]")
     try:
@@ -200,13 +236,25 @@ def try_(
     raise typer.Exit(0 if result.ok else 1)
 
 
-def _space(directory: Path):
-    """The folder's search space as a session without --preset reads it (its default
-    preset's budget and memory); none: an empty one (the fallbacks)."""
+def _space(directory: Path, preset: str | None = None, gpus: bool = False):
+    """The folder's search space under `preset`, whose budget and memory the try gets; no
+    preset: `gpu` for a try given GPUs where the folder has that preset (a GPU trial under
+    the cpu preset's 8 GB host limit is cut while it compiles), else the folder's default.
+    No search space: an empty one (the fallbacks)."""
+    from agent.edit.block import SpaceError
     from agent.edit.space import SearchSpace, load_space
 
     path = directory / "search_space.toml"
-    return load_space(path) if path.is_file() else SearchSpace({})
+    if not path.is_file():
+        if preset is not None:
+            raise SpaceError(f"--preset {preset}: {directory} has no search_space.toml")
+        return SearchSpace({})
+    if preset is None and gpus:
+        try:
+            return load_space(path, "gpu")
+        except SpaceError:
+            pass  # no gpu preset there (or a broken file, which the line below reports)
+    return load_space(path, preset)
 
 
 def _run(directory: Path, workdir: Path, cache: Path, extra: dict[str, str], config, space,

@@ -46,6 +46,7 @@ class Preparation:
     network: bool = False
     memory: str = Limits.memory
     disk: str = Limits.disk
+    isolation: str = "auto"  # the local backend's (sandbox/local.py)
 
 
 def prepare_data(spec, repo: Path, train_dir: Path, where: Preparation) -> Path | None:
@@ -117,7 +118,7 @@ def _sandboxed(run: TrialRun, where: Preparation, what: str, timeout_s: float,
 
     backend = where.sandbox
     if isinstance(backend, str):
-        backend = select_sandbox(backend)[0]
+        backend = select_sandbox(backend, where.isolation)[0]
     result = backend.run(run, Limits(timeout_s=timeout_s, memory=where.memory,
                                      disk=where.disk))
     log = Path(result.log_path or run.workdir / "train.log")

@@ -68,6 +68,9 @@ class SessionConfig(BaseModel):
     # --prepare-network to this command, never from session.toml (a run folder may be
     # someone else's), so it is neither saved nor read
     prepare_network: bool = Field(False, exclude=True)
+    # the local backend's isolation of a root session's trials (sandbox/local.py): "none" runs
+    # them as root; like prepare_network only ever from this command's own --isolation
+    isolation: Literal["auto", "none"] = Field("auto", exclude=True)
     eval_tokens: int | None = Field(None, gt=0)  # AR_EVAL_TOKENS (None: prepare.py's)
     llm_ratio: float = Field(0.2, ge=0, le=1)  # centaur: LLM share of post-warm-up trials
     llm_warmup: int = Field(10, ge=0)  # centaur: trials CMA-ES proposes alone first
@@ -135,6 +138,7 @@ class SessionConfig(BaseModel):
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid TOML ({e}): fix it by hand") from None
         data.pop("prepare_network", None)
+        data.pop("isolation", None)
         if isinstance(data.get("data_dir"), str):  # trials read it: not any host folder
             problem = data_problem(data["data_dir"])
             if problem:

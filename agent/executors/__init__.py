@@ -12,15 +12,16 @@ __all__ = ["PoolExecutor", "SerialExecutor", "TrialJob", "execute", "make_execut
 
 
 def make_executor(kind: str, sandbox_kind: str, limits: list, scratch, ray_address=None,
-                  data_dir=None, gpus_per_trial: int = 0):
+                  data_dir=None, gpus_per_trial: int = 0, isolation: str = "auto"):
     """The executor `kind` with one slot per entry of `limits`."""
     if kind == "ray":
         from agent.executors.ray_cluster import RayExecutor
 
-        return RayExecutor(sandbox_kind, limits, ray_address, data_dir, gpus_per_trial)
+        return RayExecutor(sandbox_kind, limits, ray_address, data_dir, gpus_per_trial,
+                           isolation)
     from sandbox import select_sandbox
 
-    sandbox, why = select_sandbox(sandbox_kind)
+    sandbox, why = select_sandbox(sandbox_kind, isolation)
     if kind == "serial" or len(limits) == 1:
         return SerialExecutor(sandbox, limits[0], scratch, why)
     return PoolExecutor(sandbox, limits, scratch, why)

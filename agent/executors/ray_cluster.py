@@ -46,9 +46,10 @@ class RayExecutor:
     `why`: the cluster and sandbox it uses, for the banner."""
 
     def __init__(self, sandbox_kind: str, limits: list[Limits], address: str | None,
-                 data_dir: str | None, gpus_per_trial: int):
+                 data_dir: str | None, gpus_per_trial: int, isolation: str = "auto"):
         ray = _ray()
         self.ray, self.sandbox_kind, self.limits = ray, sandbox_kind, limits[0]
+        self.isolation = isolation
         self.slots = len(limits)
         self.started_here = not ray.is_initialized()
         self.temp_dir: str | None = None  # the private folder of an instance started here
@@ -67,7 +68,7 @@ class RayExecutor:
         self.why = (f"ray executor, {len(ray.nodes())} node(s), {self.slots} trials at once, "
                     f"{sandbox_kind} sandbox on each")
         self._refs: dict = {}
-        check_nodes(ray, sandbox_kind, data_dir)
+        check_nodes(ray, sandbox_kind, data_dir, isolation)
         # start the workers and their imports now, not on the first trials' clock
         warm = ray.remote(num_cpus=self.limits.cpus or 1, num_gpus=gpus_per_trial)(_warm)
         ray.get([warm.remote() for _ in range(self.slots)])
@@ -75,7 +76,8 @@ class RayExecutor:
     def submit(self, prepared, job: TrialJob) -> None:
         """Start `job` as a task; `prepared` (the session's trial, with its `number`) comes
         back beside its result from `wait`."""
-        ref = self.task.remote(replace(job, limits=self.limits), self.sandbox_kind)
+        ref = self.task.remote(replace(job, limits=self.limits), self.sandbox_kind,
+                               self.isolation)
         self._refs[ref] = (prepared, job)
 
     def wait(self) -> list[tuple[object, TrialResult]]:
@@ -142,7 +144,7 @@ def start_local(ray) -> str:
     return temp
 
 
-def run_on_node(job: TrialJob, sandbox_kind: str):
+def run_on_node(job: TrialJob, sandbox_kind: str, isolation: str = "auto"):
     """The task: run the job in this node's sandbox, on the GPUs Ray gave it; return its
     result record and the files it wrote."""
     import ray
@@ -150,7 +152,7 @@ def run_on_node(job: TrialJob, sandbox_kind: str):
     from sandbox import select_sandbox
 
     gpus = tuple(int(g) for g in ray.get_gpu_ids())
-    sandbox, _ = select_sandbox(sandbox_kind)
+    sandbox, _ = select_sandbox(sandbox_kind, isolation)
     work = Path(tempfile.mkdtemp(prefix="ar-ray-"))
     try:
         key = hashlib.sha256((job.cache_dir or "").encode()).hexdigest()[:12]
@@ -274,14 +276,14 @@ def unpack(result: dict, files: dict[str, bytes], workdir: Path) -> TrialResult:
     return record
 
 
-def check_nodes(ray, sandbox_kind: str, data_dir: str | None) -> None:
+def check_nodes(ray, sandbox_kind: str, data_dir: str | None, isolation: str = "auto") -> None:
     """Every alive node can run trials: the data is there, the sandbox starts."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0)(_probe)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n["NodeID"], soft=False)).remote(sandbox_kind, data_dir) for n in nodes]
+        n["NodeID"], soft=False)).remote(sandbox_kind, data_dir, isolation) for n in nodes]
     problems = [f"node {n['NodeManagerAddress']}: {p}" for n, p in zip(nodes, ray.get(refs),
                                                                        strict=True) if p]
     if problems:
@@ -293,7 +295,7 @@ def _warm() -> None:
     import sandbox.local  # noqa: F401
 
 
-def _probe(sandbox_kind: str, data_dir: str | None) -> str:
+def _probe(sandbox_kind: str, data_dir: str | None, isolation: str = "auto") -> str:
     if data_dir is not None and not all(
             os.path.isfile(os.path.join(data_dir, n)) for n in ("train.bin", "val.bin",
                                                                 "meta.json")):
@@ -302,7 +304,7 @@ def _probe(sandbox_kind: str, data_dir: str | None) -> str:
     try:
         from sandbox import select_sandbox
 
-        select_sandbox(sandbox_kind)
+        select_sandbox(sandbox_kind, isolation)
     except Exception as e:  # any failure to start the sandbox is this node's problem
         return f"the {sandbox_kind} sandbox cannot start: {e}"
     return ""

@@ -42,7 +42,7 @@ class TrialPlan:
         limits = self.limits()
         c = self.config
         return Preparation(c.sandbox, Path(workdir), c.prepare_network, limits.memory,
-                           limits.disk)
+                           limits.disk, c.isolation)
 
     def env(self) -> dict[str, str]:
         env = {"TIME_BUDGET": f"{self.time_budget:g}", "AR_SEED": str(self.config.seed)}
@@ -68,7 +68,7 @@ class TrialPlan:
         c = self.config
         slots = slot_limits(self.limits(), c.workers, c.gpus, c.gpus_per_trial, c.cpus)
         return make_executor(c.executor, c.sandbox, slots, scratch, c.ray_address, c.data_dir,
-                             c.gpus_per_trial or 0)
+                             c.gpus_per_trial or 0, c.isolation)
 
     def job(self, number: int, tree_tar: bytes, workdir: Path, env: dict[str, str],
             cache: Path, watch: dict | None = None) -> TrialJob:

@@ -119,3 +119,26 @@ def test_try_refuses_a_broken_run_table_as_bad_input(tmp_path):
     (d / "autoresearch.toml").write_text('[run]\nenv = { HF_TOKEN = "x" }\n')
     result = runner.invoke(app, ["sandbox", "try", str(d), "--sandbox", "local"])
     assert result.exit_code == 2 and "HF_TOKEN looks like a secret" in result.output
+
+
+def test_try_with_gpus_gets_the_gpu_presets_limits(tmp_path):
+    """A GPU try under the cpu preset's 8 GB host limit is cut while Inductor compiles
+    (issue 24): with --gpus and no --preset the folder's gpu preset sets memory and budget."""
+    from agent.cli.sandbox import _space
+    from agent.paths import baseline_dir
+
+    assert (_space(baseline_dir()).preset, _space(baseline_dir()).memory) == ("cpu", "8g")
+    gpu = _space(baseline_dir(), gpus=True)
+    assert (gpu.preset, gpu.memory, gpu.time_budget) == ("gpu", "48g", 300)
+    assert _space(baseline_dir(), "cpu", gpus=True).preset == "cpu"  # --preset wins
+    only_cpu = tmp_path / "only-cpu"
+    only_cpu.mkdir()
+    text = (baseline_dir() / "search_space.toml").read_text()
+    (only_cpu / "search_space.toml").write_text(text.replace("[presets.gpu]", "[presets.big]"))
+    assert _space(only_cpu, gpus=True).preset == "cpu"  # no gpu preset: the default one
+    result = runner.invoke(app, ["sandbox", "try", str(write(tmp_path, SUMMARY)), "--preset",
+                                 "gpu", "--sandbox", "local"])
+    assert result.exit_code == 2 and "has no search_space.toml" in result.output
+    result = runner.invoke(app, ["sandbox", "try", str(baseline_dir()), "--preset", "tpu",
+                                 "--sandbox", "local"])
+    assert result.exit_code == 2 and "unknown preset 'tpu'" in result.output

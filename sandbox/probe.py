@@ -1,0 +1,130 @@
+"""Can this machine isolate a local trial, and does a GPU reach it? (`sandbox check --gpus`)
+
+A GPU box a user (or our own check) gets for minutes may lack what the local backend's
+isolation needs: the right to `unshare` (a container without CAP_SYS_ADMIN), a writable
+memory cgroup (then a watchdog limits memory), /dev/nvidia-uvm before the first CUDA init (a
+trial user cannot make it), an interpreter the trial user may read (a venv under a closed
+folder), a C compiler on the trial's PATH (torch.compile). `machine_report` finds out the way
+a trial would: a probe script run by the local backend exactly as trials run (as the trial
+user in its namespaces, under the memory guard, with the GPUs' variables), which reports what
+it can open, find and initialise from inside. Where isolation cannot be had the report says
+why and what a session will do: refuse, unless it is given `--isolation none`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from sandbox.base import Limits, SandboxError, TrialRun
+from sandbox.gpus import ensure_uvm
+from sandbox.images.host import TRIAL_UID
+from sandbox.local import LocalSandbox
+from sandbox.memguard import cgroup_available
+
+PREFIX = "probe: "
+PROBE = r'''
+import json, os, shutil, sys
+facts = {"uid": os.getuid(), "python": sys.executable, "devices": {}}
+for name in sorted(os.listdir("/dev")):
+    if name.startswith("nvidia"):
+        try:
+            os.close(os.open("/dev/" + name, os.O_RDWR))
+            facts["devices"]["/dev/" + name] = "ok"
+        except OSError as e:
+            facts["devices"]["/dev/" + name] = e.strerror or str(e)
+facts["compiler"] = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+if os.environ.get("AR_PROBE_CUDA") == "1":
+    try:
+        import torch
+        facts["torch"] = torch.__version__
+        count = torch.cuda.device_count()
+        facts["cuda"] = {"count": count}
+        if count:
+            torch.zeros(1, device="cuda")
+            facts["cuda"]["name"] = torch.cuda.get_device_name(0)
+    except Exception as e:
+        text = str(e).strip().splitlines()
+        facts["cuda"] = {"error": type(e).__name__ + (": " + text[0][:200] if text else "")}
+print("probe: " + json.dumps(facts), flush=True)
+'''
+
+
+def host_devices(root: str = "/") -> list[str]:
+    dev = Path(root) / "dev"
+    return sorted(f"/dev/{p.name}" for p in dev.glob("nvidia*")) if dev.is_dir() else []
+
+
+def run_probe(sandbox: LocalSandbox, gpus: tuple[int, ...]) -> tuple[dict | None, str]:
+    """The probe run as a trial: (its facts, or None, and the last line it printed)."""
+    work = Path(tempfile.mkdtemp(prefix="ar-probe-"))
+    try:
+        tree = work / "src"
+        tree.mkdir()
+        (tree / "probe.py").write_text(PROBE)
+        result = sandbox.run(
+            TrialRun(tree=tree, workdir=work / "trial", script="probe.py",
+                     env={"AR_PROBE_CUDA": "1" if gpus else "0"}),
+            Limits(timeout_s=300, memory="16g", disk="64m", gpus=gpus))
+        log = Path(result.log_path or work / "trial" / "train.log")
+        lines = [x.strip() for x in (log.read_text(errors="replace") if log.is_file()
+                                     else "").splitlines() if x.strip()]
+        found = next((json.loads(x[len(PREFIX):]) for x in reversed(lines)
+                      if x.startswith(PREFIX)), None)
+        last = lines[-1] if lines else (result.reason or f"exit {result.exit_code}")
+        return found, last[:200]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def machine_report(gpus: tuple[int, ...] = (), isolation: str = "auto") -> dict:
+    """What a local trial gets here, found from inside one; `session` says what a session
+    started now with this `isolation` would do."""
+    root = os.geteuid() == 0
+    report: dict = {"root": root, "host_devices": host_devices(), "gpus": list(gpus),
+                    "memory_guard": cgroup_available() or "watchdog"}
+    if gpus and root:  # as a session does before its first unprivileged trial
+        report["uvm_made"] = ensure_uvm(sys.executable)
+    try:
+        sandbox = LocalSandbox(isolate=isolation)
+        refused = None
+    except SandboxError as e:  # no isolation here: what a trial would get without it
+        refused = str(e)
+        sandbox = LocalSandbox(isolate="none")
+    report["isolation"] = (f"uid {TRIAL_UID} in mount and network namespaces of its own"
+                           if sandbox.isolated else
+                           "none: trials run as root" if root else
+                           "none: trials run as you (not root)")
+    facts, last = run_probe(sandbox, gpus)
+    report["trial"] = facts
+    problems = []
+    if refused:
+        problems.append(refused)
+    if facts is None:
+        problems.append(f"the probe trial did not run: {last}")
+    else:
+        closed = sorted(p for p, v in facts["devices"].items() if v != "ok")
+        if gpus and not facts["devices"]:
+            problems.append("no /dev/nvidia* inside the trial")
+        if gpus and closed:
+            problems.append("the trial user cannot open " + ", ".join(closed))
+        if gpus and "/dev/nvidia-uvm" not in facts["devices"]:
+            problems.append("no /dev/nvidia-uvm: CUDA cannot initialise in a trial")
+        if not facts.get("compiler"):
+            problems.append("no C compiler on the trial's PATH (torch.compile needs one)")
+        cuda = facts.get("cuda") or {}
+        if gpus and (cuda.get("error") or not cuda.get("count")):
+            problems.append(f"CUDA in a trial: {cuda.get('error') or 'no device'}")
+    report["problems"] = problems
+    if refused:
+        report["session"] = "refuses to start (pass --isolation none to run trials as root)"
+    elif problems:
+        report["session"] = "starts, but its trials will fail: " + "; ".join(problems)
+    else:
+        report["session"] = f"runs trials with {report['isolation']}, memory by " \
+                            f"{report['memory_guard']}"
+    return report
