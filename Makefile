@@ -11,7 +11,7 @@ EXTRAS ?= dev,local-llm,ray
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean gpu-check gpu-wheels
+.PHONY: demo test lint install clean gpu-check gpu-check-dry gpu-wheels
 
 install: $(STAMP)
 
@@ -39,18 +39,23 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
-# The GPU path end to end on one GPU (scripts/gpu_check.py; ~6 min on an H100). Uses .venv where
+# The GPU path end to end on one GPU (scripts/gpu_check.py; rows capped, ~7 min on an H100). Uses .venv where
 # there is one; on an offline GPU machine with a CUDA torch in its python3, the wheels that
-# `make gpu-wheels` put into .whl/ are installed into .site/ and put on PYTHONPATH.
+# `make gpu-wheels` put into .whl/ are installed into .site/ (again when they change) and put on
+# PYTHONPATH.
 GPU ?= 0
 gpu-check:
-	@if [ ! -x $(PY) ] && [ -d .whl ] && [ ! -d .site ]; then \
-		$(PYTHON) -m pip install -q --no-index --no-deps --target .site .whl/*.whl; fi
+	@if [ ! -x $(PY) ]; then scripts/gpu-site.sh $(PYTHON); fi
 	@for held in .whl/*.tar.gz; do [ -f "$$held" ] || continue; \
 		src="$${XDG_CACHE_HOME:-$$HOME/.cache}/autoresearch-sandbox/sources"; \
 		mkdir -p "$$src" && chmod 700 "$$src" && mv "$$held" "$$src/"; done
 	@py=$$( [ -x $(PY) ] && echo $(PY) || echo $(PYTHON) ); \
 		PYTHONPATH="$(CURDIR)/.site:$(CURDIR)" $$py scripts/gpu_check.py --gpu $(GPU)
+
+# Every row of gpu-check with canned results: no GPU, no trial, seconds (the row driver's check).
+gpu-check-dry:
+	@py=$$( [ -x $(PY) ] && echo $(PY) || echo $(PYTHON) ); \
+		$$py scripts/gpu_check.py --dry --out gpu-check-dry
 
 gpu-wheels:
 	scripts/gpu-wheels.sh

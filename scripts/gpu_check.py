@@ -1,24 +1,36 @@
-"""`make gpu-check`: does the GPU path work on this machine? One table, exit 1 if a row fails.
+"""`make gpu-check`: does the GPU path work on this machine? One row per check, written as it
+finishes (gpu-check/rows.jsonl and gpu-check/table.txt), exit 1 if a row fails.
 
-Runs, in about six minutes on one H100/H200 (estimated: no GPU has run it yet), offline:
-  1. `autoresearch sandbox check`: the backend `auto` picks, the GPUs, how they reach trials;
-  2. a 3-trial `cmaes` session (baseline + 2) on `--preset gpu --gpus G` with that backend:
-     at least 2 trials ok, and the second trial's overhead (wall - training seconds) below the
-     first's, because the session's compile cache is warm by then;
-  3. a forced CUDA OOM (the gpu preset under a 2 % GPU memory cap) that must be `cuda_oom`;
-  4. a host-memory hog beside a live CUDA context under `--memory 2g` that must be `oom`
-     (and CUDA must initialise under that limit);
-  5. the Docker rows, where an engine answers: a GPU trial `ok` and a CUDA OOM `cuda_oom`;
-  6. the gpu preset's throughput outside any sandbox (tokens/s, MFU, peak memory), with the
-     attention trials use (SDPA: a masked full attention for the sliding-window layers) and
-     with FlexAttention for those layers (AR_ATTENTION=flex), same seed: MFU before/after,
-     and a profile of one step of each (gpu-check/profile-sdpa.txt, profile-flex.txt);
-  7. OOM repair under preflight: a session capped at 10 GB of the GPU's memory, where no
-     micro-batch of the gpu preset's range (32..256 sequences, ~47 GB at 128) fits: trial 1's
-     preflight fails `cuda_oom`, DEVICE_BATCH_SIZE is halved until it fits, and the trial
-     trains (the seconds the failed probes cost).
+Sized for one short visit to a GPU machine (no network, no Docker, minutes of device time):
+every row has its own time cap (estimates for one H100/H200 from a cold machine in brackets;
+caps sum to about 12 min, the estimates to about 7), runs configurations chosen for its point
+(never whatever a seed draws) and is written out the moment it ends, so an interrupted check
+(SIGINT, SIGTERM, a row over its cap) still reports what it did. `--rows` picks some, `--dry`
+walks every row with canned results (no GPU needed, seconds).
 
-    python scripts/gpu_check.py [--gpu 0] [--out gpu-check] [--time-budget 20]
+  probe      `autoresearch sandbox check --gpus G --json`: the GPUs, the backend a session
+             picks, and from inside a probe trial: its isolation, memory limit, device nodes,
+             compiler and CUDA; a problem there fails the row [20 s]
+  session    3 trials (baseline + 2) on the check folder: the gpu preset's sizes fixed, only
+             learning rates and schedule searched, so every trial is a baseline-sized model;
+             local isolation as the session picks it: >= 2 ok [2.5 min]
+  cache      from that session: overhead_s (wall - training) of trial 2, which reuses the
+             kernels trial 1 compiled (same shapes), against trial 0, the first compile [0 s]
+  cuda-oom   the baseline under a 2 % GPU memory share: `cuda_oom` [30 s]
+  host-oom   8 GiB of host memory written beside a live CUDA context under --memory 2g:
+             `oom`, after CUDA initialised under that limit [20 s]
+  harness    one token budget trained twice: val_bpb printed, and scored by the harness
+             (torch.export, fp32 on the trial's GPU): equal within 1e-3 [1.5 min]
+  mfu-sdpa   the gpu preset outside any sandbox: tokens/s, MFU, peak, a profile of a step
+  mfu-flex   the same with FlexAttention for the sliding windows (reported, never failed)
+             [1.5 min both]
+  repair     a session whose GPU share fits 64 sequences of the baseline but not 128: the
+             preflight fails `cuda_oom`, DEVICE_BATCH_SIZE is halved once, the trial trains
+             [2 min]
+  docker-ok, docker-oom   a GPU trial `ok` and a CUDA OOM `cuda_oom` in Docker, where an
+             engine answers (skipped otherwise)
+
+    python scripts/gpu_check.py [--gpu 0] [--out gpu-check] [--rows session,cache] [--dry]
 
 On an offline GPU machine without a venv, carry the project and its wheels (README, "GPUs"):
     PYTHONPATH=.site:$PWD python3 scripts/gpu_check.py
@@ -29,37 +41,93 @@ tests/sandbox/logs).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from agent.cli.main import app; app()"]
+# what the check folder fixes at the gpu preset's defaults: every trial is the baseline's size
+SIZES = ("DEPTH", "ASPECT_RATIO", "HEAD_DIM", "DEVICE_BATCH_SIZE", "TOTAL_BATCH_SIZE",
+         "WINDOW_PATTERN")
+HARNESS_TOLERANCE = 1e-3
+REPAIR_SHARE_GB = 36  # the baseline peaked at ~47 GB with 128 sequences, so ~24 GB with 64
 
 
-class Check:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, bool | None]] = []  # check, expected, got, pass
-
-    def add(self, name: str, expected: str, got: str, passed: bool | None) -> None:
-        mark = {True: "ok", False: "FAIL", None: "skipped"}[passed]
-        print(f"[{mark}] {name}: {got}", file=sys.stderr, flush=True)
-        self.rows.append((name, expected, got, passed))
-
-    @property
-    def failed(self) -> bool:
-        return any(p is False for *_, p in self.rows)
+@dataclass
+class Got:
+    got: str
+    passed: bool | None  # None: skipped or reported only
+    data: dict = field(default_factory=dict)
 
 
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p)}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env=env)
+class OverCap(Exception):
+    """A row ran past its time cap; what it started was stopped."""
+
+
+@dataclass
+class Context:
+    out: Path
+    gpu: str
+    budget: float  # training seconds of each session trial
+    throughput_steps: int
+    deadline: float = float("inf")  # the running row's cap, time.monotonic()
+    shared: dict = field(default_factory=dict)  # what one row leaves for a later one
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 1.0)
+
+    def run(self, cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+        """`cmd` in a process group of its own, stopped (SIGTERM, then SIGKILL) when the row's
+        cap is reached: a session stops its trial on SIGTERM as on Ctrl-C."""
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=self.remaining())
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            raise OverCap from None
+        except KeyboardInterrupt:
+            stop(proc)
+            raise
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p)
+        return self.run([*CLI, *args], {"PYTHONPATH": path})
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.communicate(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    expected: str
+    cap_s: float
+    run: Callable[[Context], Got]
+    canned: Got  # what --dry reports
 
 
 def last_json(text: str):
@@ -67,25 +135,59 @@ def last_json(text: str):
         line = line.strip()
         if line.startswith(("{", "[")):
             return json.loads(line)
-    raise ValueError(f"no JSON in the output: {text[-500:]}")
+    raise ValueError(f"no JSON in the output: {text[-300:]}")
+
+
+def tail(proc: subprocess.CompletedProcess) -> str:
+    lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+    return lines[-1][-200:] if lines else f"exit {proc.returncode}, no output"
 
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
+# -- the folders the rows run ---------------------------------------------------------------
+
 def gpu_tree(folder: Path) -> Path:
-    """The baseline train.py with the gpu preset's block, and prepare.py, in `folder`."""
+    """The check folder: the baseline train.py with the gpu preset's block, prepare.py, and a
+    search space whose sizes (SIZES) are fixed at the gpu preset's defaults, so any draw of
+    the session's optimizer is a baseline-sized model (shapes, memory and compile as the
+    baseline's) and only learning rates and schedule vary."""
     from agent.edit.block import apply_preset
     from agent.edit.space import load_space
     from agent.paths import baseline_dir
 
     folder.mkdir(parents=True, exist_ok=True)
-    space = load_space(baseline_dir() / "search_space.toml", "gpu")
+    packaged = baseline_dir() / "search_space.toml"
+    space = load_space(packaged, "gpu")
     (folder / "train.py").write_text(apply_preset((baseline_dir() / "train.py").read_text(),
                                                   space))
     shutil.copy(baseline_dir() / "prepare.py", folder / "prepare.py")
+    (folder / "search_space.toml").write_text(check_space(packaged.read_text(),
+                                                          space.defaults()))
     return folder
+
+
+def check_space(text: str, defaults: dict) -> str:
+    """The packaged search_space.toml with SIZES moved from [params.*] to the gpu preset's
+    fixed values, the other presets left out, gpu the default preset."""
+    sections = re.split(r"(?m)^(?=\[)", text)
+    kept = []
+    for section in sections:
+        header = section.split("\n", 1)[0].strip()
+        if any(header == f"[params.{name}]" for name in SIZES):
+            continue
+        if header.startswith("[presets.") and not header.startswith("[presets.gpu"):
+            continue
+        kept.append(section)
+    text = "".join(kept).replace('default_preset = "cpu"', 'default_preset = "gpu"')
+    fixed = ", ".join(f"{name} = {json.dumps(defaults[name])}" for name in SIZES)
+    text, count = re.subn(r"(?m)^(\[presets\.gpu\]\n(?:(?!\[).*\n)*?fixed = \{ )",
+                          lambda m: m.group(1) + fixed + ", ", text, count=1)
+    if count != 1:
+        raise ValueError("the packaged gpu preset has no `fixed = { ... }` line")
+    return text
 
 
 HOG = """import torch
@@ -98,196 +200,323 @@ print("survived", flush=True)
 """
 
 
-def check_sandbox(check: Check) -> dict:
-    out = cli("sandbox", "check", "--json", timeout=120)
+def tree(ctx: Context) -> Path:
+    if "tree" not in ctx.shared:
+        ctx.shared["tree"] = gpu_tree(ctx.out / "gpu-tree")
+    return ctx.shared["tree"]
+
+
+# -- the rows -------------------------------------------------------------------------------
+
+def row_probe(ctx: Context) -> Got:
+    """`sandbox check --gpus G`: the GPUs, the backend, and what a local trial gets here,
+    found from inside one (sandbox/probe.py)."""
+    proc = ctx.cli("sandbox", "check", "--gpus", ctx.gpu, "--json")
     try:
-        report = last_json(out.stdout)
+        report = last_json(proc.stdout)
     except ValueError:
-        check.add("sandbox check", "a report", out.stderr.strip()[-200:], False)
-        return {}
+        return Got(tail(proc), False)
+    ctx.shared["probe"] = report
     gpus = report.get("gpus") or []
-    how = report["docker"].get("gpu_mode") or "-"
-    check.add("sandbox check", "GPUs listed; a backend picked",
-              f"{len(gpus)} GPU(s); backend {report.get('backend')}; docker GPUs: {how}; "
-              f"local memory limit: {report.get('local_memory_limit')}",
-              bool(gpus) and report.get("backend") is not None)
-    return report
+    local = report.get("local") or {}
+    trial = local.get("trial") or {}
+    cuda = trial.get("cuda") or {}
+    got = (f"{len(gpus)} GPU(s); backend {report.get('backend')}; local trials: "
+           f"{local.get('isolation')}, memory by {local.get('memory_guard')}; in a trial: "
+           f"{len(trial.get('devices') or {})} /dev/nvidia* nodes, CUDA "
+           f"{cuda.get('error') or cuda.get('name') or '-'}, compiler "
+           f"{trial.get('compiler') or 'none'}")
+    problems = local.get("problems") or []
+    if problems:
+        got += "; problems: " + "; ".join(problems)
+    return Got(got, bool(gpus) and report.get("backend") is not None and not problems, report)
 
 
-def check_session(check: Check, out: Path, gpu: str, budget: float) -> None:
-    run_dir = out / "session"
+def row_session(ctx: Context) -> Got:
+    run_dir = ctx.out / "session"
     shutil.rmtree(run_dir, ignore_errors=True)
     t = time.monotonic()
-    proc = cli("run", "--method", "cmaes", "--preset", "gpu", "--gpus", gpu, "--trials", "2",
-               "--time-budget", f"{budget:g}", "--seed", "0", "--run-dir", str(run_dir),
-               "--quiet", timeout=3 * (3 * budget + 240))
+    proc = ctx.cli("run", "--method", "random", "--train-dir", str(tree(ctx)), "--preset",
+                   "gpu", "--gpus", ctx.gpu, "--trials", "2", "--time-budget",
+                   f"{ctx.budget:g}", "--seed", "0", "--sandbox", "local",
+                   "--run-dir", str(run_dir), "--quiet")
     wall = time.monotonic() - t
-    (out / "session.out").write_text(proc.stdout + proc.stderr)
-    rows = last_json(cli("replay", str(run_dir), "--json").stdout) if (
-        run_dir / "session.toml").exists() else []
+    (ctx.out / "session.out").write_text(proc.stdout + proc.stderr)
+    if not (run_dir / "session.toml").exists():
+        return Got(tail(proc), False)
+    rows = last_json(ctx.cli("replay", str(run_dir), "--json").stdout)
+    records = [last_json(ctx.cli("replay", str(run_dir), "--trial", str(r["trial"]),
+                                 "--json").stdout) for r in rows]
+    ctx.shared["session"] = records
     statuses = [r["status"] for r in rows]
     ok = sum(s == "ok" for s in statuses)
-    check.add("cmaes session, 3 trials", ">= 2 ok",
-              f"{' '.join(statuses) or proc.stderr.strip()[-200:]} in {wall:.0f} s", ok >= 2)
-    records = [last_json(cli("replay", str(run_dir), "--trial", str(r["trial"]), "--json")
-                         .stdout) for r in rows]
+    return Got(f"{' '.join(statuses)} in {wall:.0f} s", ok >= 2,
+               {"statuses": statuses, "wall_s": round(wall, 1)})
+
+
+def row_cache(ctx: Context) -> Got:
+    records = ctx.shared.get("session")
+    if records is None:
+        return Got("needs the session row", None)
     over = [(r.get("result") or {}).get("overhead_s") for r in records]
     shown = ", ".join("-" if o is None else f"{o:.1f}" for o in over)
-    if len(over) >= 2 and over[0] is not None and over[1] is not None:
-        check.add("compile cache: overhead_s per trial", "trial 1 < trial 0", shown,
-                  over[1] < over[0])
-    else:
-        check.add("compile cache: overhead_s per trial", "trial 1 < trial 0",
-                  shown + " (a trial failed)", False)
+    if len(over) < 3 or over[0] is None or over[2] is None:
+        return Got(f"overhead_s {shown} (a trial failed)", False)
+    return Got(f"overhead_s {shown}: trial 2 {over[0] - over[2]:.1f} s below the first "
+               "compile", over[2] < over[0], {"overhead_s": over})
 
 
-def check_repair(check: Check, out: Path, gpu: str, budget: float) -> None:
+def try_row(ctx: Context, name: str, expected: str, folder: Path, *args: str,
+            must_log: str | None = None) -> Got:
+    work = ctx.out / slug(name)
+    shutil.rmtree(work, ignore_errors=True)
+    proc = ctx.cli("sandbox", "try", str(folder), "--json", "--out", str(work), *args)
+    try:
+        result = last_json(proc.stdout)
+    except ValueError:
+        return Got(tail(proc), False)
+    log = (work / "train.log").read_text(errors="replace") if (work / "train.log").exists() \
+        else ""
+    got = f"{result['status']} in {result['wall_s']:.1f} s: {result.get('reason') or '-'}"
+    if must_log is not None and must_log not in log:
+        got += f" (log lacks {must_log!r})"
+    passed = result["status"] == expected and (must_log is None or must_log in log)
+    return Got(got[:160], passed, result)
+
+
+def row_cuda_oom(ctx: Context) -> Got:
+    got = try_row(ctx, "forced CUDA OOM (local)", "cuda_oom", tree(ctx), "--sandbox", "local",
+                  "--gpus", ctx.gpu, "--gpu-mem-fraction", "0.02", "--time-budget", "5",
+                  "--env", "AR_COMPILE=0")
+    log = ctx.out / slug("forced CUDA OOM (local)") / "train.log"
+    if log.exists():
+        shutil.copy(log, ctx.out / "cuda_oom.log")
+    return got
+
+
+def row_host_oom(ctx: Context) -> Got:
+    hog = ctx.out / "hog-tree"
+    hog.mkdir(exist_ok=True)
+    (hog / "train.py").write_text(HOG)
+    return try_row(ctx, "host memory hog (local)", "oom", hog, "--sandbox", "local",
+                   "--gpus", ctx.gpu, "--memory", "2g", must_log="cuda ok")
+
+
+def row_harness(ctx: Context) -> Got:
+    """The same token budget and seed trained twice (the session's compile cache): once
+    scored as train.py prints it, once by the harness."""
+    from benchmarks.train_throughput import preset_values
+
+    tokens = 8 * preset_values("gpu")["TOTAL_BATCH_SIZE"]
+    cache = ctx.out / "session" / "cache"
+    scores = {}
+    for score in ("printed", "harness"):
+        got = try_row(ctx, f"score {score}", "ok", tree(ctx), "--sandbox", "local", "--gpus",
+                      ctx.gpu, "--token-budget", str(tokens), "--score", score,
+                      *(["--cache", str(cache)] if cache.is_dir() else []))
+        if not got.passed:
+            return Got(f"{score}: {got.got}", False)
+        scores[score] = got.data.get("val_bpb")
+    gap = abs(scores["harness"] - scores["printed"])
+    return Got(f"printed {scores['printed']:.6f}, harness {scores['harness']:.6f}, "
+               f"|diff| {gap:.2e}", gap <= HARNESS_TOLERANCE, scores)
+
+
+def row_throughput(attention: str) -> Callable[[Context], Got]:
+    def run(ctx: Context) -> Got:
+        """The gpu preset outside any sandbox with AR_ATTENTION=attention for
+        ctx.throughput_steps steps (the same batches each time); the third step's ops, most
+        GPU time first, go to out/profile-ATTENTION.txt. `flex` is the candidate for a higher
+        MFU, its val_bpb the check that it computes the same: reported, never failed."""
+        from benchmarks.train_throughput import preset_values
+
+        tokens = ctx.throughput_steps * preset_values("gpu")["TOTAL_BATCH_SIZE"]
+        proc = ctx.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"),
+                        "--preset", "gpu", "--tokens", str(tokens), "--json"],
+                       {"AR_DEVICE": f"cuda:{ctx.gpu}", "AR_ATTENTION": attention,
+                        "AR_PROFILE_OUT": str(ctx.out / f"profile-{attention}.txt")})
+        (ctx.out / f"throughput-{attention}.out").write_text(proc.stdout + proc.stderr)
+        gating = attention == "sdpa"
+        try:
+            run = json.loads(proc.stdout)["runs"][0]
+        except (ValueError, KeyError, IndexError):
+            return Got(tail(proc) if gating else f"FAILED (not gating): {tail(proc)}",
+                       False if gating else None)
+        return Got(f"{run['tokens_per_second']:,.0f} tok/s, MFU {run['mfu_percent']:.1f} %, "
+                   f"peak {run['peak_memory_mb']:,.0f} MB, val_bpb {run['val_bpb']:.4f}",
+                   True, run)
+    return run
+
+
+def row_repair(ctx: Context) -> Got:
     import torch
 
-    run_dir = out / "repair"
+    run_dir = ctx.out / "repair"
     shutil.rmtree(run_dir, ignore_errors=True)
-    share = 10 * 2**30 / torch.cuda.get_device_properties(int(gpu)).total_memory
-    proc = cli("run", "--method", "cmaes", "--preset", "gpu", "--gpus", gpu, "--trials", "1",
-               "--time-budget", f"{budget:g}", "--seed", "0", "--gpu-mem-fraction",
-               f"{share:.3f}",
-               "--repair-oom", "--run-dir", str(run_dir), "--quiet", timeout=900)
-    (out / "repair.out").write_text(proc.stdout + proc.stderr)
+    total = torch.cuda.get_device_properties(int(ctx.gpu)).total_memory
+    share = min(REPAIR_SHARE_GB * 2**30 / total, 1.0)
+    proc = ctx.cli("run", "--method", "random", "--train-dir", str(tree(ctx)), "--preset",
+                   "gpu", "--gpus", ctx.gpu, "--trials", "1", "--time-budget",
+                   f"{ctx.budget:g}", "--seed", "0", "--gpu-mem-fraction", f"{share:.3f}",
+                   "--repair-oom", "--sandbox", "local", "--run-dir", str(run_dir), "--quiet")
+    (ctx.out / "repair.out").write_text(proc.stdout + proc.stderr)
     try:
-        trial = last_json(cli("replay", str(run_dir), "--trial", "1", "--json").stdout)
+        trial = last_json(ctx.cli("replay", str(run_dir), "--trial", "1", "--json").stdout)
     except ValueError:
-        check.add("OOM repair under preflight", "repaired, ok", proc.stderr.strip()[-200:],
-                  False)
-        return
+        return Got(tail(proc), False)
     probes = trial.get("probes") or []
     failed = [p for p in probes if p["status"] != "ok"]
     got = (f"{trial['status']}; probes " + ", ".join(
         f"{p['DEVICE_BATCH_SIZE']}: {p['status']} {p['wall_s']:.1f} s" for p in probes) +
         f"; failed probes cost {sum(p['wall_s'] for p in failed):.1f} s of "
         f"{trial.get('cost_s', 0):.1f} s")
-    check.add("OOM repair under preflight", "repaired, ok", got,
-              trial["status"] == "ok" and bool(trial.get("repairs")))
+    return Got(got, trial["status"] == "ok" and bool(trial.get("repairs")),
+               {"probes": probes, "share": share})
 
 
-def check_try(check: Check, name: str, expected: str, tree: Path, out: Path, *args: str,
-              must_log: str | None = None) -> None:
-    work = out / slug(name)
-    shutil.rmtree(work, ignore_errors=True)
-    proc = cli("sandbox", "try", str(tree), "--json", "--out", str(work), *args, timeout=600)
-    try:
-        result = last_json(proc.stdout)
-    except ValueError:
-        check.add(name, expected, proc.stderr.strip()[-200:] or "no result", False)
-        return
-    log = (work / "train.log").read_text(errors="replace") if (work / "train.log").exists() \
-        else ""
-    passed = result["status"] == expected and (must_log is None or must_log in log)
-    got = f"{result['status']} in {result['wall_s']:.1f} s: {result.get('reason') or '-'}"
-    if must_log is not None and must_log not in log:
-        got += f" (log lacks {must_log!r})"
-    check.add(name, expected, got[:160], passed)
-
-
-def check_throughput(check: Check, out: Path, steps: int, gpu: str, attention: str) -> dict:
-    """The gpu preset outside any sandbox with AR_ATTENTION=attention, for `steps` steps
-    (the same batches each time). `sdpa` is what trials run; `flex`
-    (FlexAttention for the sliding windows, which SDPA can only run as a masked full
-    attention) is the candidate for a higher MFU, its val_bpb the check that it computes the
-    same: its row is reported, never failed. Its third step's ops, most GPU time first,
-    go to out/profile-ATTENTION.txt: where a step's time goes."""
-    from benchmarks.train_throughput import preset_values
-
-    name = f"throughput, gpu preset, {attention}"
-    tokens = steps * preset_values("gpu")["TOTAL_BATCH_SIZE"]
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--preset",
-             "gpu", "--tokens", str(tokens), "--json"],
-            capture_output=True, text=True, timeout=600, cwd=ROOT,
-            env={**os.environ, "AR_DEVICE": f"cuda:{gpu}", "AR_ATTENTION": attention,
-                 "AR_PROFILE_OUT": str(out / f"profile-{attention}.txt")})
-        stdout, stderr = proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as e:  # its output so far, as bytes or text
-        stdout, stderr = ("" if x is None else x if isinstance(x, str) else x.decode(
-            errors="replace") for x in (e.stdout, e.stderr))
-        stderr += "\nno summary within 600 s"
-    (out / f"throughput-{attention}.out").write_text(stdout + stderr)
-    try:
-        run = json.loads(stdout)["runs"][0]
-    except (ValueError, KeyError, IndexError):
-        last = (stderr.strip().splitlines() or ["no output"])[-1][-200:]
-        gating = attention == "sdpa"
-        check.add(name, "a summary", last if gating else f"FAILED (not gating): {last}",
-                  False if gating else None)
-        return {}
-    check.add(name, "tokens/s, MFU, peak",
-              f"{run['tokens_per_second']:,.0f} tok/s, MFU {run['mfu_percent']:.1f} %, "
-              f"peak {run['peak_memory_mb']:,.0f} MB, val_bpb {run['val_bpb']:.4f}", True)
+def docker_row(expected: str, *args: str) -> Callable[[Context], Got]:
+    def run(ctx: Context) -> Got:
+        docker = (ctx.shared.get("probe") or {}).get("docker") or {}
+        if not docker.get("engine"):
+            return Got(f"not run: {docker.get('why_not', 'no Docker engine')}", None)
+        return try_row(ctx, f"docker {expected}", expected, tree(ctx), "--sandbox", "docker",
+                       "--gpus", ctx.gpu, *args)
     return run
+
+
+ROWS = [
+    Row("probe", "sandbox check", "GPUs listed; a backend picked", 60, row_probe,
+        Got("1 GPU(s); backend local; local trials: uid 65534 in mount and network "
+            "namespaces of its own, memory by cgroup v2; in a trial: 5 /dev/nvidia* nodes, "
+            "CUDA NVIDIA H200, compiler /usr/bin/gcc (dry)", True)),
+    Row("session", "session, 3 trials (local)", ">= 2 ok", 240, row_session,
+        Got("ok ok ok in 150 s (dry)", True)),
+    Row("cache", "compile cache: overhead_s", "trial 2 < trial 0", 10, row_cache,
+        Got("overhead_s 52.0, 14.1, 13.8: trial 2 38.2 s below the first compile (dry)",
+            True)),
+    Row("cuda-oom", "forced CUDA OOM (local)", "cuda_oom", 90, row_cuda_oom,
+        Got("cuda_oom in 21.0 s: CUDA out of memory (dry)", True)),
+    Row("host-oom", "host memory hog (local)", "oom", 60, row_host_oom,
+        Got("oom in 6.0 s: host memory limit 2g reached (dry)", True)),
+    Row("harness", "harness score = printed", f"within {HARNESS_TOLERANCE:g}", 180,
+        row_harness, Got("printed 1.234567, harness 1.234602, |diff| 3.50e-05 (dry)", True)),
+    Row("mfu-sdpa", "throughput, gpu preset, sdpa", "tokens/s, MFU, peak", 120,
+        row_throughput("sdpa"),
+        Got("1,300,000 tok/s, MFU 28.0 %, peak 47,000 MB, val_bpb 1.4000 (dry)", True)),
+    Row("mfu-flex", "throughput, gpu preset, flex", "reported", 120, row_throughput("flex"),
+        Got("1,400,000 tok/s, MFU 30.0 %, peak 45,000 MB, val_bpb 1.4001 (dry)", True)),
+    Row("repair", "OOM repair under preflight", "one halving, then ok", 180, row_repair,
+        Got("ok; probes 128: cuda_oom 30.0 s, 64: ok 0.0 s; failed probes cost 30.0 s of "
+            "80.0 s (dry)", True)),
+    Row("docker-ok", "GPU trial (docker)", "ok", 120,
+        docker_row("ok", "--token-budget", str(4 * 524288), "--memory", "48g"),
+        Got("not run: no Docker engine (dry)", None)),
+    Row("docker-oom", "forced CUDA OOM (docker)", "cuda_oom", 90,
+        docker_row("cuda_oom", "--gpu-mem-fraction", "0.02", "--time-budget", "5", "--env",
+                   "AR_COMPILE=0", "--memory", "48g"),
+        Got("not run: no Docker engine (dry)", None)),
+]
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+def table_text(records: list[dict], title: str) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("row", "check", "expected", "got", "result", "s"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        mark = {True: "ok", False: "FAIL", None: "skipped"}[r["passed"]]
+        table.add_row(r["key"], r["title"], r["expected"], r["got"], mark, f"{r['seconds']:.0f}")
+    buffer = io.StringIO()
+    Console(file=buffer, width=160).print(table)
+    return buffer.getvalue()
+
+
+def drive(rows: list[Row], ctx: Context, dry: bool = False, dry_delay: float = 0.0,
+          say=print) -> list[dict]:
+    """Each row in order under its cap; its record appended to out/rows.jsonl and the table
+    so far written to out/table.txt as soon as it ends. An interrupt records the row it cut
+    and re-raises; a row that raises is a failed row and the check goes on."""
+    jsonl, table = ctx.out / "rows.jsonl", ctx.out / "table.txt"
+    jsonl.write_text("")
+    records: list[dict] = []
+    started = time.monotonic()
+
+    def record(row: Row, got: Got, t: float) -> None:
+        records.append({"key": row.key, "title": row.title, "expected": row.expected,
+                        **asdict(got), "seconds": round(time.monotonic() - t, 1),
+                        "cap_s": row.cap_s})
+        with jsonl.open("a") as f:
+            f.write(json.dumps(records[-1]) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        mark = {True: "ok", False: "FAIL", None: "skipped"}[got.passed]
+        say(f"[{mark}] {row.key}: {got.got}")
+        table.write_text(table_text(records, f"gpu-check: GPU {ctx.gpu}"
+                                    f"{' (dry)' if dry else ''}, "
+                                    f"{time.monotonic() - started:.0f} s"))
+
+    for row in rows:
+        t = time.monotonic()
+        ctx.deadline = t + row.cap_s
+        try:
+            if dry:
+                time.sleep(dry_delay)
+                got = row.canned
+            else:
+                got = row.run(ctx)
+        except OverCap:
+            got = Got(f"over its cap of {row.cap_s:g} s: stopped", False)
+        except KeyboardInterrupt:
+            record(row, Got("interrupted", False), t)
+            raise
+        except Exception as e:  # noqa: BLE001 - one broken row must not hide the others
+            got = Got(f"error: {type(e).__name__}: {e}"[:200], False)
+        record(row, got, t)
+    return records
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", default="0", help="the GPU id to check (nvidia-smi's index)")
     parser.add_argument("--out", type=Path, default=ROOT / "gpu-check")
-    parser.add_argument("--time-budget", type=float, default=20.0,
+    parser.add_argument("--rows", help="comma-separated row keys (default: all): "
+                        + ", ".join(r.key for r in ROWS))
+    parser.add_argument("--time-budget", type=float, default=15.0,
                         help="training seconds of each session trial")
-    parser.add_argument("--throughput-steps", type=int, default=60,
-                        help="optimizer steps of each throughput run (60: ~25 s on an H200)")
-    parser.add_argument("--attention", nargs="+", default=["sdpa", "flex"],
-                        choices=["sdpa", "flex"], help="AR_ATTENTION of the throughput rows")
-    parser.add_argument("--skip-docker", action="store_true")
-    parser.add_argument("--skip-repair", action="store_true")
+    parser.add_argument("--throughput-steps", type=int, default=40,
+                        help="optimizer steps of each throughput run")
+    parser.add_argument("--dry", action="store_true",
+                        help="walk every row with canned results: no GPU, no trial")
+    parser.add_argument("--dry-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    rows = ROWS
+    if args.rows:
+        keys = [k.strip() for k in args.rows.split(",") if k.strip()]
+        unknown = [k for k in keys if k not in {r.key for r in ROWS}]
+        if unknown or not keys:
+            print(f"gpu-check: --rows {args.rows!r}: unknown row {', '.join(unknown) or '-'}; "
+                  f"pick from {', '.join(r.key for r in ROWS)}", file=sys.stderr)
+            return 2
+        rows = [r for r in ROWS if r.key in keys]
     sys.path.insert(0, str(ROOT))
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    check = Check()
-    started = time.monotonic()
-
-    report = check_sandbox(check)
-    check_session(check, out, args.gpu, args.time_budget)
-    tree = gpu_tree(out / "gpu-tree")
-    check_try(check, "forced CUDA OOM (local)", "cuda_oom", tree, out, "--sandbox", "local",
-              "--gpus", args.gpu, "--gpu-mem-fraction", "0.02", "--time-budget", "5",
-              "--env", "AR_COMPILE=0", "--memory", "48g")
-    hog = out / "hog-tree"
-    hog.mkdir(exist_ok=True)
-    (hog / "train.py").write_text(HOG)
-    check_try(check, "host memory hog (local)", "oom", hog, out, "--sandbox", "local",
-              "--gpus", args.gpu, "--memory", "2g", must_log="cuda ok")
-    engine = (report.get("docker") or {}).get("engine")
-    if engine and not args.skip_docker:
-        check_try(check, "GPU trial (docker)", "ok", tree, out, "--sandbox", "docker",
-                  "--gpus", args.gpu, "--token-budget", str(4 * 524288), "--memory", "48g")
-        check_try(check, "forced CUDA OOM (docker)", "cuda_oom", tree, out, "--sandbox",
-                  "docker", "--gpus", args.gpu, "--gpu-mem-fraction", "0.02",
-                  "--time-budget", "5", "--env", "AR_COMPILE=0", "--memory", "48g")
-    else:
-        why = "--skip-docker" if args.skip_docker else (report.get("docker") or {}).get(
-            "why_not", "no Docker engine")
-        check.add("docker rows", "ok / cuda_oom", f"not run: {why}", None)
-    runs = {attention: check_throughput(check, out, args.throughput_steps, args.gpu,
-                                        attention) for attention in args.attention}
-    if not args.skip_repair:
-        check_repair(check, out, args.gpu, args.time_budget)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"gpu-check: GPU {args.gpu}, {time.monotonic() - started:.0f} s")
-    for col in ("check", "expected", "got", "result"):
-        table.add_column(col, overflow="fold")
-    for name, expected, got, passed in check.rows:
-        mark = {True: "[green]ok[/green]", False: "[red]FAIL[/red]",
-                None: "[yellow]skipped[/yellow]"}[passed]
-        table.add_row(name, expected, got, mark)
-    Console(width=160).print(table)
-    (out / "gpu-check.json").write_text(json.dumps(
-        {"rows": check.rows, "throughput": runs, "sandbox": report}, indent=2))
-    oom_log = out / slug("forced CUDA OOM (local)") / "train.log"
-    if oom_log.exists():
-        shutil.copy(oom_log, out / "cuda_oom.log")
-    return 1 if check.failed else 0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM as Ctrl-C
+    ctx = Context(out, args.gpu, args.time_budget, args.throughput_steps)
+    try:
+        records = drive(rows, ctx, args.dry, args.dry_delay,
+                        say=lambda line: print(line, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        print(f"gpu-check: interrupted; the rows so far are in {out / 'rows.jsonl'} and "
+              f"{out / 'table.txt'}", file=sys.stderr)
+        return 130
+    print((out / "table.txt").read_text(), end="")
+    (out / "gpu-check.json").write_text(json.dumps({"rows": records}, indent=2) + "\n")
+    return 1 if any(r["passed"] is False for r in records) else 0
 
 
 if __name__ == "__main__":
