@@ -4,9 +4,12 @@
    (AR_PREFLIGHT_STEPS=1, no memory limit) for their peak host memory; the --memory limit of
    the comparison is the quantile of those peaks that leaves --oom-share of them above it.
 2. The same cmaes seed runs --trials trials twice under that limit: without preflight and
-   repair, then with both. For each: trials, failed share, cost, share of the cost lost to
-   failed trials (whole failed trials and the failed probes of repaired ones), the share
-   spent on probes that passed, the best val_bpb. Target: at most 2 % lost with preflight.
+   repair, then with both. For each: trials, failed share, trials the divergence guard
+   stopped early (status pruned: they trained and were judged, so neither failed nor lost;
+   their cost apart), cost, share of the cost lost to failed trials (whole failed trials and
+   the failed probes of repaired ones), the share spent on probes that passed (a probe inside
+   the trial's own process costs nothing), the best val_bpb. Target: at most 2 % lost with
+   preflight.
 
     python benchmarks/preflight_oom.py [--trials 12] [--oom-share 0.25] [--token-budget 32768]
                                        [--time-budget 60] [--memory 2g]
@@ -75,13 +78,18 @@ def session(root: Path, name: str, memory: str, args, preflight: bool) -> dict:
     Session.create(root / name, config).run()
     notes = [n for n in Ledger(root / name).records() if n.trial > 0]
     cost = sum(n.cost_s for n in notes)
-    # lost: whole failed trials, and the failed probes of trials that were repaired
-    lost = sum(n.cost_s for n in notes if n.status != "ok") + sum(
-        p["wall_s"] for n in notes if n.status == "ok" for p in n.probes if p["status"] != "ok")
-    probing = sum(p["wall_s"] for n in notes if n.status == "ok" for p in n.probes
-                  if p["status"] == "ok")
+    # a trial the divergence guard stopped early (status pruned) trained and was judged: not
+    # a failure, its cost counted apart
+    ran = [n for n in notes if n.status in ("ok", "pruned")]
+    failed = [n for n in notes if n.status not in ("ok", "pruned")]
+    pruned = [n for n in notes if n.status == "pruned"]
+    # lost: whole failed trials, and the failed probes of trials that then ran
+    lost = sum(n.cost_s for n in failed) + sum(
+        p["wall_s"] for n in ran for p in n.probes if p["status"] != "ok")
+    probing = sum(p["wall_s"] or 0.0 for n in ran for p in n.probes if p["status"] == "ok")
     return {"run": name, "trials": len(notes), "ok": sum(n.status == "ok" for n in notes),
-            "failed_share": sum(n.status != "ok" for n in notes) / len(notes),
+            "failed_share": len(failed) / len(notes), "pruned": len(pruned),
+            "pruned_s": round(sum(n.cost_s for n in pruned), 1),
             "repaired": sum(bool(n.repairs) for n in notes), "cost_s": round(cost, 1),
             "lost_s": round(lost, 1), "lost_share": lost / cost if cost else 0.0,
             "probe_share": probing / cost if cost else 0.0,
@@ -124,12 +132,13 @@ def main() -> int:
             share = np.mean(np.array(peaks) > int(memory[:-1]))
             title += f" ({100 * share:.0f} % of {len(peaks)} sampled configs above it)"
         table = Table(title=title)
-        for col in ("preflight + repair", "trials", "ok", "repaired", "failed", "cost s",
-                    "lost s", "cost lost", "passed probes", "best val_bpb"):
+        for col in ("preflight + repair", "trials", "ok", "repaired", "failed", "stopped early",
+                    "cost s", "lost s", "cost lost", "passed probes", "best val_bpb"):
             table.add_column(col, justify="right")
         for r in rows:
             table.add_row(r["run"], str(r["trials"]), str(r["ok"]), str(r["repaired"]),
-                          f"{100 * r['failed_share']:.0f} %", f"{r['cost_s']:.0f}",
+                          f"{100 * r['failed_share']:.0f} %",
+                          f"{r['pruned']} ({r['pruned_s']:.0f} s)", f"{r['cost_s']:.0f}",
                           f"{r['lost_s']:.0f}", f"{100 * r['lost_share']:.1f} %",
                           f"{100 * r['probe_share']:.1f} %",
                           "-" if r["best"] is None else f"{r['best']:.4f}")
