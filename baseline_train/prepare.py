@@ -8,10 +8,12 @@ joined with a 0 byte before each one, so val_bpb is plain bits per byte.
 Default corpus: Python source in two parts. Training text: the .py sources of the running
 Python's standard library (tests, site-packages and build-specific files left out), and 80 %
 of the files of Django's test suite. Validation text: another 10 % of that suite, chosen by a
-hash of each file's path (the last 10 % are kept back for a test split). The suite comes from
-Django's release archive (pinned version and sha256, fetched once with pip into the cache
-folder, never installed): pip and Debian install Django without it, so no trial's file
-system holds a validation document, while the standard library is on every trial's. Generated
+hash of each file's path; the last 10 % is the test split, written beside the data folder
+(FOLDER.test), never in it, which only the harness's scoring of a final result reads
+(`autoresearch report`). The suite comes from Django's release archive (pinned version and
+sha256, fetched once with pip into the cache folder, never installed): pip and Debian install
+Django without it, so no trial's file system holds a validation (or test) document, while the
+standard library is on every trial's. Generated
 tables (most lines of one shape: the charmap tables of encodings/ and their like) and
 near-duplicates (most 4-line shingles already in a file kept before, the standard library
 first) are left out. val_bpb is scored on windows spread over val.
@@ -21,6 +23,7 @@ Usage:
                                             # held-out archive with pip on first use)
     python prepare.py --dataset PATH        # any text file, or every text file under a folder
     python prepare.py --out DIR [--force]   # where to write it (then run with AR_DATA_DIR=DIR)
+    python prepare.py --test [--out DIR]    # the default corpus's test split (DIR.test)
 
 Model contract of evaluate_bpb: `model(idx)` with idx a (B, T) int64 tensor of bytes returns
 logits of shape (B, T, VOCAB_SIZE); position t predicts byte t + 1. The cross-entropy is
@@ -108,7 +111,7 @@ VOCAB_SIZE = 256  # one token per byte
 SEPARATOR = 0  # byte written before every document
 EVAL_TOKENS = int(os.environ.get("AR_EVAL_TOKENS", 2**18))  # val bytes the metric reads
 VAL_PERCENT = 10  # share of files that go to val, chosen by a hash of the relative path
-TEST_PERCENT = 10  # of the held-out source: kept back for a test split, in no file yet
+TEST_PERCENT = 10  # of the held-out source: the test split, beside the data folder
 MIN_VAL_BYTES = 2**19  # the default corpus must give at least this much val
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 SKIP_FILE_PREFIXES = ("_sysconfigdata",)  # build-specific: would differ between machines
@@ -362,6 +365,70 @@ def split_of(rel_path, held_out=None):
     return "val" if b < VAL_PERCENT else "test" if b < VAL_PERCENT + TEST_PERCENT else "train"
 
 
+def test_bytes(docs, held_out):
+    """The test split's byte stream (a separator before each document): the held-out
+    documents kept back from train and val; empty without a held-out source."""
+    sep = bytes([SEPARATOR])
+    if held_out is None:
+        return b""
+    return b"".join(sep + data for rel, data in docs if split_of(rel, held_out) == "test")
+
+
+def test_dir(data_dir):
+    """Where the test split of a prepared folder lives: beside it, never in it (a trial gets
+    the data folder; the test split only the harness's scoring of a final result)."""
+    data_dir = Path(data_dir)
+    return data_dir.with_name(data_dir.name + ".test")
+
+
+def build_test(out, test, meta):
+    """Write the test split of the folder `out` (whose meta.json is `meta`) into test_dir(out),
+    atomically, as a data folder of its own whose val.bin holds the test bytes (so the
+    harness scores it with evaluate_bpb unchanged) and whose train.bin is empty."""
+    target = test_dir(out)
+    if has_data(target):
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        tmp.chmod(0o755)  # the harness's scoring sandbox reads it as the trial user
+        (tmp / "train.bin").write_bytes(b"")
+        (tmp / "val.bin").write_bytes(test)
+        digest = hashlib.sha256(test).hexdigest()
+        (tmp / "meta.json").write_text(json.dumps({
+            "split": "test", "of": meta.get("fingerprint"), "source": meta.get("source"),
+            "corpus": f"{meta.get('corpus')}-test", "fingerprint": digest[:12],
+            "python": meta.get("python"), "vocab_size": VOCAB_SIZE, "separator": SEPARATOR,
+            "bytes": {"train": 0, "val": len(test)}, "sha256": {"val": digest}},
+            indent=2) + "\n")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not has_data(target):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def ensure_test(data_dir):
+    """The test split of the default corpus prepared in `data_dir`, built there once (from
+    the same documents: its val must match the folder's, byte for byte); exits with the
+    reason for a corpus without a held-out source."""
+    data_dir = Path(data_dir)
+    meta = json.loads((data_dir / "meta.json").read_text())
+    if has_data(test_dir(data_dir)):
+        return test_dir(data_dir)
+    if not meta.get("held_out"):
+        sys.exit(f"prepare: {data_dir} has no test split: only a corpus with a held-out "
+                 "source (the default one) keeps one back")
+    docs, held_out = default_documents()
+    _, val = split_documents(docs, held_out)
+    if hashlib.sha256(val).hexdigest() != meta["sha256"]["val"]:
+        sys.exit(f"prepare: the documents today do not give {data_dir}'s val split (another "
+                 "Python or archive?): prepare it again with --force")
+    return build_test(data_dir, test_bytes(docs, held_out), meta)
+
+
 def split_documents(docs, held_out=None):
     """Join documents into the train and val byte streams (a separator before each)."""
     sep = bytes([SEPARATOR])
@@ -414,6 +481,7 @@ def build(docs, out, source, force=False, held_out=None):
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if force and out.exists():
             shutil.rmtree(out)
+            shutil.rmtree(test_dir(out), ignore_errors=True)
         try:
             os.rename(tmp, out)
         except OSError:
@@ -421,6 +489,9 @@ def build(docs, out, source, force=False, held_out=None):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if held_out is not None:
+        build_test(out, test_bytes(docs, held_out),
+                   json.loads((out / "meta.json").read_text()))
     return out
 
 
@@ -985,7 +1056,12 @@ def main(argv=None):
                         "(default: the Python standard library's .py sources)")
     parser.add_argument("--out", help="output folder (default: the cache folder)")
     parser.add_argument("--force", action="store_true", help="rebuild if OUT already has data")
+    parser.add_argument("--test", action="store_true", help="the test split of the default "
+                        "corpus in OUT (built beside it once): print its folder")
     args = parser.parse_args(argv)
+    if args.test:
+        print(ensure_test(args.out or default_data_dir()))
+        return
     if args.dataset:
         src = Path(args.dataset).resolve()
         if not src.exists():

@@ -99,6 +99,14 @@ class TrialRun:
     network: bool = False  # the host's network: only a preparation the user allowed it
 
 
+def held_out_test(data_dir: Path) -> Path:
+    """The folder that holds a prepared folder's test split (baseline_train/prepare.py,
+    test_dir): beside it, FOLDER.test. No trial may read it; only the harness's scoring of a
+    final result gets it, as its data folder."""
+    data_dir = Path(data_dir)
+    return data_dir.with_name(data_dir.name + ".test")
+
+
 def make_readable(tree: Path) -> None:
     """Let the trial user (another uid) read `tree` and enter its folders, itself included:
     mkdtemp makes 0o700, and a tar or a copy keeps whatever modes its source had. Links are

@@ -30,7 +30,12 @@ MISMATCH = 1e-2  # bf16 training vs fp32 scoring differ by less than this on an 
 
 
 def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = None,
-               scratch: Path | None = None, cancel=None, watch=None) -> TrialResult:
+               scratch: Path | None = None, cancel=None, watch=None,
+               test_data: Path | None = None) -> TrialResult:
+    """The trial trained with val hidden, then its exported model scored on val; with
+    `test_data` (a prepared folder whose val.bin holds the test split: `autoresearch
+    report`) the same model is scored there too, by the same code, into metrics test_bpb
+    (None if that scoring failed) and test_status."""
     trained = sandbox.run(replace(run, hide_val=True,
                                   env={**run.env, "AR_SCORE": "harness"}), limits, cancel,
                           watch)
@@ -56,9 +61,19 @@ def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = Non
         evaluated = sandbox.run(TrialRun(tree=tree, workdir=Path(run.workdir) / "eval",
                                          data_dir=run.data_dir, env=env,
                                          script="ar_evaluate.py"), limits, cancel)
+        tested = None
+        if test_data is not None and evaluated.status == "ok":
+            tested = sandbox.run(TrialRun(tree=tree, workdir=Path(run.workdir) / "eval-test",
+                                          data_dir=test_data, env=env,
+                                          script="ar_evaluate.py"), limits, cancel)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return merge(trained, evaluated)
+    result = merge(trained, evaluated)
+    if tested is not None:
+        result.wall_s = round(result.wall_s + tested.wall_s, 3)
+        result.metrics["test_status"] = tested.status
+        result.metrics["test_bpb"] = tested.val_bpb if tested.status == "ok" else None
+    return result
 
 
 def merge(trained: TrialResult, evaluated: TrialResult) -> TrialResult:

@@ -40,6 +40,7 @@ from sandbox.base import (
     TrialRun,
     cache_env,
     give_tree,
+    held_out_test,
     make_readable,
     tool_env,
     trial_env,
@@ -189,6 +190,11 @@ class LocalSandbox:
                 data = str(Path(run.data_dir).resolve())  # covered, once train.bin is bound
                 if not any(_under(p, [data]) for p in (str(stage), *roots)):
                     hide.append(data)
+            if run.data_dir is not None:  # the test split beside the data: never a trial's
+                test = held_out_test(Path(run.data_dir).resolve())
+                if test.is_dir() and not _under(str(test), hide + list(PRIVATE)) \
+                        and not any(_under(p, [str(test)]) for p in (str(stage), *roots)):
+                    hide.append(str(test))
             covered = hide + list(PRIVATE)  # what the trial sees there is not the host's
             keep = [r for r in roots if _under(r, covered)]
             spec = {"binds": binds, "hide": hide, "keep": keep, "stage": str(stage),

@@ -46,10 +46,12 @@ def tar_folder(folder: Path) -> bytes:
 
 
 def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
-              data_dir: Path | None, cache: Path, spec=None) -> list[TrialResult]:
+              data_dir: Path | None, cache: Path, spec=None,
+              test_data: Path | None = None) -> list[TrialResult]:
     """Each (tree as tar, folder, seed) run once, exactly as a trial of `config` runs (the
     same sandbox, executor, limits and environment, AR_SEED set, the training folder's [run]
-    table `spec`); results in `runs`' order."""
+    table `spec`); results in `runs`' order. `test_data`: where a harness-scored model is
+    also scored (the test split)."""
     data = str(data_dir) if data_dir else None
     plan = TrialPlan(config.model_copy(update={"data_dir": data}), space, spec)
     scratch = cache.parent / "tmp"
@@ -62,7 +64,8 @@ def run_trees(runs: list[tuple[bytes, Path, int]], config: SessionConfig, space,
         while queue or running:
             while queue and running < executor.slots:
                 i, (tree_tar, folder, seed) = queue.pop(0)
-                job = plan.job(i, tree_tar, folder, {**plan.env(), "AR_SEED": str(seed)}, cache)
+                job = plan.job(i, tree_tar, folder, {**plan.env(), "AR_SEED": str(seed)}, cache,
+                               test_data=test_data)
                 executor.submit(Seeded(i), job)
                 running += 1
             for done, result in executor.wait():

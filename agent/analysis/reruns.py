@@ -91,22 +91,33 @@ class RecordedRun:
             return self.trial(int(name)).commit
         raise UserError(f"{name!r}: say baseline, best or a trial number")
 
-    def run(self, runs: list[tuple[str, Path, int]]) -> list[TrialResult]:
-        """Each (commit, folder, seed) once; results in order."""
+    def data(self) -> Path | None:
+        """The session's prepared data (prepared again the session's way if it is gone)."""
         from agent.config.data import prepare_data
         from agent.config.runspec import load_runspec
         from agent.loop.plan import TrialPlan
         from agent.paths import baseline_dir
 
+        if self.config.data_dir:
+            return Path(self.config.data_dir)
         train_dir = Path(self.config.train_dir or baseline_dir())
         spec = load_runspec(train_dir)
-        data = self.config.data_dir
-        data = Path(data) if data else prepare_data(
-            spec, self.rd.repo, train_dir,
-            TrialPlan(self.config, self.space, spec).preparation(self.rd.root / "prepare"))
+        return prepare_data(spec, self.rd.repo, train_dir, TrialPlan(
+            self.config, self.space, spec).preparation(self.rd.root / "prepare"))
+
+    def run(self, runs: list[tuple[str, Path, int]], scoring: str | None = None,
+            test_data: Path | None = None) -> list[TrialResult]:
+        """Each (commit, folder, seed) once; results in order. `scoring` and `test_data`:
+        another scoring than the session's, and the test split too (agent/analysis/testsplit.py)."""
+        from agent.config.runspec import load_runspec
+        from agent.paths import baseline_dir
+
+        train_dir = Path(self.config.train_dir or baseline_dir())
+        spec = load_runspec(train_dir)
+        config = self.config.model_copy(update={"score": scoring}) if scoring else self.config
         trees = {c: self.ws.archive(c) for c, _, _ in runs}
-        return run_trees([(trees[c], folder, seed) for c, folder, seed in runs], self.config,
-                         self.space, data, self.rd.cache, spec)
+        return run_trees([(trees[c], folder, seed) for c, folder, seed in runs], config,
+                         self.space, self.data(), self.rd.cache, spec, test_data)
 
 
 def rerun(run_dir: Path, n: int, k: int = 1, sandbox: str | None = None,

@@ -1,4 +1,5 @@
-"""`autoresearch rerun | attribute`: is a result reproducible, and which change carried it."""
+"""`autoresearch rerun | attribute | report`: is a result reproducible, which change carried it,
+and what it scores on the test split no trial read."""
 
 from __future__ import annotations
 
@@ -103,3 +104,40 @@ def attribute(
                   "the change helps on its own. Unappliable variants name why.[/dim]")
     console.print(f"[dim]cost {table['cost_s']:.0f} s; plot {markup(table['plot'])}; runs and "
                   f"commits in {markup(table['folder'])} and refs/attribution/[/dim]")
+
+
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Session folders (a bench's runs too)."),
+    sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
+    again: bool = typer.Option(False, "--again", help="Score again; else results kept in "
+                               "RUN/test/ are read back."),
+    as_json: bool = typer.Option(False, "--json", help="One object per run."),
+) -> None:
+    """Each run's best and its baseline scored on the test split that no trial read: trained
+    again at the session's seed, the harness scores one model on val and on test."""
+    from agent.analysis.report import wide_console
+    from agent.analysis.testsplit import report as score
+
+    console = Console(stderr=True) if as_json else wide_console()
+    found = []
+    for run_dir in run_dirs:
+        console.print(f"[dim]{markup(run_dir)}: its baseline and best on the test split "
+                      "(trained again unless kept in RUN/test/) ...[/dim]")
+        found.append(score(run_dir, sandbox, again))
+    if as_json:
+        typer.echo(json.dumps(found, sort_keys=True))
+        return
+    table = Table(title=markup(f"val and test, scored by the harness on one model each "
+                               f"(test split {found[0]['test_split']})"))
+    for col in ("run", "method", "trial", "recorded val_bpb", "val_bpb", "test_bpb",
+                "test − val", "status"):
+        table.add_column(col, justify="right" if col not in ("run", "method") else "left")
+    for run in found:
+        for row in run["rows"]:
+            table.add_row(markup(Path(run["run"]).name), markup(run["method"]),
+                          f"{row['trial']} ({row['role']})", _num(row["recorded_val_bpb"], 4),
+                          _num(row["val_bpb"], 4), _num(row["test_bpb"], 4),
+                          _num(row.get("gap"), 4, True),
+                          markup(row["status"] if row["status"] == "ok"
+                                 else f"{row['status']}: {row['reason'][:60]}"))
+    console.print(table)

@@ -33,6 +33,9 @@ class TrialJob:
     seq_len: int | None = None
     folder: dict = field(default_factory=dict)  # RunSpec.job(): python, env, mounts
     watch: dict | None = None  # agent/watch.WatchSpec as data: what may stop it early
+    # harness scoring only: a prepared folder the model is also scored on (the test split's,
+    # for `autoresearch report`); None for every trial of a session
+    test_data_dir: str | None = None
 
 
 def execute(sandbox, job: TrialJob, scratch: Path | None = None,
@@ -53,7 +56,8 @@ def execute(sandbox, job: TrialJob, scratch: Path | None = None,
         watch = Watch(WatchSpec.from_dict(job.watch)) if job.watch else None
         if job.scoring == "harness":
             return run_scored(sandbox, run, job.limits, job.seq_len, scratch=scratch,
-                              cancel=cancel, watch=watch)
+                              cancel=cancel, watch=watch,
+                              test_data=Path(job.test_data_dir) if job.test_data_dir else None)
         return sandbox.run(run, job.limits, cancel=cancel, watch=watch)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

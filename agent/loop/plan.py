@@ -71,13 +71,14 @@ class TrialPlan:
                              c.gpus_per_trial or 0, c.isolation)
 
     def job(self, number: int, tree_tar: bytes, workdir: Path, env: dict[str, str],
-            cache: Path, watch: dict | None = None) -> TrialJob:
+            cache: Path, watch: dict | None = None, test_data: Path | None = None) -> TrialJob:
         """Trial `number` as an executor runs it: its tree, where its log goes, the session's
-        data, limits, scoring and the folder's [run] table; `env` from `env()` (and a seed)."""
+        data, limits, scoring and the folder's [run] table; `env` from `env()` (and a seed);
+        `test_data`: a folder a harness-scored model is also scored on (the test split)."""
         c = self.config
         return TrialJob(number, tree_tar, str(workdir), c.data_dir, env, str(cache),
                         self.limits(), c.scoring, self.space.fixed.get("SEQ_LEN"),
-                        self.spec.job(), watch)
+                        self.spec.job(), watch, str(test_data) if test_data else None)
 
     def device(self) -> str:
         gpus, share = self.config.gpus_per_trial or 1, self.config.gpu_mem_fraction

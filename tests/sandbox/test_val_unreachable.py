@@ -105,9 +105,10 @@ WALK = WALK.replace("MARKS", 'os.path.join(os.path.dirname(os.path.abspath(__fil
                     '"marks.json")')
 
 
-def val_marks(data) -> tuple[dict[str, str], int, int]:
-    """blake2b digests of the lines (>= MIN_LINE chars) that only a val document holds ->
-    that document's number; how many val documents of >= 1 KB have 3 such lines, of how many."""
+def val_marks(data, part: str = "val") -> tuple[dict[str, str], int, int]:
+    """blake2b digests of the lines (>= MIN_LINE chars) that only a val (or, with part="test",
+    a test) document holds -> that document's number; how many such documents of >= 1 KB have
+    3 such lines, of how many."""
     import sys
 
     sys.path.insert(0, str(baseline_dir()))
@@ -115,6 +116,7 @@ def val_marks(data) -> tuple[dict[str, str], int, int]:
         import prepare
     finally:
         sys.path.pop(0)
+    wanted = part
     docs, held_out = prepare.default_documents()
     lines: dict[str, set[bytes]] = {"train": set(), "val": set(), "test": set()}
     per_doc: dict[str, set[bytes]] = {}
@@ -122,13 +124,14 @@ def val_marks(data) -> tuple[dict[str, str], int, int]:
         part = prepare.split_of(rel, held_out)
         own = {ln.strip() for ln in text.split(b"\n") if len(ln.strip()) >= MIN_LINE}
         lines[part] |= own
-        if part == "val" and len(text) >= 1024:
+        if part == wanted and len(text) >= 1024:
             per_doc[rel] = own
+    other = lines["train"] | lines["test" if wanted == "val" else "val"]
     marks = {}
     for i, own in enumerate(per_doc.values()):
-        for line in own - lines["train"] - lines["test"]:
-            marks[hashlib.blake2b(line, digest_size=8).hexdigest()] = str(i)
-    covered = sum(len(own - lines["train"] - lines["test"]) >= 3 for own in per_doc.values())
+        for line in own - other:
+            marks[hashlib.blake2b(line, digest_size=8).hexdigest()] = f"{wanted}{i}"
+    covered = sum(len(own - other) >= 3 for own in per_doc.values())
     return marks, covered, len(per_doc)
 
 
@@ -152,13 +155,20 @@ def test_a_trial_cannot_rebuild_val_from_what_it_can_read(backend, tmp_path, pre
 
 def test_a_trial_that_walks_its_file_system_finds_no_val_document(backend, tmp_path,
                                                                   prepared_data):
+    """Nor a test document (issue 25): the test split lies beside the data folder."""
     marks, covered, big = val_marks(prepared_data)
     assert covered == big >= 50  # the check can see every val document of >= 1 KB
+    test_marks, test_covered, test_big = val_marks(prepared_data, "test")
+    assert test_covered == test_big >= 50
+    marks |= test_marks
+    test = prepared_data.with_name(prepared_data.name + ".test")
+    assert (test / "val.bin").stat().st_size > 2**19  # the test split is there to be found
     (tmp_path / "marks.json").write_text(json.dumps(marks))
     control: dict = {}  # the walk's own detector, run here on val.bin: it sees every document
     exec(textwrap.dedent(SCAN).replace("MARKS", repr(str(tmp_path / "marks.json"))), control)
     control["scan"]("val.bin", (prepared_data / "val.bin").read_bytes())
-    assert len(control["found"]) == covered, len(control["found"])
+    control["scan"]("test/val.bin", (test / "val.bin").read_bytes())
+    assert len(control["found"]) == covered + test_covered, len(control["found"])
     result, log = run_trial(backend, tmp_path, prepared_data, WALK, "walk",
                             {"marks.json": json.dumps(marks)})
     walked = next(ln for ln in log.splitlines() if ln.startswith("walked:"))
@@ -200,3 +210,53 @@ def test_the_data_folders_own_path_shows_no_val(backend, tmp_path, prepared_data
         shutil.rmtree(folder)
     assert result.status == "ok", log
     assert "read val.bin at its own path" not in log, log
+
+
+TEST_PATH = """
+    import os
+
+    test = {folder!r} + ".test"
+    try:
+        with open(os.path.join(test, "val.bin"), "rb") as f:
+            print("read the test split at its own path:", len(f.read()), "bytes")
+    except OSError as e:
+        print("the test split at its own path:", type(e).__name__)
+    try:
+        print("files of the test split:", sorted(os.listdir(test)))
+    except OSError as e:
+        print("files of the test split:", type(e).__name__)
+    print("own val.bin:", os.path.getsize(os.path.join(os.environ["AR_DATA_DIR"], "val.bin")))
+    print("---")
+    print("val_bpb: 1.0")
+"""
+
+
+def test_a_trial_scored_by_what_it_prints_cannot_read_the_test_split(backend, tmp_path,
+                                                                     prepared_data):
+    """Such a trial reads val.bin (it evaluates itself), but the test split beside its data
+    folder (here under /opt, open to everyone) neither at its own path nor in the folder
+    that holds both (issue 25)."""
+    import tempfile
+
+    parent = Path(tempfile.mkdtemp(prefix="ar-test-split-", dir="/opt"))
+    try:
+        parent.chmod(0o755)
+        folder = parent / "data"
+        for source, target in ((prepared_data, folder),
+                               (prepared_data.with_name(prepared_data.name + ".test"),
+                                parent / "data.test")):
+            target.mkdir(mode=0o755)
+            for name in ("train.bin", "val.bin", "meta.json"):
+                shutil.copy(source / name, target / name)
+                (target / name).chmod(0o644)
+        run = make_trial(tmp_path, TEST_PATH.format(folder=str(folder)), name="test-split")
+        run = TrialRun(run.tree, run.workdir, data_dir=folder, hide_val=False,
+                       env={"AR_SEED": "1"})
+        result = backend.run(run, limits(timeout_s=300, memory="2g"))
+        log = (run.workdir / "train.log").read_text()
+    finally:
+        shutil.rmtree(parent)
+    assert result.status == "ok", log
+    assert f"own val.bin: {(prepared_data / 'val.bin').stat().st_size}" in log  # val: yes
+    assert "the test split at its own path:" in log, log
+    assert "read the test split" not in log and "'val.bin'" not in log, log

@@ -1,0 +1,109 @@
+"""The number to publish: a run's best, and its baseline, scored on the test split
+(`autoresearch report RUN...`).
+
+The best val_bpb of a long search is the least of many noisy draws on the same val windows:
+an optimistic number. The default corpus keeps a test split back (baseline_train/prepare.py:
+held-out documents in neither train nor val, in FOLDER.test beside the data folder), which
+no trial and no gate ever reads (sandbox/local.py hides it, Docker never mounts it). Here
+the best commit (the incumbent the run ended with) and the baseline are trained again at the
+session's seed, exactly as their trials ran but with val hidden and AR_SCORE=harness, and
+the harness scores the exported model on val and on test with the same code
+(sandbox/harness.py): the gap between the two is the run's optimism, measured like with like.
+A training folder whose train.py does not export its model (AR_SCORE=harness) gets no test
+score. Results are kept in RUN/test/ (one JSON per trial and seed, with the test split's
+fingerprint) and read back when asked again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.analysis.reruns import RecordedRun
+from agent.errors import UserError
+from agent.record.ledger import atomic_write
+from agent.text import clean
+from sandbox.base import held_out_test
+
+
+def held_out_folder(rec: RecordedRun) -> Path:
+    """The test split of the run's data, built once by the packaged prepare.py (our own code,
+    on the host: it reads the private held-out archive, as the session's preparation did)."""
+    from agent.paths import baseline_dir
+
+    data = rec.data()
+    if data is None:
+        raise UserError(f"{rec.rd.root} has no prepared data folder: its train.py prepares "
+                        "its own data, so there is no test split to score on")
+    test = held_out_test(data)
+    if all((test / f).is_file() for f in ("val.bin", "meta.json")):
+        return test
+    try:
+        meta = json.loads((Path(data) / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if not isinstance(meta, dict) or not meta.get("held_out"):
+        raise UserError(f"{data} has no test split: only the default corpus keeps one back "
+                        "(a corpus of your own: hold documents out of it yourself)")
+    done = subprocess.run([sys.executable, str(baseline_dir() / "prepare.py"), "--test",
+                           "--out", str(data)], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0 or not (test / "val.bin").is_file():
+        said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines()
+                or ["no output"])[-1]
+        raise UserError(f"cannot build the test split of {data}: {clean(said, one_line=True)}")
+    return test
+
+
+def fingerprint(test: Path) -> str:
+    meta = json.loads((test / "meta.json").read_text())
+    return f"{meta.get('corpus')}:{meta.get('fingerprint')}"
+
+
+def report(run_dir: Path, sandbox: str | None = None, again: bool = False) -> dict:
+    """The run's baseline and best, each with its recorded val_bpb and, from one run at the
+    session's seed scored by the harness, val and test bpb."""
+    with RecordedRun.open(run_dir, sandbox) as rec:
+        ok = {n.commit: n for n in sorted(rec.notes.values(), key=lambda n: n.trial)
+              if n.status == "ok" and n.val_bpb is not None}
+        if 0 not in rec.notes:
+            raise UserError(f"{rec.rd.root} holds no trial yet: nothing to score")
+        best = ok.get(rec.ws.best) or rec.notes[0]
+        test = held_out_folder(rec)
+        split, seed = fingerprint(test), rec.config.seed
+        out = rec.rd.root / "test"
+        wanted = [("baseline", rec.notes[0])] + ([("best", best)] if best.trial else [])
+        rows: dict[int, dict] = {}
+        todo = []
+        for _, note in wanted:
+            kept = out / f"{note.trial:04d}-seed{seed}.json"
+            if kept.is_file() and not again:
+                row = json.loads(kept.read_text())
+                if row.get("test_split") == split and row.get("commit") == note.commit:
+                    rows[note.trial] = row
+                    continue
+            todo.append(note)
+        if todo:
+            results = rec.run([(n.commit, out / f"{n.trial:04d}-seed{seed}", seed)
+                               for n in todo], scoring="harness", test_data=test)
+            for note, r in zip(todo, results, strict=True):
+                test_bpb = r.metrics.get("test_bpb") if r.status == "ok" else None
+                row = {"trial": note.trial, "commit": note.commit, "seed": seed,
+                       "test_split": split, "recorded_val_bpb": note.val_bpb,
+                       "status": r.status, "reason": r.reason,
+                       "val_bpb": r.val_bpb if r.status == "ok" else None,
+                       "test_bpb": test_bpb if isinstance(test_bpb, float) else None,
+                       "wall_s": r.wall_s}
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write(out / f"{note.trial:04d}-seed{seed}.json",
+                             (json.dumps(row, indent=2) + "\n").encode())
+                rows[note.trial] = row
+        listed = []
+        for role, note in wanted:
+            row = dict(rows[note.trial], role="baseline = best" if note is best else role)
+            if row["val_bpb"] is not None and row["test_bpb"] is not None:
+                row["gap"] = row["test_bpb"] - row["val_bpb"]
+            listed.append(row)
+        return {"run": str(rec.rd.root), "method": rec.config.method, "seed": seed,
+                "test_split": split, "rows": listed}
