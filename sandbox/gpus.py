@@ -152,18 +152,25 @@ def device_passthrough(gpu_ids: tuple[int, ...], *, root: str = "/",
     return Passthrough(devices=devices, mounts=mounts, env=env)
 
 
+_UVM_TRIED: set[str] = set()
+
+
 def ensure_uvm(python: str, root: str = "/", modprobe: str | None = None) -> bool:
     """Make /dev/nvidia-uvm exist before an unprivileged trial's first CUDA call: the node
     appears at a machine's first CUDA init, made by the driver's setuid helper
     nvidia-modprobe, which a trial user under no-new-privileges cannot run (its CUDA init then
     fails). So, on a host with the driver (dev/nvidiactl) and no dev/nvidia-uvm yet, run the
-    helper as root, else initialise CUDA once as root in a child (`python`, which has torch;
-    the session never imports it). True when the node exists afterwards."""
+    helper as root, else initialise CUDA once as root in a child (`python`: the session's own
+    interpreter, never a training folder's; the session never imports torch itself). Tried
+    once per process. True when the node exists afterwards."""
     dev = Path(root) / "dev"
     if not (dev / "nvidiactl").exists():
         return False  # no NVIDIA driver here: nothing to make
     if (dev / "nvidia-uvm").exists():
         return True
+    if root in _UVM_TRIED:  # tried once in this process: a trial's own error says the rest
+        return False
+    _UVM_TRIED.add(root)
     modprobe = modprobe or shutil.which("nvidia-modprobe")
     attempts = ([[modprobe, "-u", "-c=0"]] if modprobe else []) + [
         [python, "-I", "-c", "import torch; torch.cuda.init()"]]

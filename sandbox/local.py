@@ -66,7 +66,7 @@ PRIVATE = {"/tmp": "tmp", "/var/tmp": "var-tmp", "/dev/shm": "shm", "/run/lock":
 
 
 ISOLATION = ("auto", "none")
-PROBED: dict[str, str | None] = {}  # interpreter -> why its trials cannot be isolated (None: can)
+PROBED: dict[str, None] = {}  # the interpreters whose trials were isolated here
 NO_ISOLATION = ("local trials cannot be isolated here ({why}): pass --isolation none to run "
                 "them as {user}, with this machine's files, keys and network in their reach "
                 "(README, \"Sandbox\"), or use the docker backend")
@@ -97,12 +97,16 @@ class LocalSandbox:
         read, fails here and not in every trial of a night."""
         if not self.isolated:
             return None
-        if self.python not in PROBED:
-            PROBED[self.python] = self._probe()
-        return PROBED[self.python]
+        if self.python in PROBED:
+            return None
+        why = self._probe()
+        if why is None:  # only a success is kept: a probe cut by load is tried again
+            PROBED[self.python] = None
+        return why
 
     def _probe(self) -> str | None:
-        work = Path(tempfile.mkdtemp(prefix="ar-isolation-"))
+        # named like a stage: a session killed while it probes leaves nothing behind for long
+        work = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-isolation-"))
         try:
             tree = work / "src"
             tree.mkdir()
@@ -123,7 +127,7 @@ class LocalSandbox:
         out = workdir / "out"
         out.mkdir(parents=True, exist_ok=True)
         if self.isolated and limits.gpus:  # the trial user cannot make the node itself
-            ensure_uvm(run.python or self.python)
+            ensure_uvm(self.python)  # ours: a folder's [run] python never runs as root
         stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-"))
         try:
             return self._run(run, limits, workdir, out, stage, cancel, watch)
@@ -191,10 +195,11 @@ class LocalSandbox:
                 if not any(_under(p, [data]) for p in (str(stage), *roots)):
                     hide.append(data)
             if run.data_dir is not None:  # the test split beside the data: never a trial's
-                test = held_out_test(Path(run.data_dir).resolve())
-                if test.is_dir() and not _under(str(test), hide + list(PRIVATE)) \
-                        and not any(_under(p, [str(test)]) for p in (str(stage), *roots)):
-                    hide.append(str(test))
+                given = Path(os.path.abspath(run.data_dir))  # beside a link, or its target
+                for test in {held_out_test(given), held_out_test(given.resolve())}:
+                    if test.is_dir() and not _under(str(test), hide + list(PRIVATE)) \
+                            and not any(_under(p, [str(test)]) for p in (str(stage), *roots)):
+                        hide.append(str(test))
             covered = hide + list(PRIVATE)  # what the trial sees there is not the host's
             keep = [r for r in roots if _under(r, covered)]
             spec = {"binds": binds, "hide": hide, "keep": keep, "stage": str(stage),

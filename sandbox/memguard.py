@@ -92,11 +92,13 @@ class CgroupGuard:
 
 
 class WatchdogGuard:
-    """Samples the memory of the trial's process tree; kills it past the limit. Each process
-    counts its proportional set size (PSS: a page shared by n processes counts 1/n in each),
-    so the pages a trainer shares with the compile workers it forks (Inductor starts one per
-    core) count once, not once per process as summed RSS counted them; RSS where the
-    kernel gives no PSS.
+    """Samples the memory of the trial's process tree; kills it past the limit. The summed
+    resident sizes (a cheap counter) are an upper bound; only when they pass the limit does
+    each process count its proportional set size instead (PSS: a page shared by n processes
+    counts 1/n in each; /proc/PID/smaps_rollup walks the process's page tables, too costly to
+    read ten times a second), so the pages a trainer shares with the compile workers it forks
+    (Inductor starts one per core) count once, not once per process; RSS where the kernel
+    gives no PSS. The peak is what was counted: RSS below the limit, PSS above it.
 
     Weaker than a cgroup: a process that allocates faster than one sampling interval can
     overshoot the limit by what it allocates in that time (~0.1 s). Processes that leave the
@@ -153,12 +155,19 @@ class WatchdogGuard:
         import psutil
 
         while not self._stop.is_set():
-            total = 0
-            for p in self._processes():
+            processes, total = self._processes(), 0
+            for p in processes:
                 try:
-                    total += _proportional(p)
+                    total += p.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
+            if total > self.limit:  # summed RSS counts shared pages once per process
+                total = 0
+                for p in processes:
+                    try:
+                        total += _proportional(p)
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        pass
             self.peak = max(self.peak, total)
             if total > self.limit:
                 self.oom = True

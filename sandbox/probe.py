@@ -28,15 +28,8 @@ from sandbox.memguard import cgroup_available
 
 PREFIX = "probe: "
 PROBE = r'''
-import json, os, shutil, sys
+import json, os, shutil, stat, sys
 facts = {"uid": os.getuid(), "python": sys.executable, "devices": {}}
-for name in sorted(os.listdir("/dev")):
-    if name.startswith("nvidia"):
-        try:
-            os.close(os.open("/dev/" + name, os.O_RDWR))
-            facts["devices"]["/dev/" + name] = "ok"
-        except OSError as e:
-            facts["devices"]["/dev/" + name] = e.strerror or str(e)
 facts["compiler"] = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 if os.environ.get("AR_PROBE_CUDA") == "1":
     try:
@@ -50,13 +43,24 @@ if os.environ.get("AR_PROBE_CUDA") == "1":
     except Exception as e:
         text = str(e).strip().splitlines()
         facts["cuda"] = {"error": type(e).__name__ + (": " + text[0][:200] if text else "")}
+# after CUDA's init, which may make nodes (nvidia-uvm); device nodes only (not nvidia-caps/)
+for name in sorted(os.listdir("/dev")):
+    path = "/dev/" + name
+    if name.startswith("nvidia") and stat.S_ISCHR(os.stat(path).st_mode):
+        try:
+            os.close(os.open(path, os.O_RDWR))
+            facts["devices"][path] = "ok"
+        except OSError as e:
+            facts["devices"][path] = e.strerror or str(e)
 print("probe: " + json.dumps(facts), flush=True)
 '''
 
 
 def host_devices(root: str = "/") -> list[str]:
+    """The NVIDIA device nodes of this host (character devices: not /dev/nvidia-caps/)."""
     dev = Path(root) / "dev"
-    return sorted(f"/dev/{p.name}" for p in dev.glob("nvidia*")) if dev.is_dir() else []
+    return sorted(f"/dev/{p.name}" for p in dev.glob("nvidia*") if p.is_char_device()) \
+        if dev.is_dir() else []
 
 
 def run_probe(sandbox: LocalSandbox, gpus: tuple[int, ...]) -> tuple[dict | None, str]:
@@ -99,7 +103,10 @@ def machine_report(gpus: tuple[int, ...] = (), isolation: str = "auto") -> dict:
                            if sandbox.isolated else
                            "none: trials run as root" if root else
                            "none: trials run as you (not root)")
-    facts, last = run_probe(sandbox, gpus)
+    try:
+        facts, last = run_probe(sandbox, gpus)
+    except (OSError, SandboxError) as e:  # the probe could not even start
+        facts, last = None, f"{type(e).__name__}: {e}"
     report["trial"] = facts
     problems = []
     if refused:

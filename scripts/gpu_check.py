@@ -348,13 +348,17 @@ def row_throughput(attention: str) -> Callable[[Context], Got]:
     return run
 
 
-def row_repair(ctx: Context) -> Got:
-    import torch
+def gpu_memory(ctx: Context) -> int:
+    """The GPU's memory in bytes, from nvidia-smi (this process holds no CUDA context)."""
+    proc = ctx.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits",
+                    "-i", ctx.gpu])
+    return int(proc.stdout.split()[0]) * 2**20  # MiB
 
+
+def row_repair(ctx: Context) -> Got:
     run_dir = ctx.out / "repair"
     shutil.rmtree(run_dir, ignore_errors=True)
-    total = torch.cuda.get_device_properties(int(ctx.gpu)).total_memory
-    share = min(REPAIR_SHARE_GB * 2**30 / total, 1.0)
+    share = min(REPAIR_SHARE_GB * 2**30 / gpu_memory(ctx), 1.0)
     proc = ctx.cli("run", "--method", "random", "--train-dir", str(tree(ctx)), "--preset",
                    "gpu", "--gpus", ctx.gpu, "--trials", "1", "--time-budget",
                    f"{ctx.budget:g}", "--seed", "0", "--gpu-mem-fraction", f"{share:.3f}",

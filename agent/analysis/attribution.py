@@ -85,9 +85,10 @@ def split_changes(space: SearchSpace, before: str, after: str) -> list[Change]:
 
 
 def attribute(run_dir: Path, start: str = "baseline", end: str = "best", k: int = 2,
-              sandbox: str | None = None, progress=None, prepare_network: bool = False) -> dict:
+              sandbox: str | None = None, progress=None, prepare_network: bool = False,
+              isolation: str = "auto") -> dict:
     """Measure each change between `start` and `end`; the table, also in attribution.json."""
-    with RecordedRun.open(run_dir, sandbox, prepare_network) as rec:
+    with RecordedRun.open(run_dir, sandbox, prepare_network, isolation) as rec:
         a, b = rec.resolve(start), rec.resolve(end)
         if a == b:
             raise UserError(f"--from {start} and --to {end} are the same commit: nothing to "

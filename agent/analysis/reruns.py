@@ -39,14 +39,14 @@ class RecordedRun:
 
     @classmethod
     def open(cls, run_dir: Path, sandbox: str | None = None,
-             prepare_network: bool = False) -> RecordedRun:
+             prepare_network: bool = False, isolation: str = "auto") -> RecordedRun:
         rd = RunDir(run_dir)
         require_session(rd)
         rd.lock()
         try:
             config = SessionConfig.load(rd.session_toml)
-            # --prepare-network of this command: never what the folder says
-            update = {"prepare_network": prepare_network}
+            # --prepare-network and --isolation of this command: never what the folder says
+            update = {"prepare_network": prepare_network, "isolation": isolation}
             if sandbox is not None:
                 update |= {"sandbox": sandbox, "workers": 1}
             config = config.model_copy(update=update)
@@ -121,9 +121,9 @@ class RecordedRun:
 
 
 def rerun(run_dir: Path, n: int, k: int = 1, sandbox: str | None = None,
-          prepare_network: bool = False) -> dict:
+          prepare_network: bool = False, isolation: str = "auto") -> dict:
     """Trial n of run_dir again with K seeds, in reruns/NNNN-TIME/; the comparison."""
-    with RecordedRun.open(run_dir, sandbox, prepare_network) as rec:
+    with RecordedRun.open(run_dir, sandbox, prepare_network, isolation) as rec:
         note, seeds = rec.trial(n), rec.seeds(k)
         out = rec.rd.root / "reruns" / f"{n:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
         results = rec.run([(note.commit, out / f"seed-{s}", s) for s in seeds])

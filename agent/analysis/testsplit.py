@@ -4,11 +4,13 @@
 The best val_bpb of a long search is the least of many noisy draws on the same val windows:
 an optimistic number. The default corpus keeps a test split back (baseline_train/prepare.py:
 held-out documents in neither train nor val, in FOLDER.test beside the data folder), which
-no trial and no gate ever reads (sandbox/local.py hides it, Docker never mounts it). Here
+no trial and no gate reads (sandbox/local.py covers it, Docker never mounts it). Here
 the best commit (the incumbent the run ended with) and the baseline are trained again at the
 session's seed, exactly as their trials ran but with val hidden and AR_SCORE=harness, and
 the harness scores the exported model on val and on test with the same code
 (sandbox/harness.py): the gap between the two is the run's optimism, measured like with like.
+(A local trial that is not isolated, a session run as a user or with --isolation none, can
+read what that user can, the test split included, as it can val: README, "Sandbox".)
 A training folder whose train.py does not export its model (AR_SCORE=harness) gets no test
 score. Results are kept in RUN/test/ (one JSON per trial and seed, with the test split's
 fingerprint) and read back when asked again.
@@ -61,15 +63,19 @@ def fingerprint(test: Path) -> str:
     return f"{meta.get('corpus')}:{meta.get('fingerprint')}"
 
 
-def report(run_dir: Path, sandbox: str | None = None, again: bool = False) -> dict:
+def report(run_dir: Path, sandbox: str | None = None, again: bool = False,
+           prepare_network: bool = False, isolation: str = "auto") -> dict:
     """The run's baseline and best, each with its recorded val_bpb and, from one run at the
     session's seed scored by the harness, val and test bpb."""
-    with RecordedRun.open(run_dir, sandbox) as rec:
+    with RecordedRun.open(run_dir, sandbox, prepare_network, isolation) as rec:
         ok = {n.commit: n for n in sorted(rec.notes.values(), key=lambda n: n.trial)
               if n.status == "ok" and n.val_bpb is not None}
         if 0 not in rec.notes:
             raise UserError(f"{rec.rd.root} holds no trial yet: nothing to score")
-        best = ok.get(rec.ws.best) or rec.notes[0]
+        best = ok.get(rec.ws.best)
+        if best is None:
+            raise UserError(f"branch best of {rec.rd.root} names no ok trial: `autoresearch "
+                            f"resume {rec.rd.root}` puts it back on the best one")
         test = held_out_folder(rec)
         split, seed = fingerprint(test), rec.config.seed
         out = rec.rd.root / "test"
@@ -80,7 +86,8 @@ def report(run_dir: Path, sandbox: str | None = None, again: bool = False) -> di
             kept = out / f"{note.trial:04d}-seed{seed}.json"
             if kept.is_file() and not again:
                 row = json.loads(kept.read_text())
-                if row.get("test_split") == split and row.get("commit") == note.commit:
+                if row.get("test_split") == split and row.get("commit") == note.commit \
+                        and row.get("status") == "ok":  # a failure is tried again
                     rows[note.trial] = row
                     continue
             todo.append(note)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import PREPARE, SANDBOX_HELP
+from agent.cli.common import ISOLATION, PREPARE, SANDBOX_HELP
 from agent.text import markup
 
 
@@ -26,12 +26,13 @@ def rerun(
     seeds: int = typer.Option(1, "--seeds", help="Seeds: the trial's own, then the next."),
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
     prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run trial N again from its commit, seed and limits; recorded and new val_bpb side by side."""
     from agent.analysis.reruns import rerun as run_again
 
-    summary = run_again(run_dir, trial, seeds, sandbox, prepare_network)
+    summary = run_again(run_dir, trial, seeds, sandbox, prepare_network, isolation)
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
         return
@@ -65,6 +66,7 @@ def attribute(
     seeds: int = typer.Option(2, "--seeds", help="Seeds per variant."),
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
     prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
 ) -> None:
     """Each change from --from to --to measured by leave-one-out and add-one, K seeds each."""
@@ -74,7 +76,7 @@ def attribute(
     console = Console(stderr=True) if as_json else wide_console()
     table = measure(run_dir, start, end, seeds, sandbox,
                     progress=lambda text: console.print(f"[dim]{markup(text)}[/dim]"),
-                    prepare_network=prepare_network)
+                    prepare_network=prepare_network, isolation=isolation)
     if as_json:
         typer.echo(json.dumps(table, sort_keys=True))
         return
@@ -111,6 +113,8 @@ def report(
     sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
     again: bool = typer.Option(False, "--again", help="Score again; else results kept in "
                                "RUN/test/ are read back."),
+    prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
     as_json: bool = typer.Option(False, "--json", help="One object per run."),
 ) -> None:
     """Each run's best and its baseline scored on the test split that no trial read: trained
@@ -123,7 +127,7 @@ def report(
     for run_dir in run_dirs:
         console.print(f"[dim]{markup(run_dir)}: its baseline and best on the test split "
                       "(trained again unless kept in RUN/test/) ...[/dim]")
-        found.append(score(run_dir, sandbox, again))
+        found.append(score(run_dir, sandbox, again, prepare_network, isolation))
     if as_json:
         typer.echo(json.dumps(found, sort_keys=True))
         return

@@ -156,10 +156,21 @@ def mount_problem(host: str, home: str | None = None) -> str:
                 "(e.g. ~/.cache/NAME)")
     if not _inside(real, home):
         return f"{real} is outside your home ({home}): trials see mounts under their HOME"
+    ours = os.path.realpath(own_cache())
+    if _inside(real, ours) or _inside(ours, real):  # val's and test's source, the test split
+        return (f"{real} is or holds {ours}, this tool's own cache (the held-out validation "
+                "and test text live there): mount a folder beside it")
     problem = _credentials(real, home)
     if problem.startswith("it holds"):
         problem += ": mount the folder beside it (~/.cache/huggingface/hub, not its parent)"
     return problem
+
+
+def own_cache() -> str:
+    """autoresearch-sandbox's cache folder, as baseline_train/prepare.py's cache_dir() finds
+    it: the held-out archive, the prepared data and its test split."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "autoresearch-sandbox")
 
 
 SYSTEM = ("/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/run", "/var/run", "/usr", "/bin",

@@ -15,7 +15,7 @@ where configurations fail. Every row is appended to --out (JSON lines) as it fin
 second run of the same command skips the rows already there: it resumes.
 
     python benchmarks/surrogate/collect.py [--random 120] [--guided 40] [--repeat 12]
-        [--seeds 3] [--token-budget 32768] [--eval-tokens 32768]
+        [--seeds 3] [--token-budget 65536] [--eval-tokens 32768]
         [--out benchmarks/surrogate/data.jsonl] [--sandbox auto]
 """
 
@@ -64,6 +64,9 @@ class Collector:
     def trial(self, key: str, source: str, config: dict, seed: int) -> dict:
         """One configuration at one seed: read back if the data set holds it, else run."""
         if key in self.done:
+            if self.done[key]["config"] != config or self.done[key]["seed"] != seed:
+                sys.exit(f"{self.out}: row {key} holds another configuration than this run "
+                         "draws (other code or options?): pass another --out")
             return self.done[key]
         tree = self.work / "tree"
         shutil.rmtree(tree, ignore_errors=True)
@@ -127,7 +130,9 @@ def main() -> int:
     parser.add_argument("--guided", type=int, default=40, help="trials of TPE and of CMA-ES")
     parser.add_argument("--repeat", type=int, default=12, help="random configs run again")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of a repeated config")
-    parser.add_argument("--token-budget", type=int, default=32768)
+    # 16 optimizer steps at the cpu preset's default batch (4096 tokens), 2 to 32 over its
+    # range: far fewer than a 60-s trial's ~100, at a cost a data set of hundreds can pay
+    parser.add_argument("--token-budget", type=int, default=65536)
     parser.add_argument("--eval-tokens", type=int, default=32768)
     parser.add_argument("--sandbox", default="auto")
     parser.add_argument("--out", type=Path, default=HERE / "data.jsonl")

@@ -81,6 +81,9 @@ def test_two_tables_are_refused(tmp_path):
     ('[run]\nmounts = ["~/.config"]\n', "~/.config/gcloud holds credentials"),
     ('[run]\nmounts = ["~/.cache/huggingface"]\n', "a credential file"),
     ('[run]\nmounts = ["~/etc-link"]\n', "is outside your home"),
+    # issue 25: this tool's own cache holds the held-out val and test text and the test split
+    ('[run]\nmounts = ["~/.cache/autoresearch-sandbox/data"]\n', "this tool's own cache"),
+    ('[run]\nmounts = ["~/.cache/autoresearch-sandbox"]\n', "this tool's own cache"),
     ('[run]\nenv = { DATABASE_URL = "postgres://me:hunter2@db/x" }\n', "URL with a user name"),
     ('[run]\nenv = { MYSQL_PWD = "x" }\n', "looks like a secret"),
     ('[run]\nenv = { GH_PAT = "x" }\n', "looks like a secret"),
@@ -93,6 +96,8 @@ def test_two_tables_are_refused(tmp_path):
 def test_credentials_and_the_home_folder_never_reach_a_trial(tmp_path, monkeypatch, table,
                                                               words):
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    (tmp_path / ".cache" / "autoresearch-sandbox" / "data").mkdir(parents=True)
     (tmp_path / ".aws").mkdir()
     (tmp_path / ".aws" / "credentials").write_text("[default]\n")
     (tmp_path / ".config" / "gcloud").mkdir(parents=True)

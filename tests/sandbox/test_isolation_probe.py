@@ -7,6 +7,7 @@ a trial gets from inside one; a venv under a folder the trial user cannot enter 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ from agent.testing.synthetic import make_train_dir
 from sandbox.gpus import ensure_uvm
 from sandbox.images.host import TRIAL_UID
 from sandbox.local import LocalSandbox
-from sandbox.probe import machine_report
+from sandbox.probe import host_devices, machine_report
 from tests.sandbox.helpers import SUMMARY, limits, make_trial
 
 EXE = shutil.which("autoresearch", path=os.path.dirname(sys.executable))
@@ -86,7 +87,8 @@ def test_the_report_from_inside_a_trial_here(as_root):
     report = machine_report()
     assert report["root"] and report["problems"] == [], report
     assert report["isolation"] == f"uid {TRIAL_UID} in mount and network namespaces of its own"
-    assert report["trial"]["uid"] == TRIAL_UID and report["trial"]["devices"] == {}
+    assert report["trial"]["uid"] == TRIAL_UID
+    assert sorted(report["trial"]["devices"]) == host_devices()  # the nodes a GPU host has
     assert report["trial"]["compiler"]  # torch.compile's C compiler is on the trial's PATH
     assert report["memory_guard"] in ("cgroup v1", "cgroup v2", "watchdog")
     assert report["session"].startswith(f"runs trials with uid {TRIAL_UID}")
@@ -113,6 +115,23 @@ def test_a_venv_under_a_closed_folder_runs_as_the_trial_user(as_root, tmp_path):
     assert f"uid {TRIAL_UID} prefix {venv}" in log
 
 
+def test_uvm_is_made_by_the_sessions_interpreter_never_a_folders(as_root, tmp_path,
+                                                                   monkeypatch):
+    """A training folder's [run] python is someone else's program: it never runs as root
+    (a GPU trial of an isolated session makes /dev/nvidia-uvm with the session's own)."""
+    import sandbox.local as local
+
+    called = []
+    monkeypatch.setattr(local, "ensure_uvm", lambda python: called.append(python))
+    run = make_trial(tmp_path, SUMMARY)
+    sandbox = LocalSandbox()
+    theirs = os.path.realpath(sys.executable)  # another path to an interpreter that runs
+    assert theirs != sandbox.python
+    result = sandbox.run(dataclasses.replace(run, python=theirs), limits(gpus=(0,)))
+    assert result.status == "ok", (run.workdir / "train.log").read_text()
+    assert called == [sandbox.python] and theirs not in called
+
+
 def test_uvm_is_made_as_root_once_and_only_where_a_driver_is(tmp_path):
     calls = tmp_path / "calls"
     fake = tmp_path / "python"  # stands for an interpreter whose CUDA init makes the node
@@ -126,3 +145,9 @@ def test_uvm_is_made_as_root_once_and_only_where_a_driver_is(tmp_path):
     assert calls.read_text() == "-I -c import torch; torch.cuda.init()\n"  # after the helper
     assert ensure_uvm(str(fake), root=str(tmp_path)) is True
     assert calls.read_text().count("\n") == 1  # the node exists: nothing run again
+    other = tmp_path / "other"
+    (other / "dev").mkdir(parents=True)
+    (other / "dev" / "nvidiactl").touch()  # a host where nothing makes the node
+    assert ensure_uvm("/bin/true", root=str(other), modprobe="/bin/true") is False
+    assert ensure_uvm(str(fake), root=str(other)) is False  # tried once: not again
+    assert calls.read_text().count("\n") == 1

@@ -24,7 +24,7 @@ def features(config, spec):
         out.append(float(config[name]))
     for name, choices in spec["categorical"].items():
         out += [1.0 if config[name] == choice else 0.0 for choice in choices]
-    steps = spec["token_budget"] / config["TOTAL_BATCH_SIZE"]
+    steps = math.ceil(spec["token_budget"] / config["TOTAL_BATCH_SIZE"])  # as train.py runs
     micro = config["TOTAL_BATCH_SIZE"] / (config["DEVICE_BATCH_SIZE"] * spec["seq_len"])
     width = config["DEPTH"] * config["ASPECT_RATIO"]
     out += [steps, micro, width, math.log(config["DEPTH"] * width * width)]
