@@ -2,8 +2,10 @@
 finishes (gpu-check/rows.jsonl and gpu-check/table.txt), exit 1 if a row fails.
 
 Sized for one short visit to a GPU machine (no network, no Docker, minutes of device time):
-every row has its own time cap (estimates for one H100/H200 from a cold machine in brackets;
-caps sum to about 12 min, the estimates to about 7), runs configurations chosen for its point
+every row has its own time cap (estimates for one H100/H200 from a cold machine in brackets,
+about 8.5 min in all; the caps of the rows that run without Docker sum to 14 min, so a
+visit whose commands may run 10 min each runs it as two: `--rows probe,session,cache,cuda-oom,
+host-oom` and `--rows harness,mfu-sdpa,mfu-flex,repair`), runs configurations chosen for its point
 (never whatever a seed draws) and is written out the moment it ends, so an interrupted check
 (SIGINT, SIGTERM, a row over its cap) still reports what it did. `--rows` picks some, `--dry`
 walks every row with canned results (no GPU needed, seconds).
@@ -325,23 +327,23 @@ ROWS = [
         Got("1 GPU(s); backend local; local trials: uid 65534 in mount and network "
             "namespaces of its own, memory by cgroup v2; in a trial: 5 /dev/nvidia* nodes, "
             "CUDA NVIDIA H200, compiler /usr/bin/gcc (dry)", True)),
-    Row("session", "session, 3 trials (local)", ">= 2 ok", 240, row_session,
+    Row("session", "session, 3 trials (local)", ">= 2 ok", 200, row_session,
         Got("ok ok ok in 150 s (dry)", True)),
     Row("cache", "compile cache: overhead_s", "trial 2 < trial 0", 10, row_cache,
         Got("overhead_s 52.0, 14.1, 13.8: trial 2 38.2 s below the first compile (dry)",
             True)),
-    Row("cuda-oom", "forced CUDA OOM (local)", "cuda_oom", 90, row_cuda_oom,
+    Row("cuda-oom", "forced CUDA OOM (local)", "cuda_oom", 60, row_cuda_oom,
         Got("cuda_oom in 21.0 s: CUDA out of memory (dry)", True)),
-    Row("host-oom", "host memory hog (local)", "oom", 60, row_host_oom,
+    Row("host-oom", "host memory hog (local)", "oom", 45, row_host_oom,
         Got("oom in 6.0 s: host memory limit 2g reached (dry)", True)),
-    Row("harness", "harness score = printed", f"within {HARNESS_TOLERANCE:g}", 180,
+    Row("harness", "harness score = printed", f"within {HARNESS_TOLERANCE:g}", 150,
         row_harness, Got("printed 1.234567, harness 1.234602, |diff| 3.50e-05 (dry)", True)),
-    Row("mfu-sdpa", "throughput, gpu preset, sdpa", "tokens/s, MFU, peak", 120,
+    Row("mfu-sdpa", "throughput, gpu preset, sdpa", "tokens/s, MFU, peak", 90,
         row_throughput("sdpa"),
         Got("1,300,000 tok/s, MFU 28.0 %, peak 47,000 MB, val_bpb 1.4000 (dry)", True)),
-    Row("mfu-flex", "throughput, gpu preset, flex", "reported", 120, row_throughput("flex"),
+    Row("mfu-flex", "throughput, gpu preset, flex", "reported", 90, row_throughput("flex"),
         Got("1,400,000 tok/s, MFU 30.0 %, peak 45,000 MB, val_bpb 1.4001 (dry)", True)),
-    Row("repair", "OOM repair under preflight", "one halving, then ok", 180, row_repair,
+    Row("repair", "OOM repair under preflight", "one halving, then ok", 150, row_repair,
         Got("ok; probes 128: cuda_oom 30.0 s, 64: ok 0.0 s; failed probes cost 30.0 s of "
             "80.0 s (dry)", True)),
     Row("docker-ok", "GPU trial (docker)", "ok", 120,
@@ -384,13 +386,15 @@ def main() -> int:
     ctx = Context(out, args.gpu, args.time_budget, args.throughput_steps)
     try:
         records = drive(rows, ctx, args.dry, args.dry_delay,
-                        say=lambda line: print(line, file=sys.stderr, flush=True))
+                        say=lambda line: print(line, file=sys.stderr, flush=True),
+                        keep=bool(args.rows))  # a check in parts keeps the other part's rows
     except KeyboardInterrupt:
         print(f"gpu-check: interrupted; the rows so far are in {out / 'rows.jsonl'} and "
               f"{out / 'table.txt'}", file=sys.stderr)
         return 130
     print((out / "table.txt").read_text(), end="")
-    (out / "gpu-check.json").write_text(json.dumps({"rows": records}, indent=2) + "\n")
+    every = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines() if x.strip()]
+    (out / "gpu-check.json").write_text(json.dumps({"rows": every}, indent=2) + "\n")
     return 1 if any(r["passed"] is False for r in records) else 0
 
 

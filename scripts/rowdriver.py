@@ -102,12 +102,18 @@ def table_text(records: list[dict], title: str) -> str:
 
 
 def drive(rows: list[Row], ctx: Context, dry: bool = False, dry_delay: float = 0.0,
-          say=print) -> list[dict]:
+          say=print, keep: bool = False) -> list[dict]:
     """Each row in order under its cap; its record appended to out/rows.jsonl and the table
     so far written to out/table.txt as soon as it ends. An interrupt records the row it cut
-    and re-raises; a row that raises is a failed row and the check goes on."""
+    and re-raises; a row that raises is a failed row and the check goes on. With `keep` the
+    records already in rows.jsonl of rows not run now stay (a check run in parts, or a row
+    run again); the returned records are this run's."""
     jsonl, table = ctx.out / "rows.jsonl", ctx.out / "table.txt"
-    jsonl.write_text("")
+    ours = {row.key for row in rows}
+    before = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()] \
+        if keep and jsonl.is_file() else []
+    kept = [r for r in before if r.get("key") not in ours]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
     records: list[dict] = []
     started = time.monotonic()
 
@@ -121,7 +127,7 @@ def drive(rows: list[Row], ctx: Context, dry: bool = False, dry_delay: float = 0
             os.fsync(f.fileno())
         mark = {True: "ok", False: "FAIL", None: "skipped"}[got.passed]
         say(f"[{mark}] {row.key}: {got.got}")
-        table.write_text(table_text(records, f"gpu-check: GPU {ctx.gpu}"
+        table.write_text(table_text(kept + records, f"gpu-check: GPU {ctx.gpu}"
                                     f"{' (dry)' if dry else ''}, "
                                     f"{time.monotonic() - started:.0f} s"))
 

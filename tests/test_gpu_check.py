@@ -55,6 +55,15 @@ def test_rows_picks_some_and_refuses_an_unknown_one(tmp_path):
     done = check("--dry", "--rows", "cache, probe", "--out", str(tmp_path / "g"))
     assert done.returncode == 0, done.stderr
     assert [r["key"] for r in rows_of(tmp_path / "g")] == ["probe", "cache"]  # check order
+    # a check in parts (a GPU visit's commands are capped): the other part's rows stay, a
+    # row run again replaces its old record
+    assert check("--dry", "--rows", "session,cache", "--out", str(tmp_path / "g")).returncode == 0
+    assert [r["key"] for r in rows_of(tmp_path / "g")] == ["probe", "session", "cache"]
+    every = json.loads((tmp_path / "g" / "gpu-check.json").read_text())["rows"]
+    assert [r["key"] for r in every] == ["probe", "session", "cache"]
+    assert "probe" in (tmp_path / "g" / "table.txt").read_text()
+    assert check("--dry", "--out", str(tmp_path / "g")).returncode == 0  # all rows: anew
+    assert len(rows_of(tmp_path / "g")) == len(load().ROWS)
     bad = check("--dry", "--rows", "probe,warp", "--out", str(tmp_path / "h"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "unknown row warp" in bad.stderr and "pick from probe, session" in bad.stderr
