@@ -176,9 +176,9 @@ def try_(
     preset: str | None = typer.Option(
         None, "--preset", help="Whose limits (memory, budget): default gpu with --gpus where "
         "the folder has that preset, else its default; the block runs as the file holds it."),
-    score: str = typer.Option(
-        "printed", "--score", help="printed, or harness: train.py exports its model and the "
-        "harness scores it in a second sandbox, as a session's --score harness does."),
+    score: str | None = typer.Option(
+        None, "--score", help="printed (the default), or harness: train.py exports its model "
+        "and the harness scores it in a second sandbox, as a session's --score harness does."),
     out: Path | None = typer.Option(None, "--out", help="Keep train.log and out/ here."),
     cache: Path | None = typer.Option(None, "--cache", help="Compile cache (default: OUT/cache)."),
     env_vars: list[str] = typer.Option([], "--env", help="AR_NAME=VALUE for the trial; repeat."),

@@ -248,8 +248,11 @@ def test_two_builds_racing_leave_one_complete_folder(tmp_path):
     for t in threads:
         t.join()
     assert [p.returncode for p in procs] == [0, 0], [p.stderr for p in procs]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary folder left
+    # no temporary folder left; the test split beside the data folder, never in it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.test"]
     assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(p.name for p in (tmp_path / "data.test").iterdir()) == [
+        "meta.json", "train.bin", "val.bin"]
 
 
 @pytest.mark.slow
