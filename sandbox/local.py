@@ -105,20 +105,27 @@ class LocalSandbox:
         return why
 
     def _probe(self) -> str | None:
-        # named like a stage: a session killed while it probes leaves nothing behind for long
-        work = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-isolation-"))
+        result, lines = self.run_script("print('isolated: uid', __import__('os').getuid())\n",
+                                        Limits(timeout_s=60, memory="1g", disk="64m"))
+        if result.exit_code == 0 and f"isolated: uid {TRIAL_UID}" in lines:
+            return None
+        return (lines[-1] if lines else result.reason or f"exit {result.exit_code}")[:200]
+
+    def run_script(self, source: str, limits: Limits,
+                   env: dict[str, str] | None = None) -> tuple[TrialResult, list[str]]:
+        """`source` run once as a trial's train.py (the isolation probe, sandbox/probe.py):
+        the result and the non-empty lines it printed, its folder removed after. Named like a
+        stage, so a session killed meanwhile leaves nothing behind for long."""
+        work = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-script-"))
         try:
             tree = work / "src"
             tree.mkdir()
-            (tree / "probe.py").write_text("print('isolated: uid', __import__('os').getuid())\n")
-            result = self.run(TrialRun(tree=tree, workdir=work / "trial", script="probe.py"),
-                              Limits(timeout_s=60, memory="1g", disk="64m"))
+            (tree / "train.py").write_text(source)
+            result = self.run(TrialRun(tree=tree, workdir=work / "trial", env=env or {}),
+                              limits)
             log = Path(result.log_path or work / "trial" / "train.log")
             text = log.read_text(errors="replace") if log.is_file() else ""
-            if result.exit_code == 0 and f"isolated: uid {TRIAL_UID}" in text:
-                return None
-            lines = [x.strip() for x in text.splitlines() if x.strip()]
-            return (lines[-1] if lines else result.reason or f"exit {result.exit_code}")[:200]
+            return result, [x.strip() for x in text.splitlines() if x.strip()]
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

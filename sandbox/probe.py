@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from sandbox.base import Limits, SandboxError, TrialRun
+from sandbox.base import Limits, SandboxError
 from sandbox.gpus import ensure_uvm
 from sandbox.images.host import TRIAL_UID
 from sandbox.local import LocalSandbox
@@ -65,24 +63,13 @@ def host_devices(root: str = "/") -> list[str]:
 
 def run_probe(sandbox: LocalSandbox, gpus: tuple[int, ...]) -> tuple[dict | None, str]:
     """The probe run as a trial: (its facts, or None, and the last line it printed)."""
-    work = Path(tempfile.mkdtemp(prefix="ar-probe-"))
-    try:
-        tree = work / "src"
-        tree.mkdir()
-        (tree / "probe.py").write_text(PROBE)
-        result = sandbox.run(
-            TrialRun(tree=tree, workdir=work / "trial", script="probe.py",
-                     env={"AR_PROBE_CUDA": "1" if gpus else "0"}),
-            Limits(timeout_s=300, memory="16g", disk="64m", gpus=gpus))
-        log = Path(result.log_path or work / "trial" / "train.log")
-        lines = [x.strip() for x in (log.read_text(errors="replace") if log.is_file()
-                                     else "").splitlines() if x.strip()]
-        found = next((json.loads(x[len(PREFIX):]) for x in reversed(lines)
-                      if x.startswith(PREFIX)), None)
-        last = lines[-1] if lines else (result.reason or f"exit {result.exit_code}")
-        return found, last[:200]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    result, lines = sandbox.run_script(
+        PROBE, Limits(timeout_s=300, memory="16g", disk="64m", gpus=gpus),
+        {"AR_PROBE_CUDA": "1" if gpus else "0"})
+    found = next((json.loads(x[len(PREFIX):]) for x in reversed(lines)
+                  if x.startswith(PREFIX)), None)
+    last = lines[-1] if lines else (result.reason or f"exit {result.exit_code}")
+    return found, last[:200]
 
 
 def machine_report(gpus: tuple[int, ...] = (), isolation: str = "auto") -> dict:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from agent.cli.main import app; app()"]
+sys.path.insert(0, str(ROOT))
+from agent.text import clean, markup  # noqa: E402
 
 
 @dataclass
@@ -95,7 +97,9 @@ def table_text(records: list[dict], title: str) -> str:
         table.add_column(col, overflow="fold")
     for r in records:
         mark = {True: "ok", False: "FAIL", None: "skipped"}[r["passed"]]
-        table.add_row(r["key"], r["title"], r["expected"], r["got"], mark, f"{r['seconds']:.0f}")
+        # a row's text quotes trials' own lines (reasons, errors): escaped, never rich markup
+        table.add_row(r["key"], r["title"], r["expected"], markup(r["got"]), mark,
+                      f"{r['seconds']:.0f}")
     buffer = io.StringIO()
     Console(file=buffer, width=160).print(table)
     return buffer.getvalue()
@@ -126,7 +130,7 @@ def drive(rows: list[Row], ctx: Context, dry: bool = False, dry_delay: float = 0
             f.flush()
             os.fsync(f.fileno())
         mark = {True: "ok", False: "FAIL", None: "skipped"}[got.passed]
-        say(f"[{mark}] {row.key}: {got.got}")
+        say(f"[{mark}] {row.key}: {clean(got.got, one_line=True)}")
         table.write_text(table_text(kept + records, f"gpu-check: GPU {ctx.gpu}"
                                     f"{' (dry)' if dry else ''}, "
                                     f"{time.monotonic() - started:.0f} s"))

@@ -141,3 +141,17 @@ def test_the_check_folder_makes_every_trial_baseline_sized(tmp_path):
     for _ in range(5):
         config = optimizer.ask([]).values
         assert not set(gc.SIZES) & set(config) and not space.errors(config)
+
+
+def test_a_rows_text_from_a_trial_is_escaped(tmp_path):
+    """A reason is a line a trial printed: it reaches the table as text, not rich markup, and
+    the terminal without its escape sequences."""
+    gc = load()
+    said = []
+    rows = [gc.Row("evil", "evil", "ok", 5,
+                   lambda ctx: gc.Got("crash: [bold red]FORGED[/] \x1b]52;c;eA==\x07 ok", False),
+                   gc.Got("-", True))]
+    gc.drive(rows, gc.Context(tmp_path, "0", 1.0, 1), say=said.append)
+    table = (tmp_path / "table.txt").read_text()
+    assert "[bold red]FORGED[/]" in table and "\x1b" not in table
+    assert "\x1b" not in said[0] and "FORGED" in said[0]

@@ -97,3 +97,18 @@ def test_the_folder_runs_as_a_trial(tmp_path):
     assert 2.0 < result.val_bpb < 8.0, result  # its speed: README, benchmarks
     assert f"surrogate of {len(rows)} cpu trials at 32768 tokens" in log
     assert "num_steps: 8" in log  # 32768 tokens at the default 4096 per step
+
+
+def test_the_folder_is_the_packaged_cpu_space_and_block():
+    """The surrogate folder copies the packaged search space and the cpu preset's block: a
+    change to either without the other would rank optimizers on another space."""
+    from agent.edit.block import values
+    from agent.edit.space import load_space
+    from agent.paths import baseline_dir
+
+    packaged = baseline_dir() / "search_space.toml"
+    assert (HERE / "folder" / "search_space.toml").read_text() == packaged.read_text()
+    space = load_space(packaged, "cpu")
+    names = space.names + list(space.fixed)
+    block = values((HERE / "folder" / "train.py").read_text(), names)
+    assert block == {**space.defaults(), **space.fixed}

@@ -19,21 +19,19 @@ fingerprint) and read back when asked again.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from agent.analysis.reruns import RecordedRun
 from agent.errors import UserError
 from agent.record.ledger import atomic_write
-from agent.text import clean
 from sandbox.base import held_out_test
 
 
 def held_out_folder(rec: RecordedRun) -> Path:
     """The test split of the run's data, built once by the packaged prepare.py (our own code,
-    on the host: it reads the private held-out archive, as the session's preparation did)."""
-    from agent.paths import baseline_dir
+    on the host: it reads the private held-out archive, as the session's preparation did);
+    for a corpus without a held-out source prepare.py says, in one line, that it has none."""
+    from agent.config.data import packaged_prepare
 
     data = rec.data()
     if data is None:
@@ -42,20 +40,7 @@ def held_out_folder(rec: RecordedRun) -> Path:
     test = held_out_test(data)
     if all((test / f).is_file() for f in ("val.bin", "meta.json")):
         return test
-    try:
-        meta = json.loads((Path(data) / "meta.json").read_text())
-    except (OSError, ValueError):
-        meta = {}
-    if not isinstance(meta, dict) or not meta.get("held_out"):
-        raise UserError(f"{data} has no test split: only the default corpus keeps one back "
-                        "(a corpus of your own: hold documents out of it yourself)")
-    done = subprocess.run([sys.executable, str(baseline_dir() / "prepare.py"), "--test",
-                           "--out", str(data)], capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0 or not (test / "val.bin").is_file():
-        said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines()
-                or ["no output"])[-1]
-        raise UserError(f"cannot build the test split of {data}: {clean(said, one_line=True)}")
-    return test
+    return packaged_prepare("--test", "--out", str(data))
 
 
 def fingerprint(test: Path) -> str:

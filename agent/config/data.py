@@ -71,7 +71,7 @@ def prepare_default_data(train_dir: Path, where: Preparation | None = None,
     if not prepare.is_file():
         return None
     if is_packaged_prepare(prepare):
-        return _on_host()
+        return packaged_prepare()
     if where is None:
         raise ValueError(f"{prepare} is not the packaged prepare.py: say where it runs")
     run = _trial_run(spec, Path(train_dir), where, script="prepare.py")
@@ -88,13 +88,15 @@ def is_packaged_prepare(prepare: Path) -> bool:
         return False
 
 
-def _on_host() -> Path:
-    """The packaged prepare.py itself (not the folder's copy), on the host as the session."""
+def packaged_prepare(*args: str) -> Path:
+    """The packaged prepare.py itself (not a folder's copy), on the host as the session, with
+    `args` (none: the default corpus; `--test --out DIR`: its test split): the folder it
+    printed last."""
     from agent.paths import baseline_dir
 
     prepare = baseline_dir() / "prepare.py"
-    out = subprocess.run([sys.executable, str(prepare)], capture_output=True, text=True,
-                         timeout=1800)
+    out = subprocess.run([sys.executable, str(prepare), *args], capture_output=True,
+                         text=True, timeout=1800)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines or not Path(lines[-1]).is_dir():
         tail = (out.stderr.strip().splitlines() or lines or ["no output"])[-1]
