@@ -33,7 +33,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP)
+# the trackers' extras, which the tests use for real and a demo does not need
+$(VENV)/.tracking: $(STAMP)
+	$(PY) -m pip install -q -e '.[mlflow,wandb,optuna-dashboard]'
+	@touch $@
+
+test: $(STAMP) $(VENV)/.tracking
 	@scripts/ensure-docker.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

@@ -3,9 +3,11 @@
 The session owns the order of events (ask -> prepare -> submit -> record -> tell); the parts
 it talks to are declared here and nowhere else: what an optimizer sees of trials
 (`TrialRecord`, `TrialContext`), the optimizer itself (`Optimizer`, and `LLMMethod` for those
-that call a model), where prepared trials run (`Executor`), the model client (`LLMClient`)
-and who is told about progress (`Reporter`). The sandbox's own interface lives beside its
-backends (`sandbox.base.Sandbox`) because trials run where `agent/` is not installed.
+that call a model), where prepared trials run (`Executor`), the model client (`LLMClient`),
+who is told about progress (`Reporter`) and the experiment trackers a session feeds
+(`Tracker`, with what they are shown: `TrackedSession`, `TrackedTrial`). The sandbox's own
+interface lives beside its backends (`sandbox.base.Sandbox`) because trials run where
+`agent/` is not installed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from sandbox.result import TrialResult
 
 __all__ = ["Executor", "LLMClient", "LLMMethod", "Optimizer", "Reporter", "Sandbox",
-           "TrialContext", "TrialRecord"]
+           "TrackedSession", "TrackedTrial", "Tracker", "TrialContext", "TrialRecord"]
 
 
 @dataclass
@@ -126,3 +128,58 @@ class Reporter(Protocol):
     def finished(self, note: TrialNote) -> None: ...
 
     def stop(self) -> None: ...
+
+
+@dataclass
+class TrackedSession:
+    """A session as experiment trackers are shown it (agent/track/view.py builds it from the
+    run folder): `key` identifies it across resumes and backfills (the run folder's path),
+    `group` is the bench it belongs to ("" for a lone session), `space` the search space's
+    parameters (name -> {type, low, high, log, choices}) for trackers that want
+    distributions."""
+
+    key: str
+    name: str
+    group: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    space: dict[str, dict]
+
+
+@dataclass
+class TrackedTrial:
+    """One recorded trial as trackers are shown it: `params` every value of the block (not
+    only the changed ones), `metrics` the numbers (val_bpb absent when it has none), `curve`
+    the learning curve as (progress in per mille, smoothed train loss), `tags` strings,
+    `artifacts` file name -> text (its diffs, the log's head and tail, llm.jsonl), times in
+    ms since the epoch."""
+
+    number: int
+    status: str
+    val_bpb: float | None
+    params: dict[str, Value]
+    metrics: dict[str, float]
+    curve: list[tuple[int, float]]
+    tags: dict[str, str]
+    artifacts: dict[str, str]
+    start_ms: int
+    end_ms: int
+
+
+class Tracker(Protocol):
+    """An experiment tracker a session feeds (agent/track/): `open` finds or makes the
+    session's record there and learns which trials it holds; `trial` sends one recorded
+    trial unless the tracker holds it already (idempotent by trial number: resume and
+    backfill send every trial again); `best` marks the trial that is best now (None: none);
+    `close` ends the session's record. Any of them may raise: the feed then warns once and
+    stops feeding that tracker, the session goes on."""
+
+    name: str
+
+    def open(self, session: TrackedSession) -> None: ...
+
+    def trial(self, trial: TrackedTrial) -> None: ...
+
+    def best(self, number: int | None) -> None: ...
+
+    def close(self, finished: bool) -> None: ...

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.analysis.comparison import Comparison, compare_runs
 from agent.analysis.report import pruned_cell
-from agent.config.settings import SessionConfig, toml_value
+from agent.config.settings import TRACKERS, SessionConfig, toml_value
 from agent.loop.progress import QuietReporter
 from agent.loop.session import Session
 from agent.record.newrun import SessionError
@@ -36,8 +36,11 @@ def plan(folder: Path, methods: list[str], seeds: int, template: SessionConfig) 
     path = folder / "bench.toml"
     if path.exists():
         stored = tomllib.loads(path.read_text())
+        session = stored["session"]
+        # like session.toml's: only trackers whose store lies in the folder (agent/track/)
+        session["track"] = [t for t in session.get("track", []) if t in TRACKERS]
         return {"methods": stored["methods"], "seeds": stored["seeds"],
-                "template": SessionConfig(**stored["session"])}
+                "template": SessionConfig(**session)}
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["# autoresearch bench: run the same command again to resume it",
              f"methods = {toml_value(methods)}", f"seeds = {seeds}", "", "[session]"]
@@ -62,11 +65,12 @@ def run(folder: Path, methods: list[str], seeds: int, template: SessionConfig,
             run_dir = folder / f"{method}-s{seed}"
             reporter = reporter_for(run_dir.name)
             if RunDir(run_dir).exists():
-                session = Session.open(run_dir, reporter)
+                session = Session.open(run_dir, reporter, template.track)
                 session.config = session.config.model_copy(update=own)
             else:
+                track = list(dict.fromkeys(p["template"].track + template.track))
                 config = p["template"].model_copy(update={"method": method, "seed": seed,
-                                                          **own})
+                                                          "track": track, **own})
                 session = Session.create(run_dir, config, reporter)
             say(f"bench: {run_dir.name}")
             session.run()

@@ -46,6 +46,8 @@ PRUNE_AT = typer.Option(",".join(f"{p:g}" for p in default("prune_at")), "--prun
                         help="Progress points where the pruner decides (before warm-down).")
 PRUNE_MIN_TRIALS = typer.Option(default("prune_min_trials"), "--prune-min-trials",
                                 help="Completed trials before the pruner decides.")
+TRACK = typer.Option([], "--track", help="Feed a tracker as trials finish: mlflow[:URI], "
+                     "wandb[:PROJECT] or optuna[:STORAGE]; repeat for several.")
 GUARD = typer.Option(default("guard"), "--guard/--no-guard",
                      help="Stop a non-finite or far-worse learning curve early.")
 
@@ -179,3 +181,18 @@ def cost_line(notes) -> str:
         spent = sum(n.cost_s or 0.0 for n in pruned)
         line += f"; {len(pruned)} stopped early ({spent:,.0f} s)"
     return line
+
+
+def trackers_or_fail(specs: list[str]) -> list[str]:
+    """--track's values, each checked (a known tracker, its library installed)."""
+    from agent.track import missing_extra, parse_track
+
+    for spec in specs:
+        try:
+            name, _ = parse_track(spec)
+        except UserError as e:
+            raise fail(str(e), 2) from None
+        problem = missing_extra(name)
+        if problem:
+            raise fail(problem, 2)
+    return list(specs)

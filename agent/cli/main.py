@@ -25,6 +25,7 @@ from agent.cli.common import (
     SEED,
     TIME_BUDGET,
     TOKEN_BUDGET,
+    TRACK,
     TRAIN_DIR,
     config_or_fail,
     cost_line,
@@ -33,6 +34,7 @@ from agent.cli.common import (
     fractions,
     gpu_ids,
     handled,
+    trackers_or_fail,
 )
 from agent.errors import fail
 from agent.text import markup
@@ -147,6 +149,7 @@ def run(
     guard: bool = GUARD,
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
+    track: list[str] = TRACK,
     quiet: bool = QUIET,
 ) -> None:
     """Start an autonomous research session (the embedded default with no options)."""
@@ -183,7 +186,7 @@ def run(
         preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
         confirm=confirm, prepare_network=prepare_network, prune=prune,
         prune_at=fractions(prune_points, "--prune-at"), prune_min_trials=prune_min_trials,
-        guard=guard, isolation=isolation)
+        guard=guard, isolation=isolation, track=trackers_or_fail(track))
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)
     if not quiet:
@@ -201,13 +204,15 @@ def resume(
     trials: int | None = typer.Option(None, "--trials", help="Raise the trial count."),
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
+    track: list[str] = TRACK,
     quiet: bool = QUIET,
 ) -> None:
     """Continue a stopped or killed session exactly where it stopped."""
     from agent.loop.progress import QuietReporter, RichReporter
     from agent.loop.session import Session
 
-    session = Session.open(run_dir, QuietReporter() if quiet else RichReporter())
+    session = Session.open(run_dir, QuietReporter() if quiet else RichReporter(),
+                           trackers_or_fail(track))
     changes = {k: v for k, v in (("model", model), ("api_base", api_base),
                                  ("trials", trials)) if v is not None}
     if changes:
@@ -246,8 +251,8 @@ app = typer.Typer(
 app.callback()(main)
 for command, code in ((run, 2), (resume, 2), (history.replay, 2), (history.diff, 2),
                       (init, 2), (research.compare, 2), (research.noise, 1),
-                      (research.bench, 2), (research.prune_check, 2), (explain.rerun, 2),
-                      (explain.attribute, 2), (explain.report, 2)):
+                      (research.bench, 2), (research.prune_check, 2), (research.track, 2),
+                      (explain.rerun, 2), (explain.attribute, 2), (explain.report, 2)):
     app.command()(handled(command, code))
 
 sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)

@@ -23,15 +23,17 @@ from agent.cli.common import (
     SANDBOX,
     TIME_BUDGET,
     TOKEN_BUDGET,
+    TRACK,
     TRAIN_DIR,
     config_or_fail,
     default,
     failing,
     fractions,
     gpu_ids,
+    trackers_or_fail,
 )
 from agent.errors import fail
-from agent.text import markup
+from agent.text import clean, markup
 
 
 def compare(
@@ -150,6 +152,7 @@ def bench(
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
     isolation: str = ISOLATION,
+    track: list[str] = TRACK,
     quiet: bool = QUIET,
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
@@ -180,7 +183,8 @@ def bench(
         train_dir=str(train_dir) if train_dir else "", time_budget=time_budget,
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
         memory=memory, prune=prune, prune_at=fractions(prune_points, "--prune-at"),
-        prune_min_trials=prune_min_trials, guard=guard, isolation=isolation, **extra)
+        prune_min_trials=prune_min_trials, guard=guard, isolation=isolation,
+        track=trackers_or_fail(track), **extra)
     console = wide_console()
     say = (lambda text: None) if quiet else \
         (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))
@@ -252,3 +256,25 @@ def prune_check(
                         f"{sum(c.stopped_best for c in mine)} of {len(mine)} runs",
                         str(sum(c.stopped_top3 for c in mine)))
     console.print(summary)
+
+
+def track(
+    run_dirs: list[Path] = typer.Argument(..., help="Session folders, or a bench folder."),
+    to: str = typer.Option(..., "--to", help="mlflow[:URI], wandb[:PROJECT] or "
+                           "optuna[:STORAGE]."),
+) -> None:
+    """Send finished or stopped sessions to a tracker, as --track would have (trials the
+    tracker holds already are skipped)."""
+    from rich.progress import Progress
+
+    from agent.track.backfill import backfill, sessions_in
+
+    [spec] = trackers_or_fail([to])
+    runs = sessions_in(run_dirs)
+    console = Console()
+    say = lambda text: console.print(f"[yellow]{markup(text)}[/yellow]")  # noqa: E731
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"to {markup(spec)}", total=None)
+        sent = [backfill(r, spec, say, lambda: progress.advance(task)) for r in runs]
+    for run, n in zip(runs, sent, strict=True):
+        typer.echo(clean(f"{run}: {n} trials in {spec}"))

@@ -26,6 +26,7 @@ else:  # pragma: no cover
 # and the sampling temperature of the LLM methods (agent/llm/client.py's LLMConfig).
 FALLBACK_TIME_BUDGET = 60.0
 TEMPERATURE = 0.7
+TRACKERS = ("mlflow", "wandb", "optuna")  # --track NAME[:WHERE] (agent/track/)
 
 
 class ConfigError(UserError):
@@ -91,6 +92,11 @@ class SessionConfig(BaseModel):
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
     score: Literal["printed", "harness"] | None = None
     temperature: float = Field(TEMPERATURE, ge=0, allow_inf_nan=False)
+    # experiment trackers fed as trials are recorded (agent/track/): NAME or NAME:WHERE
+    track: list[str] = Field(default_factory=list)
+    # what session.toml asked to track to and was not honoured (SessionConfig.load): a
+    # tracker with a store of its own outside the run folder must be named by this command
+    track_dropped: list[str] = Field(default_factory=list, exclude=True)
 
     @field_validator("memory", "disk")
     @classmethod
@@ -108,6 +114,15 @@ class SessionConfig(BaseModel):
 
         parse_rule(v)  # ValueError with what to write
         return v
+
+    @field_validator("track")
+    @classmethod
+    def _track(cls, v):
+        for spec in v:
+            if spec.partition(":")[0] not in TRACKERS:
+                raise ValueError(f"--track {spec}: use mlflow[:URI], wandb[:PROJECT] or "
+                                 "optuna[:STORAGE]")
+        return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
     def _slots(self):
@@ -139,6 +154,14 @@ class SessionConfig(BaseModel):
             raise ConfigError(f"{path} is not valid TOML ({e}): fix it by hand") from None
         data.pop("prepare_network", None)
         data.pop("isolation", None)
+        data.pop("track_dropped", None)
+        # a run folder may be someone else's: only trackers whose store lies in the folder
+        # (a bare name) are honoured from it; a URI, project or storage of its own is sent
+        # to only when this command's --track names it again
+        track = data.get("track")
+        if isinstance(track, list) and all(isinstance(t, str) for t in track):
+            data["track"] = [t for t in track if t in TRACKERS]
+            data["track_dropped"] = [t for t in track if t not in TRACKERS]
         if isinstance(data.get("data_dir"), str):  # trials read it: not any host folder
             problem = data_problem(data["data_dir"])
             if problem:

@@ -33,6 +33,9 @@ from agent.record.ledger import Ledger
 from agent.record.newrun import SessionError, create_run_folder, require_session
 from agent.record.rundir import RunDir
 from agent.record.workspace import Workspace
+from agent.track import group_of, make_tracker
+from agent.track.feed import Feed
+from agent.track.view import session_view
 from sandbox.result import TrialResult
 
 __all__ = ["Outcome", "Session", "SessionError"]
@@ -52,7 +55,9 @@ class Session:
         self.run_dir, self.ws, self.ledger = self.rd.root, Workspace(self.rd.repo), Ledger(run_dir)
         self.space: SearchSpace = load_space(self.rd.repo / "search_space.toml", config.preset)
         self.plot = ProgressPlot(self.rd.progress_png, self.rd.root.name)
-        self.reporter = Reporters(reporter or QuietReporter(), self.plot)
+        self.feed = Feed([make_tracker(t, self.rd.root) for t in config.track], self.rd,
+                         lambda text: self.reporter.note(text))
+        self.reporter = Reporters(reporter or QuietReporter(), self.plot, self.feed)
         self.trials = Trials(self.ws, self.ledger, self.space, config)
         self.plan = TrialPlan(config, self.space)
         self.notes: dict[int, TrialNote] = {}  # recorded trials
@@ -71,13 +76,20 @@ class Session:
         return session
 
     @classmethod
-    def open(cls, run_dir: Path, reporter=None) -> Session:
-        """An existing session, locked for this process (RunDirBusy if another drives it)."""
+    def open(cls, run_dir: Path, reporter=None, track: list[str] = ()) -> Session:
+        """An existing session, locked for this process (RunDirBusy if another drives it);
+        `track`: trackers this command adds to session.toml's (saved there)."""
         rd = RunDir(run_dir)
         require_session(rd)
         rd.lock()
         try:
-            session = cls(rd.root, SessionConfig.load(rd.session_toml), reporter)
+            config = SessionConfig.load(rd.session_toml)
+            if track:
+                config = SessionConfig(**{**config.model_dump(), "track": [
+                    *config.track, *track], "track_dropped": [
+                    t for t in config.track_dropped if t not in track]})
+                config.save(rd.session_toml)
+            session = cls(rd.root, config, reporter)
             noted(session.ws, session.ledger)  # refuse at once what resume cannot repair
         except BaseException:
             rd.unlock()
@@ -115,6 +127,7 @@ class Session:
                 for prepared, result in self.executor.wait():
                     prepared, final = self.preflight.after(prepared, result)
                     self._record(prepared, final) if final else self._submit(prepared)
+            self.feed.finished_ok = True
         finally:
             self._stop(elapsed_before, started)
         best = self.best.current
@@ -154,6 +167,12 @@ class Session:
         for note in self.notes.values():
             self.spend.add(note)
         self.progress.save(self.rd.state_pkl)
+        for spec in config.track_dropped:
+            self.reporter.note(f"session.toml asks to track to {spec}: not done (a run folder "
+                               "may be someone else's); pass --track to send there")
+        self.feed.begin(session_view(self.rd, config, self.space, self.ws,
+                                     group_of(self.rd.root)),
+                        [self.notes[n] for n in sorted(self.notes)])
         elapsed = self.rd.load_clock()
         if elapsed is None:
             self.reporter.note(f"{self.rd.clock_json} is unreadable: the session clock "

@@ -80,7 +80,8 @@ def test_every_option_default_is_the_session_configs():
             walk(sub, f"{path} {sub.name}")
         for param in command.params:
             if param.name in fields and param.default is not None and param.default != "":
-                assert param.default == fields[param.name].default, (path, param.name)
+                assert param.default == fields[param.name].get_default(
+                    call_default_factory=True), (path, param.name)
                 seen.add(param.name)
 
     walk(typer.main.get_command(app), "autoresearch")
