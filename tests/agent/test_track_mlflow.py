@@ -85,32 +85,6 @@ def test_a_session_tracked_to_mlflow_is_its_ledger(tmp_path, train_dir):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_and_backfill_duplicate_nothing(tmp_path, train_dir):
-    run = tmp_path / "killed"
-    proc = autoresearch("run", "--method", "cmaes", "--seed", "5", "--trials", "5",
-                        "--sandbox", "local", "--train-dir", str(train_dir), "--time-budget",
-                        "1.5", "--run-dir", str(run), "--track", "mlflow", "--quiet",
-                        wait=False)
-    deadline = time.monotonic() + 120
-    while not list((run / "trials" / "0003").rglob("train.log")):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    code, out = autoresearch("resume", str(run), "--quiet")  # session.toml's tracker
-    assert code == 0, out
-    uri = default_uri(run)
-    check_against_ledger(run, uri)
-    assert len(children(uri, run)[1]) == 6
-    code, out = autoresearch("track", str(run), "--to", "mlflow")
-    assert code == 0, out
-    assert "6 trials in mlflow" in out
-    assert len(children(uri, run)[1]) == 6
-
-
-@pytest.mark.slow
 def test_a_backfill_of_an_untracked_run_and_of_a_half_sent_trial(tmp_path, train_dir):
     run = tmp_path / "r"
     code, out = autoresearch("run", "--method", "random", "--trials", "2", "--sandbox",
