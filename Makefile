@@ -40,6 +40,7 @@ $(VENV)/.tracking: $(STAMP)
 
 test: $(STAMP) $(VENV)/.tracking
 	@scripts/ensure-docker.sh
+	@scripts/ensure-chromium.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest

@@ -15,6 +15,7 @@ a parameter, since Optuna refuses a parameter outside its distribution."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from agent.protocols import TrackedSession, TrackedTrial
@@ -93,6 +94,10 @@ class OptunaTracker:
             state=state, value=trial.val_bpb if ok else None, params=params,
             distributions=dists, user_attrs=attrs,
             intermediate_values={step: loss for step, loss in trial.curve})
+        if trial.start_ms:  # the dashboard's times are the trial's, not this call's
+            frozen.datetime_start = datetime.fromtimestamp(trial.start_ms / 1000)
+            frozen.datetime_complete = datetime.fromtimestamp(
+                max(trial.end_ms, trial.start_ms) / 1000)
         self.study.add_trial(frozen)
         self.known.add(trial.number)
 
