@@ -33,7 +33,7 @@ from agent.record.ledger import Ledger
 from agent.record.newrun import SessionError, create_run_folder, require_session
 from agent.record.rundir import RunDir
 from agent.record.workspace import Workspace
-from agent.track import group_of, make_tracker
+from agent.track import group_of
 from agent.track.feed import Feed
 from agent.track.view import session_view
 from sandbox.result import TrialResult
@@ -55,8 +55,7 @@ class Session:
         self.run_dir, self.ws, self.ledger = self.rd.root, Workspace(self.rd.repo), Ledger(run_dir)
         self.space: SearchSpace = load_space(self.rd.repo / "search_space.toml", config.preset)
         self.plot = ProgressPlot(self.rd.progress_png, self.rd.root.name)
-        self.feed = Feed([make_tracker(t, self.rd.root) for t in config.track], self.rd,
-                         lambda text: self.reporter.note(text))
+        self.feed = Feed(config.track, self.rd, lambda text: self.reporter.note(text))
         self.reporter = Reporters(reporter or QuietReporter(), self.plot, self.feed)
         self.trials = Trials(self.ws, self.ledger, self.space, config)
         self.plan = TrialPlan(config, self.space)
@@ -108,6 +107,7 @@ class Session:
     def run(self) -> Outcome:
         started, stopped_by, elapsed_before = time.monotonic(), "trials", 0.0
         try:
+            self.feed.launch()
             elapsed_before = self._start()
             self.reporter.start(len(self.notes), self.config.trials)
             for prepared in self._reruns:  # running when the session was stopped

@@ -1,4 +1,4 @@
-"""Sending a session's trials to its trackers: live (`Feed`, a Reporter whose thread does
+"""Sending a session's trials to its trackers: live (`Feed`, a Reporter whose process does
 the sending, so a slow or dead tracker never holds the session up) and afterwards (`send`,
 what `autoresearch track RUN --to NAME` runs over a finished or stopped run folder).
 
@@ -9,8 +9,6 @@ Both send the same views (agent/track/view.py) the same way: `open`, every recor
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterable
 
 from agent.protocols import TrackedSession, Tracker
@@ -78,65 +76,123 @@ def send(trackers: list[Tracker], rd: RunDir, session: TrackedSession,
 
 
 class Feed:
-    """A Reporter that hands a running session's trials to a thread feeding the trackers.
-    `begin` (once the session knows its notes) opens the trackers and sends the trials
-    recorded before (a resumed session's, which the trackers skip when they hold them); each
-    recorded trial follows; every line of news may be the gate moving best, so best is looked
-    at again. `stop` waits up to DRAIN_S for the thread, then says what was not sent."""
+    """A Reporter that hands a running session's trials to a process of its own that feeds
+    the trackers: a tracker's import, store set-up and writes (seconds for MLflow) hold
+    neither the session's thread nor, as a thread's would, its interpreter lock. `begin`
+    (once the session knows its notes) starts it, opens the trackers and sends the trials
+    recorded before (a resumed session's, which the trackers skip when they hold them);
+    each recorded trial follows; every line of news may be the gate moving best, so best is
+    looked at again. What the process has to say (a tracker that failed) is said here, at
+    the next call. `stop` waits up to DRAIN_S for it, then says what was not sent."""
 
-    def __init__(self, trackers: list[Tracker], rd: RunDir, say: Callable[[str], None]):
-        self.sender = Sender(trackers, rd, say)
-        self.say, self.rd = say, rd
-        self.jobs: queue.Queue = queue.Queue()
-        self.thread: threading.Thread | None = None
+    def __init__(self, specs: list[str], rd: RunDir, say: Callable[[str], None]):
+        self.specs, self.rd, self.say = list(specs), rd, say
+        self.proc = self.jobs = self.said = None
         self.finished_ok = False
 
-    def begin(self, session: TrackedSession, notes: Iterable[TrialNote]) -> None:
-        if not self.sender.trackers:
+    def launch(self) -> None:
+        """Start the process early (the session's first step): its imports overlap with the
+        session's own start."""
+        if not self.specs or self.proc is not None:
             return
-        self.thread = threading.Thread(target=self._work, name="trackers", daemon=True)
-        self.thread.start()
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded driver
+        self.jobs, self.said = ctx.Queue(), ctx.Queue()
+        self.proc = ctx.Process(target=serve, name="autoresearch-trackers", daemon=True,
+                                args=(self.specs, str(self.rd.root), self.jobs, self.said))
+        self.proc.start()
+
+    def begin(self, session: TrackedSession, notes: Iterable[TrialNote]) -> None:
+        self.launch()
+        if self.proc is None:
+            return
         self.jobs.put(("open", session))
         for note in notes:
             self.jobs.put(("trial", note))
         self.jobs.put(("best", None))
 
-    def _work(self) -> None:
-        while True:
-            kind, item = self.jobs.get()
-            if kind == "open":
-                self.sender.open(item)
-            elif kind == "trial":
-                self.sender.trial(item)
-            elif kind == "best":
-                self.sender.best()
-            else:
-                self.sender.close(item)
+    def _hear(self) -> None:
+        import queue
+
+        while self.said is not None:
+            try:
+                self.say(self.said.get_nowait())
+            except queue.Empty:
                 return
 
     # -- Reporter ------------------------------------------------------------------------------
     def start(self, done: int, total: int | None) -> None: ...
 
     def note(self, text: str) -> None:
-        if self.thread is not None:
+        if self.proc is not None:
             self.jobs.put(("best", None))
+            self._hear()
 
-    def running(self, n: int, action) -> None: ...
+    def running(self, n: int, action) -> None:
+        self._hear()
 
     def finished(self, note: TrialNote) -> None:
-        if self.thread is not None:
+        if self.proc is not None:
             self.jobs.put(("trial", note))
             self.jobs.put(("best", None))
+            self._hear()
 
     def stop(self) -> None:
-        if self.thread is None:
+        if self.proc is None:
             return
+        proc, self.proc = self.proc, None
         self.jobs.put(("close", self.finished_ok))
-        self.thread.join(DRAIN_S)
-        if self.thread.is_alive():
-            left = self.jobs.qsize()
-            names = ", ".join(t.name for t in self.sender.trackers)
-            self.say(f"tracking to {names}: gave up waiting after {DRAIN_S:.0f} s with "
-                     f"{left} updates not sent; `autoresearch track {self.rd.root} --to NAME` "
-                     "sends them")
-        self.thread = None
+        proc.join(DRAIN_S)
+        self._hear()
+        if proc.is_alive():
+            proc.terminate()
+            self.say(f"tracking to {', '.join(self.specs)}: gave up waiting after "
+                     f"{DRAIN_S:.0f} s; `autoresearch track {self.rd.root} --to NAME` sends "
+                     "what is missing")
+        self.jobs.close()
+        self.said.close()
+        self.said = None
+
+
+def serve(specs: list[str], run_dir: str, jobs, said) -> None:
+    """The trackers' process: what `Feed` queues, in order, until `close` (or until the
+    session's process is gone: a kill -9 leaves nothing to wait for)."""
+    import importlib
+    import os
+    import queue
+
+    from agent.track import TRACKERS, make_tracker
+
+    parent = os.getppid()
+    rd = RunDir(run_dir)
+    trackers = []
+    for spec in specs:
+        try:
+            trackers.append(make_tracker(spec, rd.root))
+        except Exception as e:  # an extra gone since the session checked it
+            said.put(f"tracking to {spec} is off: {clean(str(e), one_line=True)[:200]}")
+    for tracker in trackers:  # their libraries, while the session starts
+        try:
+            importlib.import_module(TRACKERS[tracker.name][0])
+        except Exception:  # noqa: S110  said when the tracker is opened
+            pass
+    sender = Sender(trackers, rd, said.put)
+    while True:
+        try:
+            kind, item = jobs.get(timeout=5)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
+        except (EOFError, OSError):
+            return
+        if kind == "open":
+            sender.open(item)
+        elif kind == "trial":
+            sender.trial(item)
+        elif kind == "best":
+            sender.best()
+        else:
+            sender.close(item)
+            return

@@ -9,8 +9,8 @@ old ./mlruns file store is deprecated there and refused without a variable), and
 A lone session's parent run lives in experiment "autoresearch", a bench's sessions in
 "autoresearch/BENCH". The parent is found again by a tag holding a hash of the run folder's
 path, a child by its `trial` tag under that parent: resume and `autoresearch track` send each
-trial once. A child gets the tag `autoresearch.complete` last; one without it (the process was
-killed while sending it) is deleted and sent again. The parent's metrics `val_bpb` and
+trial once. A child's run ends (FINISHED, FAILED or KILLED) last; one still RUNNING (the
+process was killed while sending it) is deleted and sent again. The parent's metrics `val_bpb` and
 `best_val_bpb` have the trial number as step, so its chart is the session's progress."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class MlflowTracker:
                 Param(k, v) for k, v in session.params.items()])
         for run in self._search(f"tags.`mlflow.parentRunId` = '{self.parent}'"):
             tags = run.data.tags
-            if "autoresearch.complete" not in tags or not tags.get("trial", "").isdigit():
+            if run.info.status == "RUNNING" or not tags.get("trial", "").isdigit():
                 self.client.delete_run(run.info.run_id)  # half sent: send it again
                 continue
             self.children[int(tags["trial"])] = run.info.run_id
@@ -121,8 +121,7 @@ class MlflowTracker:
         for name, text in trial.artifacts.items():
             self.client.log_text(rid, text, name)
         self.client.set_terminated(rid, STATUS.get(trial.status, "FAILED"),
-                                   end_time=trial.end_ms or now)
-        self.client.set_tag(rid, "autoresearch.complete", "true")
+                                   end_time=trial.end_ms or now)  # last: it is complete
         self.children[trial.number] = rid
         parent = [Metric(k, trial.metrics[k], now, trial.number)
                   for k in ("val_bpb", "best_val_bpb") if k in trial.metrics]
