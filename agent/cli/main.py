@@ -217,8 +217,8 @@ def resume(
                                  ("trials", trials)) if v is not None}
     if changes:
         new = config_or_fail(**{**session.config.model_dump(), **changes})
-        session.config = new
         new.save(session.rd.session_toml)
+        session.config = new.model_copy(update={"track_dropped": session.config.track_dropped})
     session.config = session.config.model_copy(update={"prepare_network": prepare_network,
                                                        "isolation": isolation})
     _run_session(session)
