@@ -161,9 +161,13 @@ def serve(specs: list[str], run_dir: str, jobs, said) -> None:
     import importlib
     import os
     import queue
+    import signal
 
     from agent.track import TRACKERS, make_tracker
 
+    # Ctrl-C reaches the whole process group: the session stops its trials and then waits
+    # for this process, which finishes what it was sending rather than dying mid-write
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     rd = RunDir(run_dir)
     trackers = []
