@@ -3,8 +3,11 @@
 Reads data.jsonl (benchmarks/surrogate/collect.py); fits, with scikit-learn on the features
 of folder/surrogate.py:
 - val_bpb of the trials that finished: GradientBoostingRegressor;
-- whether a configuration fails (oom, timeout, diverged, crash): GradientBoostingClassifier
-  (none when the data holds fewer than 5 failures);
+- the peak memory of a configuration (log MiB; an out-of-memory trial counts as the limit):
+  GradientBoostingRegressor; a configuration whose predicted peak reaches MEMORY_SHARE of the
+  cpu preset's memory limit is out of memory (how trials fail on this space: by memory);
+- whether a configuration fails otherwise (oom, timeout, diverged, crash):
+  GradientBoostingClassifier (none when the data holds fewer than 5 failures);
 - the noise: the pooled standard deviation of val_bpb over the seeds of repeated configs.
 How good: 5-fold cross-validation over configurations (a configuration's seeds stay in one
 fold, so every score is on configurations the model was not fitted on): Spearman's rho and
@@ -29,6 +32,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 FOLDER = HERE / "folder"
 SEED = 0
+MEMORY_SHARE = 0.9  # a predicted peak above 90 % of the limit: out of memory (a margin for
+# the peaks a trial's allocator reaches between the resident samples it is measured by)
 
 
 def runtime():
@@ -72,6 +77,10 @@ def same(packed: dict, X: np.ndarray, raw: np.ndarray, rt) -> None:
         raise AssertionError(f"the packed trees differ from the model by {worst:.2e}")
 
 
+def statuses_of(rows: list[dict]) -> np.ndarray:
+    return np.array([r["status"] for r in rows])
+
+
 def noise_std(rows: list[dict]) -> float:
     groups: dict[str, list[float]] = {}
     for r in rows:
@@ -79,6 +88,17 @@ def noise_std(rows: list[dict]) -> float:
             groups.setdefault(json.dumps(r["config"], sort_keys=True), []).append(r["val_bpb"])
     spreads = [statistics.variance(v) for v in groups.values() if len(v) > 1]
     return float(np.sqrt(np.mean(spreads))) if spreads else 0.0
+
+
+def memory_target(rows: list[dict], limit_mb: float) -> np.ndarray | None:
+    """log peak MiB per row (an out-of-memory trial: the limit); None where the data does not
+    record peaks (fewer than 20 finished trials with one)."""
+    peaks = [r.get("peak_memory_mb") for r in rows]
+    if sum(1 for r, p in zip(rows, peaks, strict=True) if r["status"] == "ok" and p) < 20:
+        return None
+    return np.array([np.log(p) if r["status"] == "ok" and p else
+                     np.log(limit_mb) if r["status"] == "oom" else np.nan
+                     for r, p in zip(rows, peaks, strict=True)])
 
 
 def fit(rows: list[dict], space, rt, folds: int = 5) -> tuple[dict, dict]:
@@ -95,16 +115,28 @@ def fit(rows: list[dict], space, rt, folds: int = 5) -> tuple[dict, dict]:
                    random_state=SEED)
     classify = dict(n_estimators=150, max_depth=2, learning_rate=0.1, random_state=SEED)
     failures = int((~ok).sum())
+    from sandbox.base import parse_memory
+
+    limit_mb = parse_memory(space.memory) / 2**20
+    mem = memory_target(rows, limit_mb)
+    has_mem = None if mem is None else ~np.isnan(mem)
     predicted, fail_hit = np.full(len(rows), np.nan), np.zeros(len(rows), bool)
+    said_oom = np.zeros(len(rows), bool)  # held out, the memory model says: out of memory
+    peak = np.full(len(rows), np.nan)
     for train, held in GroupKFold(n_splits=folds).split(X, groups=groups):
         tr = train[ok[train]]
         model = GradientBoostingRegressor(**regress).fit(X[tr], y[tr])
         predicted[held] = model.predict(X[held])
+        if mem is not None:
+            tm = train[has_mem[train]]
+            peak[held] = GradientBoostingRegressor(**regress).fit(X[tm], mem[tm]).predict(
+                X[held])
+            said_oom[held] = peak[held] >= np.log(MEMORY_SHARE * limit_mb)
         if failures >= 5 and len(set(ok[train])) == 2:
             clf = GradientBoostingClassifier(**classify).fit(X[train], ~ok[train])
-            fail_hit[held] = clf.predict(X[held]) == ~ok[held]
+            fail_hit[held] = (clf.predict(X[held]) | said_oom[held]) == ~ok[held]
         else:
-            fail_hit[held] = ok[held]  # "always ok"
+            fail_hit[held] = said_oom[held] == ~ok[held]
     rho = float(spearmanr(predicted[ok], y[ok]).statistic)
     report = {
         "trials": len(rows), "configurations": len(set(groups)), "finished": int(ok.sum()),
@@ -117,13 +149,29 @@ def fit(rows: list[dict], space, rt, folds: int = 5) -> tuple[dict, dict]:
         "val_bpb_range": [round(float(np.min(y[ok])), 4), round(float(np.max(y[ok])), 4)],
         "failure_accuracy": round(float(fail_hit.mean()), 4),
         "always_ok_accuracy": round(float(ok.mean()), 4),
+        "false_alarms": int((said_oom & ok).sum()),
         "noise_std": round(noise_std(rows), 5)}
+    if mem is not None:
+        measured = has_mem & ok
+        report["memory"] = {
+            "limit_mb": limit_mb, "share": MEMORY_SHARE,
+            "spearman_rho": round(float(spearmanr(peak[measured], mem[measured]).statistic), 4),
+            "median_relative_error": round(float(np.median(np.abs(np.exp(
+                peak[measured] - mem[measured]) - 1))), 4),
+            "oom_caught": f"{int((said_oom & (statuses_of(rows) == 'oom')).sum())} of "
+                          f"{int((statuses_of(rows) == 'oom').sum())}"}
     final = GradientBoostingRegressor(**regress).fit(X[ok], y[ok])
     value = trees_of(final, regress["learning_rate"])
     value["init"] = start_value(final, value, X[0], float(final.predict(X[:1])[0]), rt)
     same(value, X, final.predict(X), rt)
-    surrogate = {"spec": spec, "value": value, "failure": None,
+    surrogate = {"spec": spec, "value": value, "failure": None, "memory": None,
                  "noise_std": report["noise_std"], "report": report}
+    if mem is not None:
+        model = GradientBoostingRegressor(**regress).fit(X[has_mem], mem[has_mem])
+        packed = trees_of(model, regress["learning_rate"])
+        packed["init"] = start_value(model, packed, X[0], float(model.predict(X[:1])[0]), rt)
+        same(packed, X, model.predict(X), rt)
+        surrogate["memory"] = {**packed, "limit_mb": limit_mb, "share": MEMORY_SHARE}
     if failures >= 5:
         clf = GradientBoostingClassifier(**classify).fit(X, ~ok)
         packed = trees_of(clf, classify["learning_rate"])

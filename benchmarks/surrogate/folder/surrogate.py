@@ -18,7 +18,8 @@ def features(config, spec):
     """The configuration as numbers, in the order of spec["features"]: each hyperparameter
     (a categorical one as one indicator per choice), then what the trials' cost and capacity
     turn on: optimizer steps within the token budget, micro-batches per step, model width,
-    and a size that grows like the parameter count."""
+    a size that grows like the parameter count, and one that grows like the activations a
+    micro-batch keeps for its backward pass (what the memory a trial needs turns on)."""
     out = []
     for name in spec["numeric"]:
         out.append(float(config[name]))
@@ -27,14 +28,16 @@ def features(config, spec):
     steps = math.ceil(spec["token_budget"] / config["TOTAL_BATCH_SIZE"])  # as train.py runs
     micro = config["TOTAL_BATCH_SIZE"] / (config["DEVICE_BATCH_SIZE"] * spec["seq_len"])
     width = config["DEPTH"] * config["ASPECT_RATIO"]
-    out += [steps, micro, width, math.log(config["DEPTH"] * width * width)]
+    activations = config["DEVICE_BATCH_SIZE"] * spec["seq_len"] * width * config["DEPTH"]
+    out += [steps, micro, width, math.log(config["DEPTH"] * width * width),
+            math.log(activations)]
     return out
 
 
 def feature_names(spec):
     return (list(spec["numeric"]) + [f"{n}={c}" for n, cs in spec["categorical"].items()
                                      for c in cs] + ["steps", "micro_batches", "width",
-                                                     "log_size"])
+                                                     "log_size", "log_activations"])
 
 
 def tree_value(tree, x):
@@ -56,10 +59,15 @@ def load(path=MODEL):
 
 
 def predict(config, surrogate, seed=None):
-    """(status, val_bpb): "oom" where the failure model says the configuration fails, else
+    """(status, val_bpb): "oom" where the memory model puts the configuration's peak above
+    its share of the trial's memory limit, or where the failure model says it fails; else
     the regression's val_bpb plus noise of the measured seed spread, drawn from a generator
     seeded by `seed` and the configuration (None: no noise)."""
     x = features(config, surrogate["spec"])
+    memory = surrogate.get("memory")
+    if memory is not None and \
+            math.exp(ensemble(memory, x)) >= memory["share"] * memory["limit_mb"]:
+        return "oom", None
     fail = surrogate.get("failure")
     if fail is not None and 1.0 / (1.0 + math.exp(-ensemble(fail, x))) > 0.5:
         return fail["status"], None
