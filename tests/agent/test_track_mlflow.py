@@ -209,3 +209,22 @@ def test_an_unknown_tracker_or_a_missing_library_is_one_line(monkeypatch):
     got = runner.invoke(app, ["run", "--track", "wandb", "--trials", "1"])
     assert got.exit_code == 2
     assert "pip install 'autoresearch-sandbox[wandb]'" in got.output
+
+
+@pytest.mark.slow
+def test_a_bench_is_one_experiment_with_a_parent_run_per_session(tmp_path, train_dir):
+    bench = tmp_path / "bench-x"
+    code, out = autoresearch("bench", "--methods", "random,tpe", "--seeds", "1", "--trials",
+                             "1", "--sandbox", "local", "--train-dir", str(train_dir),
+                             "--time-budget", "0.01", "--run-dir", str(bench), "--track",
+                             "mlflow", "--quiet")
+    assert code == 0, out
+    assert not (bench / "random-s0" / "mlflow.db").exists()  # the bench's store, not its own
+    client = MlflowClient(tracking_uri=default_uri(bench))
+    exp = client.get_experiment_by_name("autoresearch/bench-x")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = {r.info.run_id: r.info.run_name for r in runs
+               if "mlflow.parentRunId" not in r.data.tags}
+    assert sorted(parents.values()) == ["random-s0", "tpe-s0"]
+    for pid in parents:
+        assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == pid]) == 2
