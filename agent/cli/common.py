@@ -53,6 +53,28 @@ GUARD = typer.Option(default("guard"), "--guard/--no-guard",
 
 
 # ---------------------------------------------------------------------------------------------
+# SIGTERM (what a scheduler or `kill` sends) ends a command that runs sessions like Ctrl-C:
+# the trial is stopped and removed, the built-in model's server stopped, nothing is lost
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be; the command exits 143 rather than 130."""
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    import signal
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------
 # The one error handler
 
 class Failure(UserError):

@@ -27,6 +27,7 @@ from agent.cli.common import (
     TOKEN_BUDGET,
     TRACK,
     TRAIN_DIR,
+    Terminated,
     config_or_fail,
     cost_line,
     default,
@@ -34,6 +35,7 @@ from agent.cli.common import (
     fractions,
     gpu_ids,
     handled,
+    sigterm_as_ctrl_c,
     trackers_or_fail,
 )
 from agent.errors import fail
@@ -64,32 +66,19 @@ def main(
 # ---------------------------------------------------------------------------------------------
 # Sessions
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: handled like Ctrl-C (the trial is stopped and removed, nothing is lost)."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
-
-
 def _run_session(session) -> None:
-    import signal
-
     from rich.console import Console
 
     console = Console()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with failing(1, f"finished trials are kept; `autoresearch resume {session.run_dir}` "
-                        "continues"):
+        with sigterm_as_ctrl_c(), failing(1, f"finished trials are kept; `autoresearch resume "
+                                             f"{session.run_dir}` continues"):
             outcome = session.run()
     except KeyboardInterrupt as e:
         console.print(f"[yellow]{'terminated' if isinstance(e, Terminated) else 'interrupted'}"
                       f"[/yellow]: every finished trial is in git and the ledger; continue "
                       f"with `autoresearch resume {markup(session.run_dir)}`")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
     run_dir = markup(session.run_dir)
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "

@@ -25,11 +25,13 @@ from agent.cli.common import (
     TOKEN_BUDGET,
     TRACK,
     TRAIN_DIR,
+    Terminated,
     config_or_fail,
     default,
     failing,
     fractions,
     gpu_ids,
+    sigterm_as_ctrl_c,
     trackers_or_fail,
 )
 from agent.errors import fail
@@ -191,13 +193,14 @@ def bench(
     if resuming:
         say(f"resuming the bench in {folder} (its bench.toml holds its plan)")
     try:
-        with failing(1, "finished runs are kept: run the same command again to resume"):
+        with sigterm_as_ctrl_c(), failing(1, "finished runs are kept: run the same command "
+                                             "again to resume"):
             comparison = benching.run(
                 folder, names, seeds, template,
                 lambda name: QuietReporter() if quiet else RichReporter(), say)
-    except KeyboardInterrupt:
-        raise fail(f"interrupted: run the same command again to resume {folder}", 130) \
-            from None
+    except KeyboardInterrupt as e:
+        why, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        raise fail(f"{why}: run the same command again to resume {folder}", code) from None
     console.print(methods_table(comparison.stats, comparison.ref))
     console.print(f"report: {markup(folder)}/report.html, {markup(folder)}/compare.png")
 

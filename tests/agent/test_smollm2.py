@@ -82,3 +82,39 @@ def test_builtin_names(tmp_path):
     assert builtin_name("openai/gpt-4o-mini") is None  # any other litellm model
     with pytest.raises(LocalModelError, match="builtin:smollm2-135m, builtin:gemma3-270m"):
         builtin_name("builtin:llama-70b")
+
+
+def _servers() -> set[int]:
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-f", "llama_cpp.server"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_bench_stops_its_builtin_model_server(tmp_path, train_dir):
+    """A bench killed by SIGTERM (a scheduler's stop) ends like Ctrl-C: exit 143 with the
+    resume hint, and the built-in model's server it started is gone, not orphaned."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _need_local_llm()
+    before = _servers()
+    exe = shutil.which("autoresearch", path=os.path.dirname(sys.executable))
+    bench = tmp_path / "bench"
+    proc = subprocess.Popen([exe, "bench", "--methods", "centaur", "--seeds", "1", "--trials",
+                             "3", "--sandbox", "local", "--train-dir", str(train_dir),
+                             "--time-budget", "30", "--run-dir", str(bench), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not (_servers() - before and
+               (bench / "centaur-s0" / "trials" / "0000" / "train.log").exists()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert "terminated: run the same command again to resume" in proc.stdout.read()
+    assert _servers() - before == set()
