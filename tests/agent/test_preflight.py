@@ -220,7 +220,10 @@ def test_real_docker_oom_fails_fast_and_is_repaired(tmp_path, monkeypatch, docke
     from agent.paths import baseline_dir
 
     big = {"DEVICE_BATCH_SIZE": 64, "TOTAL_BATCH_SIZE": 16384}
-    settings = dict(sandbox="docker", preset="cpu", eval_tokens=16384, memory="1100m")
+    # no divergence guard: it compares two time-budgeted curves, which a loaded machine
+    # pulls apart (a CI run beside two other jobs stopped the repaired trial at 29 %)
+    settings = dict(sandbox="docker", preset="cpu", eval_tokens=16384, memory="1100m",
+                    guard=False)
     run_dir, _ = run(tmp_path / "killed", baseline_dir(), [EditHyperparameters(big, "big")],
                      monkeypatch, time_budget=120, **settings)
     killed = notes(run_dir)[1]
