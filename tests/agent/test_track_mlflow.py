@@ -5,14 +5,8 @@ server that does not answer costs a warning, not the session."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,16 +16,7 @@ pytest.importorskip("mlflow", reason="pip install 'autoresearch-sandbox[mlflow]'
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from agent.track.mlflow_tracker import default_uri  # noqa: E402
-
-
-def autoresearch(*args, wait=True, **kw):
-    exe = shutil.which("autoresearch", path=os.path.dirname(sys.executable))
-    proc = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kw)
-    if not wait:
-        return proc
-    out, _ = proc.communicate(timeout=300)
-    return proc.returncode, out
+from tests.agent.processes import BIN, autoresearch, free_port, serve, stop  # noqa: E402
 
 
 def ledger(run: Path) -> dict[int, dict]:
@@ -108,12 +93,6 @@ def test_a_backfill_of_an_untracked_run_and_of_a_half_sent_trial(tmp_path, train
     check_against_ledger(run, uri)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_tracking_server_that_is_down_warns_and_the_session_finishes(tmp_path, train_dir):
     """A real MLflow server on 127.0.0.1 takes a session; stopped, the next session warns
@@ -121,26 +100,12 @@ def test_a_tracking_server_that_is_down_warns_and_the_session_finishes(tmp_path,
     port = free_port()
     store = tmp_path / "server"
     store.mkdir()
-    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable))
-    cmd = [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{store / 'db.sqlite'}",
+    cmd = [f"{BIN}/mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
+           "1", "--backend-store-uri", f"sqlite:///{store / 'db.sqlite'}",
            "--default-artifact-root", str(store / "art")]
 
     def start():
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    return server
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.5)
-
-    def stop(server):
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        return serve(cmd, port, "/health")
 
     uri = f"http://127.0.0.1:{port}"
     server = start()

@@ -4,10 +4,6 @@ journal file, loaded back with Optuna itself; states, distributions and idempote
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -18,12 +14,7 @@ from optuna.trial import TrialState
 
 from agent.protocols import TrackedSession, TrackedTrial
 from agent.track.optuna_tracker import OptunaTracker
-
-
-def autoresearch(*args):
-    exe = shutil.which("autoresearch", path=os.path.dirname(sys.executable))
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
+from tests.agent.processes import autoresearch
 
 
 def study_of(home: Path, name: str) -> optuna.Study:

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.agent.test_track_mlflow import autoresearch, check_against_ledger, children
+from tests.agent.processes import autoresearch
+from tests.agent.test_track_mlflow import check_against_ledger, children
 
 
 def held(tracker: str, run) -> list[int]:

@@ -8,12 +8,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +18,7 @@ import pytest
 pytest.importorskip("mlflow")
 pytest.importorskip("optuna_dashboard")
 
-BIN = os.path.dirname(sys.executable)
+from tests.agent.processes import BIN, free_port, serve, stop  # noqa: E402
 
 
 def browser() -> str:
@@ -47,30 +43,6 @@ def page_text(url: str, wait_ms: int = 15000) -> str:
             capture_output=True, text=True, timeout=120).stdout
     dom = re.sub(r"<style.*?</style>|<script.*?</script>", " ", dom, flags=re.S)
     return " ".join(re.sub(r"<[^>]+>", " ", dom).split())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(cmd: list[str], port: int, ready: str) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2):
-                return proc
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, cmd
-            time.sleep(0.5)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
 
 
 def get(url: str, body: dict | None = None):
