@@ -93,7 +93,8 @@ def report(run_dir: Path, sandbox: str | None = None, again: bool = False,
                 rows[note.trial] = row
         listed = []
         for role, note in wanted:
-            row = dict(rows[note.trial], role="baseline = best" if note is best else role)
+            row = dict(rows[note.trial], role="baseline = best" if role == "baseline" and
+                       note is best else role)
             if row["val_bpb"] is not None and row["test_bpb"] is not None:
                 row["gap"] = row["test_bpb"] - row["val_bpb"]
             listed.append(row)

@@ -4,10 +4,10 @@ Reads a bench folder (`autoresearch bench --train-dir benchmarks/surrogate/folde
 each method, each seed's best val_bpb after the first N trials (N = --at, the baseline
 counted as trial 0), its mean and standard deviation over seeds, and one-sided Wilcoxon
 signed-rank tests paired by seed (the same seed: the same baseline and the same noise) for
-each step of the paper's order in its 24-h runs, Centaur <= CMA-ES <= TPE <= random, and of
-each method against random.
+each step of the paper's order in its 24-h runs, Centaur <= CMA-ES <= TPE <= random, of
+each method against random, and of TPE against CMA-ES (the step that reverses here).
 
-    python benchmarks/surrogate/ranking.py runs/bench-surrogate [--at 10,20,30,45,60] [--json]
+    python benchmarks/surrogate/ranking.py BENCH... [--at 10,20,30,45,60] [--json]
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from agent.stats import best_so_far, paired_wilcoxon  # noqa: E402
 PAPER = ["centaur", "cmaes", "tpe", "random"]  # best first, as the paper's 24-h runs ranked
 
 
-def bests(folder: Path, at: list[int]) -> dict[str, dict[int, dict[int, float]]]:
-    """method -> N -> seed -> best val_bpb within trials 0..N."""
+def bests(folders: list[Path], at: list[int]) -> dict[str, dict[int, dict[int, float]]]:
+    """method -> N -> seed -> best val_bpb within trials 0..N, over the runs of the bench
+    folders (one bench, or benches of the same settings run apart: a slow method's own)."""
     out: dict[str, dict[int, dict[int, float]]] = {}
-    for run in sorted(p for p in folder.iterdir() if (p / "session.toml").is_file()):
+    runs = [p for f in folders for p in f.iterdir() if (p / "session.toml").is_file()]
+    for run in sorted(runs):
         method, _, seed = run.name.rpartition("-s")
         curve = best_so_far(RunDir(run).notes())
         for n in at:
@@ -47,8 +49,9 @@ def table(data: dict, at: list[int]) -> list[dict]:
             if len(values) > 1:
                 row[m] = {"mean": statistics.fmean(values), "std": statistics.stdev(values),
                           "seeds": len(values)}
+        # the paper's steps, each method against random, and the one step found reversed
         steps = list(zip(PAPER, PAPER[1:], strict=False)) + \
-            [(m, "random") for m in PAPER[:2] if m in data]
+            [(m, "random") for m in PAPER[:2] if m in data] + [("tpe", "cmaes")]
         for a, b in steps:
             if a in data and b in data:
                 row[f"{a}<{b}"] = paired_wilcoxon(data[a].get(n, {}), data[b].get(n, {}))[
@@ -59,12 +62,12 @@ def table(data: dict, at: list[int]) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--at", default="10,20,30,45,60")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     at = [int(x) for x in args.at.split(",")]
-    rows = table(bests(args.folder, at), at)
+    rows = table(bests(args.folders, at), at)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -39,6 +39,10 @@ def test_report_scores_the_best_and_the_baseline_on_val_and_test(tmp_path, prepa
     ok = [n for n in notes if n["status"] == "ok"]
     best = min(ok, key=lambda n: (n["val_bpb"], n["trial"]))
     assert set(rows) == {0, best["trial"]}
+    assert rows[0]["role"] == ("baseline = best" if best["trial"] == 0 else "baseline")
+    assert rows[best["trial"]]["role"] in ("best", "baseline = best")
+    if best["trial"]:
+        assert rows[best["trial"]]["role"] == "best"
     for trial, row in rows.items():
         assert row["status"] == "ok", row
         recorded = next(n["val_bpb"] for n in notes if n["trial"] == trial)
