@@ -10,8 +10,10 @@ history = the learning curve (train_loss by progress in per mille), files = its 
 log's head and tail, llm.jsonl.
 
 Offline (the runs are written under HOME/wandb/ and `wandb sync HOME/wandb/offline-run-*`
-sends them later) unless a key is set (WANDB_API_KEY, or `wandb login`'s ~/.netrc entry),
-and always offline when a folder's own session.toml asked for it. A trial's run id is fixed
+sends them later) unless a key is set (WANDB_API_KEY, or `wandb login`'s ~/.netrc entry):
+then to the user's own account, also for a bare `wandb` that a folder's session.toml names
+(its runs go to the key's owner, never to a project the folder chose: a project of its own
+is dropped by SessionConfig.load). A trial's run id is fixed
 by the session and the trial number, and HOME/wandb/autoresearch-sent.jsonl lists the runs
 that finished: resume and backfill send each trial once (a run cut by kill -9 is sent again
 under the same id, its half-written offline folder removed). A finished W&B run cannot be
