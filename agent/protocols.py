@@ -168,7 +168,7 @@ class TrackedTrial:
 
 class Tracker(Protocol):
     """An experiment tracker a session feeds (agent/track/): `open` finds or makes the
-    session's record there and learns which trials it holds; `trial` sends one recorded
+    session's record there and learns which trials it holds (`holds`); `trial` sends one recorded
     trial unless the tracker holds it already (idempotent by trial number: resume and
     backfill send every trial again); `best` marks the trial that is best now (None: none);
     `close` ends the session's record. Any of them may raise: the feed then warns once and
@@ -177,6 +177,8 @@ class Tracker(Protocol):
     name: str
 
     def open(self, session: TrackedSession) -> None: ...
+
+    def holds(self, number: int) -> bool: ...
 
     def trial(self, trial: TrackedTrial) -> None: ...
 

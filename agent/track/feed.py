@@ -45,12 +45,13 @@ class Sender:
         self._each(lambda t: t.open(session))
 
     def trial(self, note: TrialNote) -> None:
-        if not self.trackers:
-            return
-        view = trial_view(self.rd, self.ws, note)
-        self._each(lambda t: t.trial(view))
         self.commits[note.commit] = note.trial
         self.sent += 1
+        wanting = [t for t in self.trackers if not t.holds(note.trial)]
+        if not wanting:  # a resume or backfill: no view built (its diffs, its log) to skip
+            return
+        view = trial_view(self.rd, self.ws, note)
+        self._each(lambda t: t.trial(view) if t in wanting else None)
 
     def best(self) -> None:
         if self.trackers:

@@ -100,6 +100,9 @@ class MlflowTracker:
             if tags.get("best") == "true":
                 self.best_run = run.info.run_id
 
+    def holds(self, number: int) -> bool:
+        return number in self.children
+
     def trial(self, trial: TrackedTrial) -> None:
         from mlflow.entities import Metric, Param, RunTag
 

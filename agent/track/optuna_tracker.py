@@ -70,6 +70,9 @@ class OptunaTracker:
         self.known = {int(t.user_attrs["trial"]) for t in self.study.get_trials(deepcopy=False)
                       if str(t.user_attrs.get("trial", "")).isdigit()}
 
+    def holds(self, number: int) -> bool:
+        return number in self.known
+
     def trial(self, trial: TrackedTrial) -> None:
         import optuna
         from optuna.trial import TrialState

@@ -70,6 +70,9 @@ class WandbTracker:
     def run_id(self, number: int) -> str:
         return f"{self.key}-{number:04d}"
 
+    def holds(self, number: int) -> bool:
+        return number in self.sent
+
     def trial(self, trial: TrackedTrial) -> None:
         import wandb
 
