@@ -39,6 +39,9 @@ def plan(folder: Path, methods: list[str], seeds: int, template: SessionConfig) 
         session = stored["session"]
         # like session.toml's: only trackers whose store lies in the folder (agent/track/)
         session["track"] = [t for t in session.get("track", []) if t in TRACKERS]
+        # methods are compared at equal trials or cost: no run stops early by a stop rule
+        # (a bench.toml from before the rules existed has none)
+        session.setdefault("stop_after_failures", 0)
         return {"methods": stored["methods"], "seeds": stored["seeds"],
                 "template": SessionConfig(**session)}
     folder.mkdir(parents=True, exist_ok=True)

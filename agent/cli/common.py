@@ -50,6 +50,23 @@ TRACK = typer.Option([], "--track", help="Feed a tracker as trials finish: mlflo
                      "wandb[:PROJECT] or optuna[:STORAGE]; repeat for several.")
 GUARD = typer.Option(default("guard"), "--guard/--no-guard",
                      help="Stop a non-finite or far-worse learning curve early.")
+STOP_FAILURES = typer.Option(default("stop_after_failures"), "--stop-after-failures",
+                             help="Stop after N failed or rejected trials in a row (0: never).")
+STOP_PLATEAU = typer.Option(None, "--stop-on-plateau",
+                            help="Stop after no new best in T trials (30) or T of trial time "
+                                 "per slot (2h).")
+
+
+def plateau_or_fail(text: str | None) -> dict:
+    """--stop-on-plateau's SessionConfig fields ({} when not given), or one line."""
+    from agent.config.settings import parse_plateau
+
+    if text is None:
+        return {}
+    try:
+        return parse_plateau(text)
+    except ValueError as e:
+        raise fail(str(e), 2) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from agent.cli.common import (
     QUIET,
     SANDBOX,
     SEED,
+    STOP_FAILURES,
+    STOP_PLATEAU,
     TIME_BUDGET,
     TOKEN_BUDGET,
     TRACK,
@@ -35,6 +37,7 @@ from agent.cli.common import (
     fractions,
     gpu_ids,
     handled,
+    plateau_or_fail,
     sigterm_as_ctrl_c,
     trackers_or_fail,
 )
@@ -85,6 +88,8 @@ def _run_session(session) -> None:
                   f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
                   f"{cost_line(session.notes)}; see `autoresearch replay {run_dir}` and "
                   f"`autoresearch diff {run_dir}`")
+    if outcome.why:
+        console.print(f"[yellow]stopped[/yellow]: {markup(outcome.why)}")
 
 
 def run(
@@ -136,6 +141,8 @@ def run(
     prune_points: str = PRUNE_AT,
     prune_min_trials: int = PRUNE_MIN_TRIALS,
     guard: bool = GUARD,
+    stop_after_failures: int = STOP_FAILURES,
+    stop_on_plateau: str | None = STOP_PLATEAU,
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
     track: list[str] = TRACK,
@@ -175,7 +182,8 @@ def run(
         preflight_steps=preflight_steps, repair_oom=repair_oom, min_steps=min_steps,
         confirm=confirm, prepare_network=prepare_network, prune=prune,
         prune_at=fractions(prune_points, "--prune-at"), prune_min_trials=prune_min_trials,
-        guard=guard, isolation=isolation, track=trackers_or_fail(track))
+        guard=guard, isolation=isolation, track=trackers_or_fail(track),
+        stop_after_failures=stop_after_failures, **plateau_or_fail(stop_on_plateau))
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)
     if not quiet:
@@ -191,6 +199,9 @@ def resume(
     model: str | None = typer.Option(None, "--model", help="Switch to this litellm model."),
     api_base: str | None = typer.Option(None, "--api-base", help="The model's new address."),
     trials: int | None = typer.Option(None, "--trials", help="Raise the trial count."),
+    stop_after_failures: int | None = typer.Option(
+        None, "--stop-after-failures", help="Raise the failed-in-a-row limit (0: never)."),
+    stop_on_plateau: str | None = STOP_PLATEAU,
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
     track: list[str] = TRACK,
@@ -202,8 +213,9 @@ def resume(
 
     session = Session.open(run_dir, QuietReporter() if quiet else RichReporter(),
                            trackers_or_fail(track))
-    changes = {k: v for k, v in (("model", model), ("api_base", api_base),
-                                 ("trials", trials)) if v is not None}
+    changes = {k: v for k, v in (("model", model), ("api_base", api_base), ("trials", trials),
+                                 ("stop_after_failures", stop_after_failures))
+               if v is not None} | plateau_or_fail(stop_on_plateau)
     if changes:
         new = config_or_fail(**{**session.config.model_dump(), **changes})
         new.save(session.rd.session_toml)

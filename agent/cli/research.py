@@ -186,7 +186,7 @@ def bench(
         token_budget=token_budget, eval_tokens=eval_tokens, model=model, api_base=api_base,
         memory=memory, prune=prune, prune_at=fractions(prune_points, "--prune-at"),
         prune_min_trials=prune_min_trials, guard=guard, isolation=isolation,
-        track=trackers_or_fail(track), **extra)
+        track=trackers_or_fail(track), stop_after_failures=0, **extra)
     console = wide_console()
     say = (lambda text: None) if quiet else \
         (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))

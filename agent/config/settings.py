@@ -92,6 +92,12 @@ class SessionConfig(BaseModel):
     # who computes the ranking val_bpb; None: "harness" for the code agent, else "printed"
     score: Literal["printed", "harness"] | None = None
     temperature: float = Field(TEMPERATURE, ge=0, allow_inf_nan=False)
+    # stop rules (agent/loop/standing.py, StopRules): this many failed or rejected trials in
+    # a row end the session (0: never); so does no new best (under the gate: no promotion) in
+    # plateau_trials trials, or in plateau_s seconds of trial time per slot
+    stop_after_failures: int = Field(8, ge=0)
+    plateau_trials: int | None = Field(None, ge=1)
+    plateau_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     # experiment trackers fed as trials are recorded (agent/track/): NAME or NAME:WHERE
     track: list[str] = Field(default_factory=list)
     # what session.toml asked to track to and was not honoured (SessionConfig.load): a
@@ -201,3 +207,16 @@ def parse_duration(text: str) -> float:
     if pos != len(text) or not text or total <= 0:
         raise ValueError(f"budget {text!r} is not a duration like 2h, 90m, 1h30m or 3600")
     return total
+
+
+def parse_plateau(text: str) -> dict:
+    """--stop-on-plateau: '30' (trials) or a duration like '2h' (trial time per slot); the
+    SessionConfig fields it sets."""
+    text = text.strip()
+    if text.isdigit() and int(text) > 0:
+        return {"plateau_trials": int(text), "plateau_s": None}
+    try:
+        return {"plateau_trials": None, "plateau_s": parse_duration(text)}
+    except ValueError:
+        raise ValueError(f"--stop-on-plateau {text!r}: give a trial count like 30 or a "
+                         "duration like 2h") from None

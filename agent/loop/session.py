@@ -23,7 +23,7 @@ from agent.loop.plan import TrialPlan
 from agent.loop.preflight import Preflight
 from agent.loop.progress import NO_PLOT, ProgressPlot, QuietReporter, Reporters
 from agent.loop.restore import noted, restore
-from agent.loop.standing import Best, Progress, Spend
+from agent.loop.standing import Best, Progress, Spend, Stop, StopRules
 from agent.loop.trial import PreparedTrial, TrialNote, Trials, seed_of
 from agent.loop.watching import watch_spec
 from agent.optimizers import LLM_METHODS, make_optimizer
@@ -46,7 +46,8 @@ class Outcome:
     trials_run: int
     best_val_bpb: float | None
     best_commit: str
-    stopped_by: str  # "trials", "budget"
+    stopped_by: str  # "trials", "budget", or a stop rule: "failures", "plateau"
+    why: str = ""  # a stop rule's one line: what happened, how to go on
 
 
 class Session:
@@ -65,6 +66,8 @@ class Session:
         self.running: dict[int, PreparedTrial] = {}  # submitted, not recorded
         self.best = Best(Gate(config.confirm, config.seed), self.notes)
         self.spend = Spend()
+        self.stops: StopRules | None = None  # made at the start, from the config in force
+        self.stopped: Stop | None = None
         self.executor = self.llm = self.server = None
 
     @classmethod
@@ -117,8 +120,10 @@ class Session:
                 if self._budget_spent(spent):
                     stopped_by = "budget"
                 elif self._may_propose():
-                    self._propose()
-                    continue
+                    if self._stop_rule() is None:
+                        self._propose()
+                        continue
+                    stopped_by = self.stopped.rule
                 if self.progress.told in self.notes:
                     self._tell_next()
                     continue
@@ -131,7 +136,8 @@ class Session:
         finally:
             self._stop(elapsed_before, started)
         best = self.best.current
-        return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by)
+        return Outcome(len(self.notes) - 1, best and best.val_bpb, self.ws.best, stopped_by,
+                       self.stopped.why if self.stopped else "")
 
     def _start(self) -> float:
         from agent.config.data import prepare_data
@@ -166,6 +172,10 @@ class Session:
             self.progress.optimizer.attach(self.llm)
         for note in self.notes.values():
             self.spend.add(note)
+        self.stops = StopRules(config.stop_after_failures, config.plateau_trials,
+                               config.plateau_s)
+        for n in range(self.progress.told):
+            self.stops.told(self.notes[n])
         self.progress.save(self.rd.state_pkl)
         for spec in config.track_dropped:
             self.reporter.note(f"session.toml asks to track to {spec}: not done (a run folder "
@@ -187,6 +197,15 @@ class Session:
 
     def _budget_spent(self, spent: float) -> bool:
         return self.plan.budget_spent(self.spend, spent)
+
+    def _stop_rule(self) -> Stop | None:
+        """The stop rule that ended proposing (--stop-after-failures, --stop-on-plateau), said
+        once; the trials in flight still finish and are recorded."""
+        if self.stopped is None:
+            self.stopped = self.stops.check(self.best.incumbent, self.slots, str(self.run_dir))
+            if self.stopped is not None:
+                self.reporter.note(f"stopping: {self.stopped.why}")
+        return self.stopped
 
     def _new_optimizer(self):
         optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
@@ -244,6 +263,7 @@ class Session:
     def _tell_next(self) -> None:
         note = self.notes[self.progress.told]
         seen = self.progress.tell(note)  # None: a confirmation run, no optimizer's business
+        self.stops.told(note)
         self.history += [seen] if seen else []
         decision = self.best.told(note)
         if decision is not None:

@@ -2,6 +2,9 @@
 has been spent. Each question is answered here once and updated per trial, never by rescanning
 every note on every turn of the loop (a 10,000-trial session stays linear).
 
+`StopRules` says when the session should stop by itself (--stop-after-failures,
+--stop-on-plateau), from the trials told so far, in trial order.
+
 `Progress` is the optimizer's pickle (optimizer/state.pkl), saved after every proposal (once
 its commit exists) and after every tell.
 """
@@ -11,12 +14,14 @@ from __future__ import annotations
 import bisect
 import importlib
 import pickle
+from collections import Counter
 from dataclasses import dataclass, field
 
 from agent.loop.gate import Decision, Gate
 from agent.protocols import TrialRecord
 from agent.record.ledger import atomic_write
 from agent.record.note import TrialNote
+from agent.text import clean
 
 STATE_VERSION = 2
 
@@ -179,3 +184,66 @@ class Spend:
     @property
     def typical_wall_s(self) -> float:
         return self._walls[len(self._walls) // 2] if self._walls else 0.0
+
+
+STOPPED = ("failures", "plateau")  # Outcome.stopped_by of the stop rules
+NOT_FAILED = ("ok", "pruned")  # a pruned trial was stopped on purpose
+
+
+@dataclass
+class Stop:
+    rule: str  # one of STOPPED
+    why: str  # one line: what happened and how to go on
+
+
+class StopRules:
+    """The evidence of the stop rules, kept in trial order as trials are told (the order is
+    fixed by the seed and slot count, so a resumed session stops where a whole one would):
+    the failed trials in a row, and every told trial's summed trial time, so the trials and
+    seconds since the incumbent are one subtraction."""
+
+    def __init__(self, failures: int, plateau_trials: int | None, plateau_s: float | None):
+        self.failures, self.plateau_trials, self.plateau_s = (failures, plateau_trials,
+                                                             plateau_s)
+        self.failing: Counter = Counter()  # the statuses of the failed trials in a row
+        self.first_failing = 0
+        self._walls = [0.0]  # _walls[n]: the summed wall_s of trials 0 .. n - 1
+
+    def told(self, note: TrialNote) -> None:
+        self._walls.append(self._walls[-1] + (note.wall_s or 0.0))
+        if note.status in NOT_FAILED:
+            self.failing.clear()
+        else:
+            if not self.failing:
+                self.first_failing = note.trial
+            self.failing[note.status] += 1
+
+    def since(self, trial: int) -> tuple[int, float]:
+        """The trials told after trial `trial`, and their summed wall time."""
+        told = len(self._walls) - 1
+        return told - 1 - trial, self._walls[-1] - self._walls[min(trial + 1, told)]
+
+    def check(self, incumbent: TrialNote | None, slots: int, run: str) -> Stop | None:
+        """The rule that stops the session now (`incumbent`: the best told trial, under the
+        gate the one it promoted; `run`: the run folder, for the resume command)."""
+        failed = sum(self.failing.values())
+        if self.failures and failed >= self.failures:
+            counts = ", ".join(f"{clean(s, True)[:20]} {k}" for s, k in self.failing.items())
+            return Stop("failures", f"{failed} failed trials in a row (trials "
+                        f"{self.first_failing}-{self.first_failing + failed - 1}: {counts}); "
+                        f"see `autoresearch replay {run} --trial {self.first_failing}`, then "
+                        f"`autoresearch resume {run} --stop-after-failures "
+                        f"{2 * self.failures}` goes on")
+        if incumbent is None or not (self.plateau_trials or self.plateau_s):
+            return None
+        trials, seconds = self.since(incumbent.trial)
+        seconds /= max(slots, 1)
+        if self.plateau_trials and trials >= self.plateau_trials:
+            held = f"{trials} trials"
+        elif self.plateau_s and seconds >= self.plateau_s:
+            held = f"{seconds / 3600:.2f} h of trial time"
+        else:
+            return None
+        return Stop("plateau", f"no new best in {held} since trial {incumbent.trial} "
+                    f"(val_bpb {incumbent.val_bpb}); `autoresearch resume {run} "
+                    "--stop-on-plateau LONGER` goes on")
