@@ -63,6 +63,8 @@ class TrialContext:
     # resume without a readable optimizer pickle: the answer recorded for this trial, which an
     # LLM method returns instead of asking its model again (it still advances its own state)
     replay: Action | None = None
+    # RUN/guidance.md (`autoresearch steer`): the researcher's text, shown in its own section
+    guidance: str = ""
 
 
 class Optimizer(Protocol):

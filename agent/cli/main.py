@@ -225,6 +225,66 @@ def resume(
     _run_session(session)
 
 
+def steer(
+    run_dir: Path = typer.Argument(..., help="The session folder, e.g. runs/NAME."),
+    text: str | None = typer.Argument(None, help="What the LLM methods should hear."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the guidance."),
+) -> None:
+    """Show TEXT to the LLM methods' next prompts (RUN/guidance.md; works while it runs)."""
+    from agent.config.settings import SessionConfig
+    from agent.loop.session import GUIDANCE_CHARS
+    from agent.optimizers import LLM_METHODS
+    from agent.record.ledger import atomic_write
+    from agent.record.newrun import require_session
+    from agent.record.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    require_session(rd)
+    if clear == bool(text and text.strip()):
+        raise fail("give the guidance text, or --clear to remove it", 2)
+    if clear:
+        rd.guidance_md.unlink(missing_ok=True)
+        typer.echo(f"removed {rd.guidance_md}: the next LLM prompts have no guidance")
+        return
+    if len(text) > GUIDANCE_CHARS:
+        raise fail(f"the guidance has {len(text)} characters; a prompt shows at most "
+                   f"{GUIDANCE_CHARS}: shorten it", 2)
+    atomic_write(rd.guidance_md, (text.strip() + "\n").encode())
+    method = SessionConfig.load(rd.session_toml).method
+    holder = rd.holder()
+    typer.echo(f"wrote {rd.guidance_md}: "
+               + ("the next LLM prompt shows it" if method in LLM_METHODS else
+                  f"{method} asks no LLM, so no prompt shows it (llm-hpo, centaur and "
+                  "code-agent do)")
+               + ("" if holder else "; no session runs there now: `autoresearch resume "
+                  f"{run_dir}` uses it"))
+
+
+def stop(
+    run_dir: Path = typer.Argument(..., help="The session folder, e.g. runs/NAME."),
+    wait: bool = typer.Option(False, "--wait", help="Return once the session has ended."),
+) -> None:
+    """Ask a running session to finish the trials in flight and stop (from any shell)."""
+    import time
+
+    from agent.record.newrun import require_session
+    from agent.record.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    require_session(rd)
+    holder = rd.holder()
+    if holder is None:
+        raise fail(f"no session runs in {run_dir}: nothing to stop", 1)
+    rd.stop_request.write_text(f"asked at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    typer.echo(f"asked the session in {run_dir} ({markup(holder)}) to stop: it proposes no "
+               "more trials, records those in flight and exits; `autoresearch resume "
+               f"{run_dir}` continues")
+    while wait and rd.holder() is not None:
+        time.sleep(0.5)
+    if wait:
+        typer.echo("it has stopped")
+
+
 def init(
     train_dir: Path = typer.Option(..., "--train-dir", help="Your training folder."),
     force: bool = typer.Option(False, "--force", help="Replace its search_space.toml."),
@@ -250,8 +310,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.callback()(main)
-for command, code in ((run, 2), (resume, 2), (history.replay, 2), (history.diff, 2),
-                      (init, 2), (research.compare, 2), (research.noise, 1),
+for command, code in ((run, 2), (resume, 2), (steer, 2), (stop, 2), (history.replay, 2),
+                      (history.diff, 2), (init, 2), (research.compare, 2), (research.noise, 1),
                       (research.bench, 2), (research.prune_check, 2), (research.track, 2),
                       (explain.rerun, 2), (explain.attribute, 2), (explain.report, 2)):
     app.command()(handled(command, code))

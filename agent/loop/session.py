@@ -33,6 +33,7 @@ from agent.record.ledger import Ledger
 from agent.record.newrun import SessionError, create_run_folder, require_session
 from agent.record.rundir import RunDir
 from agent.record.workspace import Workspace
+from agent.text import clean
 from agent.track import group_of
 from agent.track.feed import Feed
 from agent.track.view import session_view
@@ -40,13 +41,15 @@ from sandbox.result import TrialResult
 
 __all__ = ["Outcome", "Session", "SessionError"]
 
+GUIDANCE_CHARS = 4000  # of RUN/guidance.md a prompt shows
+
 
 @dataclass
 class Outcome:
     trials_run: int
     best_val_bpb: float | None
     best_commit: str
-    stopped_by: str  # "trials", "budget", or a stop rule: "failures", "plateau"
+    stopped_by: str  # "trials", "budget", a stop rule ("failures", "plateau"), or "stop"
     why: str = ""  # a stop rule's one line: what happened, how to go on
 
 
@@ -68,6 +71,7 @@ class Session:
         self.spend = Spend()
         self.stops: StopRules | None = None  # made at the start, from the config in force
         self.stopped: Stop | None = None
+        self.guidance = ""  # RUN/guidance.md as last read (agent/cli/main.py, steer)
         self.executor = self.llm = self.server = None
 
     @classmethod
@@ -145,6 +149,7 @@ class Session:
 
         self.rd.lock()  # no-op when create/open took it
         self.rd.clear_tmp()  # what a killed run of this folder left
+        self.rd.stop_request.unlink(missing_ok=True)  # asked of a session that has ended
         spec = load_runspec(train_dir := Path(self.config.train_dir or baseline_dir()))
         if self.config.data_dir is None:
             data = prepare_data(spec, self.rd.repo, train_dir, TrialPlan(
@@ -199,12 +204,20 @@ class Session:
         return self.plan.budget_spent(self.spend, spent)
 
     def _stop_rule(self) -> Stop | None:
-        """The stop rule that ended proposing (--stop-after-failures, --stop-on-plateau), said
-        once; the trials in flight still finish and are recorded."""
-        if self.stopped is None:
+        """What ended proposing: `autoresearch stop`, or a stop rule (--stop-after-failures,
+        --stop-on-plateau), said once; the trials in flight still finish and are recorded."""
+        if self.stopped is not None:
+            return self.stopped
+        if self.rd.stop_request.exists():
+            self.stopped = Stop("stop", f"asked by `autoresearch stop`; `autoresearch resume "
+                                        f"{self.run_dir}` continues")
+        else:
             self.stopped = self.stops.check(self.best.incumbent, self.slots, str(self.run_dir))
-            if self.stopped is not None:
-                self.reporter.note(f"stopping: {self.stopped.why}")
+        if self.stopped is not None:
+            running = len(self.running)
+            self.reporter.note(f"stopping: {self.stopped.why}" + (
+                f" (the {running} trial{'s' * (running != 1)} in flight finish first)"
+                if running else ""))
         return self.stopped
 
     def _new_optimizer(self):
@@ -219,12 +232,16 @@ class Session:
         """Ask for trial n, commit it, save the optimizer, and run it (or record a refusal)."""
         n, progress = self.progress.asked, self.progress
         action = self.best.gate.next()  # a confirmation run that is due comes first
+        guidance = ""
         if action is None:
             pending = progress.pending(self._known, len(self.space.names))
-            action = progress.optimizer.ask(list(self.history), pending,
-                                            self.context(n, self.incumbent()))
+            ctx = self.context(n, self.incumbent())
+            guidance = ctx.guidance = self._guidance()
+            action = progress.optimizer.ask(list(self.history), pending, ctx)
         calls = progress.optimizer.take_calls() if isinstance(progress.optimizer,
                                                               LLMMethod) else []
+        for call in calls:  # what the researcher had said when the prompt was made
+            call["guidance"] = guidance
         llm = self.trials.llm_summary(calls, action, self.rd.trial(n))
         parent = self.notes[action.of].commit if isinstance(action, Confirm) else \
             self.incumbent()
@@ -282,9 +299,25 @@ class Session:
             if self.server is not None:
                 self.server.stop()
             self.rd.clear_tmp()
+            self.rd.stop_request.unlink(missing_ok=True)
             self.close()
 
     # -- what a proposal is made from --------------------------------------------------------
+    def _guidance(self) -> str:
+        """RUN/guidance.md for an LLM method's prompt (at most GUIDANCE_CHARS); a change is
+        said once in the session's output."""
+        if self.llm is None:
+            return ""
+        try:
+            text = self.rd.guidance_md.read_text(errors="replace")[:GUIDANCE_CHARS].strip()
+        except OSError:  # none (or not a file): no guidance
+            text = ""
+        if text != self.guidance:
+            self.reporter.note(f"guidance for the next LLM prompts: {clean(text, True)[:160]}"
+                               if text else "guidance removed: the next LLM prompts have none")
+            self.guidance = text
+        return text
+
     def incumbent(self) -> str:
         """The commit of the best trial told so far (agent/loop/standing.py; the baseline
         before any): the parent of the next proposal, whatever order results came in."""

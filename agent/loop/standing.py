@@ -186,7 +186,7 @@ class Spend:
         return self._walls[len(self._walls) // 2] if self._walls else 0.0
 
 
-STOPPED = ("failures", "plateau")  # Outcome.stopped_by of the stop rules
+STOPPED = ("failures", "plateau", "stop")  # Outcome.stopped_by of the rules, `stop` asked
 NOT_FAILED = ("ok", "pruned")  # a pruned trial was stopped on purpose
 
 

@@ -4,6 +4,8 @@ that drives it.
     runs/NAME/
       session.toml  repo/  results.tsv  trials.jsonl  trials/NNNN/  optimizer/  cache/  tmp/
       .lock         held (flock) by the process driving the folder; says its pid and host
+      guidance.md   `autoresearch steer`: text the LLM methods' next prompts show
+      stop.request  `autoresearch stop`: the running session finishes its trials and stops
 
 The lock is an advisory `fcntl.flock` on `.lock`: the kernel drops it when its process dies
 (kill -9 included), so a stale lock is simply taken over; a live holder makes a second
@@ -79,6 +81,14 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def guidance_md(self) -> Path:
+        return self.root / "guidance.md"
+
+    @property
+    def stop_request(self) -> Path:
+        return self.root / "stop.request"
+
     def trial(self, n: int) -> Path:
         return self.root / "trials" / f"{n:04d}"
 
@@ -139,6 +149,22 @@ class RunDir:
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {int(time.time())}\n".encode(), 0)
         self._lock_fd = fd
         return self
+
+    def holder(self) -> str | None:
+        """The process driving this folder ("pid P on HOST"), None when none is (a probe of
+        the lock that takes it for no longer than the call)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, host = (os.pread(fd, 200, 0).decode(errors="replace").split() + ["?", "?"])[:2]
+            return f"pid {pid} on {host}"
+        finally:
+            os.close(fd)  # closing drops a lock this call took
+        return None
 
     def unlock(self) -> None:
         if self._lock_fd is None:
