@@ -187,3 +187,13 @@ class Tracker(Protocol):
     def best(self, number: int | None) -> None: ...
 
     def close(self, finished: bool) -> None: ...
+
+
+class Meter(Protocol):
+    """What an LLM client tells about its calls (agent/loop/money.py): `before` a call, with
+    its messages and the most tokens it may answer (it may raise to refuse the call), and
+    `after` it, with what it cost."""
+
+    def before(self, messages: list[dict], max_tokens: int) -> None: ...
+
+    def after(self, cost_usd: float) -> None: ...

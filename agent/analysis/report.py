@@ -179,7 +179,10 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
         "wall_s": elapsed_s if elapsed_s is not None else sum(n.wall_s or 0 for n in notes),
         "prompt_tokens": sum((n.tokens or {}).get("prompt", 0) for n in notes),
         "completion_tokens": sum((n.tokens or {}).get("completion", 0) for n in notes),
-        "cost_usd": sum(n.cost_usd or 0.0 for n in notes),
+        "cost_usd": sum(n.cost_usd or 0.0 for n in notes),  # the LLM calls
+        # and the sandbox at the run's --gpu-usd-per-hour (none: 0)
+        "spend_usd": sum((n.cost_usd or 0.0) + (config.gpu_usd_per_hour or 0.0)
+                         * (n.cost_s or 0.0) / 3600 for n in notes),
         "llm_proposals": sum(n.llm_valid is not None for n in notes),
         "llm_valid": sum(n.llm_valid is True for n in notes),
         # seconds around training (start, compile, data, eval): the first ok trial fills the
@@ -194,7 +197,7 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
 
 
 def compare_table(rows: list[dict]) -> Table:
-    llm = any(r["prompt_tokens"] or r["completion_tokens"] or r["cost_usd"] for r in rows)
+    llm = any(r["prompt_tokens"] or r["completion_tokens"] or r.get("spend_usd") for r in rows)
     table = Table(title="runs")
     pruning = any(r.get("pruned") for r in rows)
     columns = ["run", "method", "seed", "trials", "best", "baseline", "failed"]
@@ -216,7 +219,8 @@ def compare_table(rows: list[dict]) -> Table:
         cells += [_duration(r["wall_s"]), _overhead(r)]
         if llm:
             cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
-                      str(r["prompt_tokens"] + r["completion_tokens"]), f"{r['cost_usd']:.4f}"]
+                      str(r["prompt_tokens"] + r["completion_tokens"]),
+                      f"{r.get('spend_usd', r['cost_usd']):.4f}"]
         table.add_row(*cells)
     return table
 

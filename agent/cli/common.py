@@ -57,6 +57,24 @@ STOP_PLATEAU = typer.Option(None, "--stop-on-plateau",
                                  "per slot (2h).")
 
 
+MAX_USD = typer.Option(None, "--max-usd",
+                       help="Stop before the LLM calls (+ --gpu-usd-per-hour) could cost more.")
+
+
+def prices_or_fail(text: str | None) -> list[float] | None:
+    """--llm-usd-per-mtok 'IN,OUT' -> [IN, OUT] (USD per million tokens), or one line."""
+    if text is None:
+        return None
+    try:
+        prices = [float(x) for x in text.split(",")]
+    except ValueError:
+        prices = []
+    if len(prices) != 2 or not all(0 <= x < float("inf") for x in prices):
+        raise fail(f"--llm-usd-per-mtok {text!r}: give two prices in USD per million tokens, "
+                   "prompt then answer, like 0.15,0.60", 2)
+    return prices
+
+
 def plateau_or_fail(text: str | None) -> dict:
     """--stop-on-plateau's SessionConfig fields ({} when not given), or one line."""
     from agent.config.settings import parse_plateau
@@ -206,9 +224,10 @@ def records(run_dir: Path, rebuild: bool = False) -> list:
     return notes
 
 
-def cost_line(notes) -> str:
-    """What the trials cost, the share of it spent on trials that failed, and what the
-    trials stopped early (pruned: on purpose, not a failure) cost."""
+def cost_line(notes, gpu_usd_per_hour: float = 0.0) -> str:
+    """What the trials cost, the share of it spent on trials that failed, what the trials
+    stopped early (pruned: on purpose, not a failure) cost, and the dollars spent (LLM calls,
+    and the sandbox at `gpu_usd_per_hour`) when any were."""
     notes = list(notes.values()) if isinstance(notes, dict) else list(notes)
     total = sum(n.cost_s or 0.0 for n in notes)
     lost = sum(n.cost_s or 0.0 for n in notes if n.status not in ("ok", "pruned")
@@ -219,6 +238,10 @@ def cost_line(notes) -> str:
     if pruned:
         spent = sum(n.cost_s or 0.0 for n in pruned)
         line += f"; {len(pruned)} stopped early ({spent:,.0f} s)"
+    llm_usd = sum(n.cost_usd or 0.0 for n in notes)
+    gpu_usd = gpu_usd_per_hour * total / 3600
+    if llm_usd or gpu_usd:
+        line += f"; ${llm_usd + gpu_usd:,.4f} (LLM ${llm_usd:,.4f}, sandbox ${gpu_usd:,.4f})"
     return line
 
 

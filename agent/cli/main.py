@@ -15,6 +15,7 @@ from agent.cli.common import (
     GPUS,
     GUARD,
     ISOLATION,
+    MAX_USD,
     PREPARE,
     PRESET,
     PRUNE,
@@ -38,6 +39,7 @@ from agent.cli.common import (
     gpu_ids,
     handled,
     plateau_or_fail,
+    prices_or_fail,
     sigterm_as_ctrl_c,
     trackers_or_fail,
 )
@@ -84,9 +86,10 @@ def _run_session(session) -> None:
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
     run_dir = markup(session.run_dir)
+    cost = cost_line(session.notes, session.config.gpu_usd_per_hour or 0.0)
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
                   f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
-                  f"{cost_line(session.notes)}; see `autoresearch replay {run_dir}` and "
+                  f"{cost}; see `autoresearch replay {run_dir}` and "
                   f"`autoresearch diff {run_dir}`")
     if outcome.why:
         console.print(f"[yellow]stopped[/yellow]: {markup(outcome.why)}")
@@ -143,6 +146,12 @@ def run(
     guard: bool = GUARD,
     stop_after_failures: int = STOP_FAILURES,
     stop_on_plateau: str | None = STOP_PLATEAU,
+    max_usd: float | None = MAX_USD,
+    gpu_usd_per_hour: float | None = typer.Option(
+        None, "--gpu-usd-per-hour", help="What an hour of one trial's slot costs (for --max-usd)."),
+    llm_usd_per_mtok: str | None = typer.Option(
+        None, "--llm-usd-per-mtok", help="IN,OUT: USD per million tokens of a model litellm "
+                                         "has no price for."),
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
     track: list[str] = TRACK,
@@ -183,7 +192,9 @@ def run(
         confirm=confirm, prepare_network=prepare_network, prune=prune,
         prune_at=fractions(prune_points, "--prune-at"), prune_min_trials=prune_min_trials,
         guard=guard, isolation=isolation, track=trackers_or_fail(track),
-        stop_after_failures=stop_after_failures, **plateau_or_fail(stop_on_plateau))
+        stop_after_failures=stop_after_failures, **plateau_or_fail(stop_on_plateau),
+        max_usd=max_usd, gpu_usd_per_hour=gpu_usd_per_hour,
+        llm_usd_per_mtok=prices_or_fail(llm_usd_per_mtok))
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)
     if not quiet:
@@ -202,6 +213,7 @@ def resume(
     stop_after_failures: int | None = typer.Option(
         None, "--stop-after-failures", help="Raise the failed-in-a-row limit (0: never)."),
     stop_on_plateau: str | None = STOP_PLATEAU,
+    max_usd: float | None = typer.Option(None, "--max-usd", help="Raise the money cap."),
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
     track: list[str] = TRACK,
@@ -214,7 +226,8 @@ def resume(
     session = Session.open(run_dir, QuietReporter() if quiet else RichReporter(),
                            trackers_or_fail(track))
     changes = {k: v for k, v in (("model", model), ("api_base", api_base), ("trials", trials),
-                                 ("stop_after_failures", stop_after_failures))
+                                 ("stop_after_failures", stop_after_failures),
+                                 ("max_usd", max_usd))
                if v is not None} | plateau_or_fail(stop_on_plateau)
     if changes:
         new = config_or_fail(**{**session.config.model_dump(), **changes})

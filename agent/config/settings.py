@@ -98,6 +98,13 @@ class SessionConfig(BaseModel):
     stop_after_failures: int = Field(8, ge=0)
     plateau_trials: int | None = Field(None, ge=1)
     plateau_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    # money (agent/loop/money.py): no LLM call or trial that could take the spend (LLM calls +
+    # gpu_usd_per_hour x each trial's cost_s) past max_usd; llm_usd_per_mtok: [IN, OUT], the
+    # prices of a model litellm's list lacks (agent/llm/pricing.py)
+    max_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    gpu_usd_per_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
+    llm_usd_per_mtok: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, min_length=2, max_length=2)
     # experiment trackers fed as trials are recorded (agent/track/): NAME or NAME:WHERE
     track: list[str] = Field(default_factory=list)
     # what session.toml asked to track to and was not honoured (SessionConfig.load): a

@@ -3,7 +3,8 @@
 Retries transient errors (connection, timeout, rate limit, 5xx) with backoff, never errors
 that cannot heal (authentication, bad request, unknown model), and raises LLMError with a
 one-line message saying what to do. Every call's tokens, latency and cost are recorded;
-local models (an api_base on this machine) cost 0, known or not.
+local models (an api_base on this machine) cost 0, known or not; a session gives its prices
+(agent/llm/pricing.py) and a meter that may refuse a call before it is made (--max-usd).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 
 from agent.config.settings import TEMPERATURE
 from agent.errors import UserError
+from agent.protocols import Meter
 
 # litellm fetches a price list from the network at import unless told otherwise.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -37,6 +39,9 @@ class LLMConfig:
     tools: bool | None = None  # offer function-calling tools; None: ask litellm
     compact: bool = False  # shorter prompts (less history) for small local models
     structured: bool = False  # constrain answers to the tool's JSON schema (llama.cpp grammar)
+    # USD per million prompt and completion tokens (agent/llm/pricing.py); None: litellm's
+    # own reckoning
+    prices: tuple[float, float] | None = None
 
     @property
     def local(self) -> bool:
@@ -62,8 +67,9 @@ class Call:
 
 
 class LLM:
-    def __init__(self, config: LLMConfig):
+    def __init__(self, config: LLMConfig, meter: Meter | None = None):
         self.config = config
+        self.meter = meter  # told before and after every call (agent/loop/money.py)
 
     def supports_tools(self) -> bool:
         if self.config.tools is not None:
@@ -102,6 +108,8 @@ class LLM:
         permanent = (litellm.exceptions.AuthenticationError, litellm.exceptions.BadRequestError,
                      litellm.exceptions.NotFoundError,
                      litellm.exceptions.PermissionDeniedError)
+        if self.meter is not None:  # may raise: a call that would cross the money cap
+            self.meter.before(messages, cfg.max_tokens)
         last: Exception | None = None
         for attempt in range(cfg.retries + 1):
             start = time.monotonic()
@@ -116,7 +124,10 @@ class LLM:
                 continue
             except Exception as e:  # anything else litellm raises: not worth retrying
                 raise LLMError(f"model {cfg.model} failed: {_brief(e)}") from None
-            return self._call(messages, response, time.monotonic() - start)
+            call = self._call(messages, response, time.monotonic() - start)
+            if self.meter is not None:
+                self.meter.after(call.cost_usd)
+            return call
         where = f" at {cfg.api_base}" if cfg.api_base else ""
         raise LLMError(f"cannot reach model {cfg.model}{where} after {cfg.retries + 1} tries "
                        f"({_brief(last)}): check the server or --api-base, then resume")
@@ -133,6 +144,11 @@ class LLM:
                     model=self.config.model)
 
     def _cost(self, response) -> float:
+        if self.config.prices is not None:
+            usage = getattr(response, "usage", None)
+            return (self.config.prices[0] * (getattr(usage, "prompt_tokens", 0) or 0)
+                    + self.config.prices[1] * (getattr(usage, "completion_tokens", 0) or 0)
+                    ) / 1e6
         if self.config.local:
             return 0.0
         import litellm

@@ -18,7 +18,9 @@ from agent.config.settings import SessionConfig
 from agent.edit import block
 from agent.edit.actions import Confirm, action_to_dict
 from agent.edit.space import SearchSpace, load_space
+from agent.llm.pricing import pricing_for, save_snapshot
 from agent.loop.gate import Gate
+from agent.loop.money import CapReached, Purse
 from agent.loop.plan import TrialPlan
 from agent.loop.preflight import Preflight
 from agent.loop.progress import NO_PLOT, ProgressPlot, QuietReporter, Reporters
@@ -49,7 +51,7 @@ class Outcome:
     trials_run: int
     best_val_bpb: float | None
     best_commit: str
-    stopped_by: str  # "trials", "budget", a stop rule ("failures", "plateau"), or "stop"
+    stopped_by: str  # "trials", "budget", "money", a stop rule ("failures", "plateau"), "stop"
     why: str = ""  # a stop rule's one line: what happened, how to go on
 
 
@@ -72,6 +74,7 @@ class Session:
         self.stops: StopRules | None = None  # made at the start, from the config in force
         self.stopped: Stop | None = None
         self.guidance = ""  # RUN/guidance.md as last read (agent/cli/main.py, steer)
+        self.purse: Purse | None = None  # made at the start: the prices of the model in force
         self.executor = self.llm = self.server = None
 
     @classmethod
@@ -181,6 +184,7 @@ class Session:
                                config.plateau_s)
         for n in range(self.progress.told):
             self.stops.told(self.notes[n])
+        self._open_purse()
         self.progress.save(self.rd.state_pkl)
         for spec in config.track_dropped:
             self.reporter.note(f"session.toml asks to track to {spec}: not done (a run folder "
@@ -200,6 +204,19 @@ class Session:
         wanted = self.config.trials is None or n <= self.config.trials
         return wanted and n - self.progress.told < self.slots
 
+    def _open_purse(self) -> None:
+        """The prices in force (saved to RUN/pricing.json) and the spend so far; the LLM
+        client counts its calls in the purse and asks it before each one."""
+        llm, config = self.llm, self.config
+        pricing = pricing_for(llm.config.model if llm else None, bool(llm and llm.config.local),
+                              config.llm_usd_per_mtok, config.gpu_usd_per_hour)
+        save_snapshot(self.rd.pricing_json, pricing, self.progress.asked)
+        self.purse = Purse(config.max_usd, pricing, self.reporter.note)
+        self.purse.restore(self.notes.values())
+        if llm is not None:
+            llm.config.prices = (pricing.input_usd_per_mtok, pricing.output_usd_per_mtok)
+            llm.meter = self.purse
+
     def _budget_spent(self, spent: float) -> bool:
         return self.plan.budget_spent(self.spend, spent)
 
@@ -208,9 +225,12 @@ class Session:
         --stop-on-plateau), said once; the trials in flight still finish and are recorded."""
         if self.stopped is not None:
             return self.stopped
+        short = self.purse.room_for_trial(self.spend.typical_wall_s)
         if self.rd.stop_request.exists():
             self.stopped = Stop("stop", f"asked by `autoresearch stop`; `autoresearch resume "
                                         f"{self.run_dir}` continues")
+        elif short:
+            self.stopped = self._money(short)
         else:
             self.stopped = self.stops.check(self.best.incumbent, self.slots, str(self.run_dir))
         if self.stopped is not None:
@@ -219,6 +239,10 @@ class Session:
                 f" (the {running} trial{'s' * (running != 1)} in flight finish first)"
                 if running else ""))
         return self.stopped
+
+    def _money(self, short: str) -> Stop:
+        return Stop("money", f"{short}; `autoresearch resume {self.run_dir} --max-usd MORE` "
+                             "goes on")
 
     def _new_optimizer(self):
         optimizer = make_optimizer(self.config.method, self.space, self.config.seed,
@@ -237,7 +261,15 @@ class Session:
             pending = progress.pending(self._known, len(self.space.names))
             ctx = self.context(n, self.incumbent())
             guidance = ctx.guidance = self._guidance()
-            action = progress.optimizer.ask(list(self.history), pending, ctx)
+            try:
+                action = progress.optimizer.ask(list(self.history), pending, ctx)
+            except CapReached as e:  # this ask is undone: the optimizer as last saved
+                self.progress = Progress.load(self.rd.state_pkl)
+                if isinstance(self.progress.optimizer, LLMMethod):
+                    self.progress.optimizer.attach(self.llm)
+                self.stopped = self._money(str(e))
+                self.reporter.note(f"stopping: {self.stopped.why}")
+                return
         calls = progress.optimizer.take_calls() if isinstance(progress.optimizer,
                                                               LLMMethod) else []
         for call in calls:  # what the researcher had said when the prompt was made
@@ -275,6 +307,7 @@ class Session:
         self.notes[note.trial] = note
         self.best.recorded(note)
         self.spend.add(note)
+        self.purse.recorded(note)
         self.reporter.finished(note)
 
     def _tell_next(self) -> None:

@@ -186,7 +186,8 @@ class Spend:
         return self._walls[len(self._walls) // 2] if self._walls else 0.0
 
 
-STOPPED = ("failures", "plateau", "stop")  # Outcome.stopped_by of the rules, `stop` asked
+# Outcome.stopped_by of the stop rules, --max-usd and `autoresearch stop`
+STOPPED = ("failures", "plateau", "money", "stop")
 NOT_FAILED = ("ok", "pruned")  # a pruned trial was stopped on purpose
 
 

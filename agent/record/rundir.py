@@ -4,6 +4,7 @@ that drives it.
     runs/NAME/
       session.toml  repo/  results.tsv  trials.jsonl  trials/NNNN/  optimizer/  cache/  tmp/
       .lock         held (flock) by the process driving the folder; says its pid and host
+      pricing.json  the per-token and per-hour prices its dollar figures use
       guidance.md   `autoresearch steer`: text the LLM methods' next prompts show
       stop.request  `autoresearch stop`: the running session finishes its trials and stops
 
@@ -80,6 +81,11 @@ class RunDir:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def pricing_json(self) -> Path:
+        """The prices the session's dollar figures use (agent/llm/pricing.py)."""
+        return self.root / "pricing.json"
 
     @property
     def guidance_md(self) -> Path:

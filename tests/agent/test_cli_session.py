@@ -18,7 +18,7 @@ COMPARE_KEYS = {"run", "method", "seed", "trials", "best_val_bpb", "best_trial",
                 "baseline_val_bpb", "failed_share", "statuses", "wall_s", "prompt_tokens",
                 "completion_tokens", "cost_usd", "llm_proposals", "llm_valid",
                 "overhead_first_s", "overhead_s", "cost_s", "failed_cost_share",
-                "method_stats", "pruned", "pruned_cost_s"}
+                "method_stats", "pruned", "pruned_cost_s", "spend_usd"}
 
 
 @pytest.fixture
