@@ -152,6 +152,11 @@ def run(
     llm_usd_per_mtok: str | None = typer.Option(
         None, "--llm-usd-per-mtok", help="IN,OUT: USD per million tokens of a model litellm "
                                          "has no price for."),
+    estimate: bool = typer.Option(False, "--estimate",
+                                  help="Print the trials, hours and dollars these options come "
+                                       "to (the baseline is run once to time it); no session."),
+    estimate_from: Path | None = typer.Option(
+        None, "--estimate-from", help="Estimate from this previous run's trials instead."),
     prepare_network: bool = PREPARE,
     isolation: str = ISOLATION,
     track: list[str] = TRACK,
@@ -195,6 +200,9 @@ def run(
         stop_after_failures=stop_after_failures, **plateau_or_fail(stop_on_plateau),
         max_usd=max_usd, gpu_usd_per_hour=gpu_usd_per_hour,
         llm_usd_per_mtok=prices_or_fail(llm_usd_per_mtok))
+    if estimate or estimate_from:
+        _estimate(config, estimate_from)
+        return
     reporter = QuietReporter() if quiet else RichReporter()
     session = Session.create(run_dir, config, reporter)
     if not quiet:
@@ -203,6 +211,45 @@ def run(
                    f"{session.space.preset or 'none'}{which}, "
                    f"{f'{trials} trials' if trials is not None else budget}")
     _run_session(session)
+
+
+def _estimate(config, previous: Path | None) -> None:
+    from agent.analysis.estimate import estimate, measure_baseline, measure_run
+    from agent.cli.common import records
+    from agent.llm.client import is_local
+    from agent.llm.local import builtin_name
+    from agent.llm.pricing import pricing_for
+    from agent.optimizers import LLM_METHODS
+    from agent.record.rundir import RunDir
+
+    if previous is not None:
+        measured = measure_run(records(previous, False), RunDir(previous).load_clock(),
+                               str(previous))
+    else:
+        typer.echo("timing the baseline: one trial as a session runs it" + (
+            f" ({config.method}'s LLM calls are not in it: --estimate-from RUN takes a "
+            "previous run's)" if config.method in LLM_METHODS else ""))
+        measured = measure_baseline(config)
+    llm = config.method in LLM_METHODS
+    local = builtin_name(config.model) is not None or is_local(config.api_base)
+    pricing = pricing_for((config.model or "builtin") if llm else None, local,
+                          config.llm_usd_per_mtok, config.gpu_usd_per_hour)
+    got = estimate(config, measured, pricing)
+    tokens = "measured" if measured.tokens_measured else "assumed"
+    typer.echo(f"a trial: {measured.trial_s:.2f} s ({markup(measured.basis)}); start-up "
+               f"{measured.start_s:.1f} s")
+    typer.echo(f"trials:  {got.trials} after the baseline (the limit: {got.limited_by})")
+    hours = f"{got.hours:.2f} h" if got.hours >= 1 else f"{got.hours * 60:.1f} min"
+    typer.echo(f"time:    {hours} with {config.workers} worker{'s' * (config.workers != 1)}")
+    typer.echo(f"dollars: {usd(got.llm_usd + got.sandbox_usd)} = LLM {usd(got.llm_usd)} "
+               f"({got.llm_calls:.0f} calls x {measured.tokens[0]:.0f} + "
+               f"{measured.tokens[1]:.0f} tokens, {tokens}; {markup(pricing.source)}) + sandbox "
+               f"{usd(got.sandbox_usd)}"
+               + ("" if config.gpu_usd_per_hour else " (no --gpu-usd-per-hour)"))
+
+
+def usd(x: float) -> str:
+    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}"
 
 
 def resume(

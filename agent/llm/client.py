@@ -45,8 +45,13 @@ class LLMConfig:
 
     @property
     def local(self) -> bool:
-        host = urlparse(self.api_base).hostname if self.api_base else None
-        return host in ("127.0.0.1", "localhost", "::1") or (host or "").startswith("127.")
+        return is_local(self.api_base)
+
+
+def is_local(api_base: str | None) -> bool:
+    """An api_base on this machine (loopback)."""
+    host = urlparse(api_base).hostname if api_base else None
+    return host in ("127.0.0.1", "localhost", "::1") or (host or "").startswith("127.")
 
 
 @dataclass
