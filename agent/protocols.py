@@ -65,6 +65,8 @@ class TrialContext:
     replay: Action | None = None
     # RUN/guidance.md (`autoresearch steer`): the researcher's text, shown in its own section
     guidance: str = ""
+    # --warm-start: the earlier runs' trials (agent/record/warmstart.py), shown as earlier
+    earlier: tuple[TrialRecord, ...] = ()
 
 
 class Optimizer(Protocol):
@@ -78,6 +80,9 @@ class Optimizer(Protocol):
 
     def ask(self, history: list[TrialRecord], pending: list[TrialRecord],
             ctx: TrialContext) -> Action: ...
+
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """Start from earlier runs' trials (--warm-start), once, before the first ask."""
 
     def tell(self, action: Action, record: TrialRecord) -> None: ...
 

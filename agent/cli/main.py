@@ -152,6 +152,9 @@ def run(
     llm_usd_per_mtok: str | None = typer.Option(
         None, "--llm-usd-per-mtok", help="IN,OUT: USD per million tokens of a model litellm "
                                          "has no price for."),
+    warm_start: list[Path] = typer.Option(
+        [], "--warm-start", help="Start from this earlier run's trials (same baseline); "
+                                 "repeat for several."),
     estimate: bool = typer.Option(False, "--estimate",
                                   help="Print the trials, hours and dollars these options come "
                                        "to (the baseline is run once to time it); no session."),
@@ -199,7 +202,8 @@ def run(
         guard=guard, isolation=isolation, track=trackers_or_fail(track),
         stop_after_failures=stop_after_failures, **plateau_or_fail(stop_on_plateau),
         max_usd=max_usd, gpu_usd_per_hour=gpu_usd_per_hour,
-        llm_usd_per_mtok=prices_or_fail(llm_usd_per_mtok))
+        llm_usd_per_mtok=prices_or_fail(llm_usd_per_mtok),
+        warm_start=[str(p) for p in warm_start])
     if estimate or estimate_from:
         _estimate(config, estimate_from)
         return

@@ -105,6 +105,9 @@ class SessionConfig(BaseModel):
     gpu_usd_per_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
     llm_usd_per_mtok: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
         None, min_length=2, max_length=2)
+    # earlier runs on the same baseline whose trials the optimizer starts from (read once, at
+    # creation, into RUN/warm_start.json: agent/record/warmstart.py)
+    warm_start: list[str] = Field(default_factory=list)
     # experiment trackers fed as trials are recorded (agent/track/): NAME or NAME:WHERE
     track: list[str] = Field(default_factory=list)
     # what session.toml asked to track to and was not honoured (SessionConfig.load): a

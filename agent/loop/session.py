@@ -31,6 +31,7 @@ from agent.loop.watching import watch_spec
 from agent.optimizers import LLM_METHODS, make_optimizer
 from agent.paths import baseline_dir
 from agent.protocols import LLMMethod, TrialContext, TrialRecord
+from agent.record import warmstart
 from agent.record.ledger import Ledger
 from agent.record.newrun import SessionError, create_run_folder, require_session
 from agent.record.rundir import RunDir
@@ -64,6 +65,8 @@ class Session:
         self.feed = Feed(config.track, self.rd, lambda text: self.reporter.note(text))
         self.reporter = Reporters(reporter or QuietReporter(), self.plot, self.feed)
         self.trials = Trials(self.ws, self.ledger, self.space, config)
+        # --warm-start: the earlier runs' trials, as copied into the folder at creation
+        self.earlier: list[TrialRecord] = warmstart.load(self.rd.warm_start_json, self.space)
         self.plan = TrialPlan(config, self.space)
         self.notes: dict[int, TrialNote] = {}  # recorded trials
         self.history: list[TrialRecord] = []  # told trials, in order
@@ -189,6 +192,10 @@ class Session:
         for spec in config.track_dropped:
             self.reporter.note(f"session.toml asks to track to {spec}: not done (a run folder "
                                "may be someone else's); pass --track to send there")
+        if self.earlier and not self.notes.get(1):
+            ok = [r.val_bpb for r in self.earlier if r.ok]
+            self.reporter.note(f"warm start: {len(self.earlier)} trials of earlier runs"
+                               + (f", best val_bpb {min(ok):.6f}" if ok else ""))
         self.feed.begin(session_view(self.rd, config, self.space, self.ws,
                                      group_of(self.rd.root)),
                         [self.notes[n] for n in sorted(self.notes)])
@@ -250,6 +257,8 @@ class Session:
                                    **self.plan.method_options(self.llm))
         if isinstance(optimizer, LLMMethod):
             optimizer.attach(self.llm)
+        if self.earlier:
+            optimizer.warm_start(self.earlier)
         return optimizer
 
     def _propose(self) -> None:
@@ -366,4 +375,5 @@ class Session:
         config = block.values(source, self.space.names)
         return TrialContext(trial=n, incumbent_source=source, incumbent_config=config,
                             device=self.plan.device(), memory=self.plan.memory,
-                            budget=self.plan.budget(), preset=self.space.preset)
+                            budget=self.plan.budget(), preset=self.space.preset,
+                            earlier=tuple(self.earlier))

@@ -96,6 +96,11 @@ class Centaur(UsesLLM):
                 # the compact prompt's summary of C: each axis's spread, the strongest pairs
                 "spread": (self.cmaes.sigma * std).tolist(), "correlations": pairs[:5]}
 
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """CMA-ES's warm start (agent/optimizers/cmaes.py); the LLM's prompts show the earlier
+        trials as such (ctx.earlier)."""
+        self.cmaes.warm_start(earlier)
+
     def tell(self, action: Action, record: TrialRecord) -> None:
         if isinstance(action, NoAction):
             self.cmaes.memory.remember(record)  # counts for failure values, teaches nothing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-from cmaes import CMA
+from cmaes import CMA, get_warm_start_mgd
 
 from agent.edit.actions import Action, EditHyperparameters
 from agent.edit.block import SpaceError, Value
@@ -126,6 +126,28 @@ class CMAES:
                                                    f"{candidate}/{self.population_size}")
             self._learn(x, config, self.memory.failure_value(), "infeasible", None)
         raise unmeetable(self.name, self.max_attempts, self.space)
+
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """The cmaes library's warm start (WS-CMA-ES, Nomura et al., AAAI 2021): the mean,
+        step size and covariance of a Gaussian fitted to the best earlier solutions (the top
+        share `gamma`, at least 3 of them), in place of the baseline-centred start. Every
+        earlier trial counts for the failure value; fewer than 2 successes change nothing."""
+        source = []
+        for record in earlier:
+            self.memory.remember(record)
+            if record.ok:
+                try:
+                    source.append((self.encoding.encode(record.config), record.val_bpb))
+                except SpaceError:
+                    continue
+        if len(source) < 2:
+            return
+        mean, sigma, cov = get_warm_start_mgd(source, gamma=min(1.0, max(0.1, 3 / len(source))),
+                                              alpha=0.1)
+        d = self.encoding.dim
+        self.cma = CMA(mean=np.clip(mean, 0.0, 1.0), sigma=sigma, cov=cov,
+                       bounds=np.tile([0.0, 1.0], (d, 1)), seed=self.seed % 2**32,
+                       population_size=self.cma.population_size)
 
     def tell(self, action: Action, record: TrialRecord) -> None:
         told = self.memory.learn(action, record)

@@ -57,5 +57,8 @@ class CodeAgent(UsesLLM):
             attempts=[t for t in history if t.diff][-RECENT_DIFFS:],
             best_trial=best.number if best else 0)
 
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """Nothing to set: every prompt shows the earlier trials as such (ctx.earlier)."""
+
     def tell(self, action: Action, record: TrialRecord) -> None:
         pass  # the next prompt carries the outcome

@@ -37,5 +37,8 @@ class LLMHPO(UsesLLM):
                                  (EDIT,), edit_validator(self.space, base, pending),
                                  space=self.space, example=example_values(self.space))
 
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """Nothing to set: every prompt shows the earlier trials as such (ctx.earlier)."""
+
     def tell(self, action: Action, record: TrialRecord) -> None:
         pass  # the history of the next prompt carries the outcome

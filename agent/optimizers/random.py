@@ -48,6 +48,9 @@ class RandomSearch:
                 return EditHyperparameters(config, f"sample {self.n_asked}")
         raise unmeetable(self.name, self.max_attempts, self.space)
 
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """Nothing: random search draws as it would whatever came before."""
+
     def tell(self, action: Action, record: TrialRecord) -> None:
         told = self.memory.learn(action, record)
         if told.config is not None:

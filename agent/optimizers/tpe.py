@@ -119,6 +119,13 @@ class TPE:
             self.memory.observe(config, self.memory.failure_value(), "infeasible", None)
         raise unmeetable(self.name, self.max_attempts, self.space)
 
+    def warm_start(self, earlier: list[TrialRecord]) -> None:
+        """The earlier trials join the observations as if told (each with the failure
+        policy), so the model starts from them: past N_STARTUP_TRIALS, with no random
+        start-up."""
+        for record in earlier:
+            self.tell(EditHyperparameters(record.config, "earlier"), record)
+
     def tell(self, action: Action, record: TrialRecord) -> None:
         told = self.memory.learn(action, record)
         if told.config is None:

@@ -59,6 +59,13 @@ def create_run_folder(run_dir: Path, config: SessionConfig) -> SessionConfig:
             f"--score harness scores each trial with {prepare}'s evaluate_bpb, and "
             f"{train_dir} has none: add it, or pass --score printed to rank trials by what "
             "train.py prints (safe only for methods that edit the block alone)")
+    earlier = None
+    if config.warm_start:  # refused here, before anything is created, unless it fits
+        from agent.record.warmstart import earlier_trials
+
+        old = [str(Path(p).resolve()) for p in config.warm_start]
+        earlier = earlier_trials([Path(p) for p in old], train_py or source, space)
+        config = config.model_copy(update={"warm_start": old})
     config = config.model_copy(update={"train_dir": str(train_dir.resolve())})
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +80,10 @@ def create_run_folder(run_dir: Path, config: SessionConfig) -> SessionConfig:
         (staging / "optimizer").mkdir()
         (staging / "trials").mkdir()
         config.save(staging / "session.toml")
+        if earlier is not None:
+            from agent.record.warmstart import save
+
+            save(staging / "warm_start.json", earlier)
         if run_dir.exists():
             run_dir.rmdir()  # empty (checked above); the rename needs the name free
         os.rename(staging, run_dir)

@@ -5,6 +5,7 @@ that drives it.
       session.toml  repo/  results.tsv  trials.jsonl  trials/NNNN/  optimizer/  cache/  tmp/
       .lock         held (flock) by the process driving the folder; says its pid and host
       pricing.json  the per-token and per-hour prices its dollar figures use
+      warm_start.json  --warm-start: the earlier runs' trials it started from
       guidance.md   `autoresearch steer`: text the LLM methods' next prompts show
       stop.request  `autoresearch stop`: the running session finishes its trials and stops
 
@@ -86,6 +87,11 @@ class RunDir:
     def pricing_json(self) -> Path:
         """The prices the session's dollar figures use (agent/llm/pricing.py)."""
         return self.root / "pricing.json"
+
+    @property
+    def warm_start_json(self) -> Path:
+        """The earlier runs' trials the session started from (--warm-start)."""
+        return self.root / "warm_start.json"
 
     @property
     def guidance_md(self) -> Path:

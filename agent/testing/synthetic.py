@@ -113,5 +113,8 @@ class ScriptedOptimizer:
     def ask(self, history, pending, ctx):
         return self.actions.pop(0)
 
+    def warm_start(self, earlier):
+        self.earlier = list(earlier)
+
     def tell(self, action, record):
         self.told.append((action, record))
