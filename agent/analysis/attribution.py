@@ -57,18 +57,50 @@ def _show(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
+def _block_only(space: SearchSpace, before: str, after: str) -> list[str] | None:
+    """The names whose values differ when only the block changed, else None."""
+    a, b = block.values(before, space.names), block.values(after, space.names)
+    if render_block(before, b) != after:
+        return None
+    return [k for k in space.names if k in b and a.get(k) != b[k]]
+
+
+def _hunks(before: str, after: str):
+    old, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    ops = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
+    return old, new, ops
+
+
+def with_changes(space: SearchSpace, before: str, after: str, keep: set[int]) -> str:
+    """`before` with the changes numbered `keep` (0-based, in split_changes' order) made."""
+    names = _block_only(space, before, after)
+    if names is not None:
+        b = block.values(after, space.names)
+        return render_block(before, {**block.values(before, space.names),
+                                     **{k: b[k] for i, k in enumerate(names) if i in keep}})
+    old, new, ops = _hunks(before, after)
+    out, i = [], 0
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal":
+            out += old[i1:i2]
+        else:
+            out += new[j1:j2] if i in keep else old[i1:i2]
+            i += 1
+    return "".join(out)
+
+
 def split_changes(space: SearchSpace, before: str, after: str) -> list[Change]:
     """The changes from `before` to `after`, each with its two variants."""
     a, b = block.values(before, space.names), block.values(after, space.names)
-    if render_block(before, b) == after:  # only the block changed: one change per value
+    names = _block_only(space, before, after)
+    if names is not None:  # only the block changed: one change per value
         changes = [Change(f"{k} {_show(a.get(k))} -> {_show(b[k])}",
                           render_block(after, {**b, k: a.get(k)}),
                           render_block(before, {**a, k: b[k]}))
-                   for k in space.names if k in b and a.get(k) != b[k]]
+                   for k in names]
     else:
-        old, new = before.splitlines(keepends=True), after.splitlines(keepends=True)
-        ops = [op for op in difflib.SequenceMatcher(None, old, new, autojunk=False)
-               .get_opcodes() if op[0] != "equal"]
+        old, new, ops = _hunks(before, after)
+        ops = [op for op in ops if op[0] != "equal"]
         changes = []
         for tag, i1, i2, j1, j2 in ops:
             first = (new[j1:j2] or old[i1:i2])[0].strip()[:40]

@@ -1,5 +1,6 @@
-"""`autoresearch rerun | attribute | report`: is a result reproducible, which change carried it,
-and what it scores on the test split no trial read."""
+"""`autoresearch rerun | attribute | finalize | report`: is a result reproducible, which change
+carried it, the kept changes as branches to merge, and what it scores on the test split no trial
+read."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli.common import ISOLATION, PREPARE, SANDBOX_HELP
+from agent.errors import fail
 from agent.text import markup
 
 
@@ -106,6 +108,46 @@ def attribute(
                   "the change helps on its own. Unappliable variants name why.[/dim]")
     console.print(f"[dim]cost {table['cost_s']:.0f} s; plot {markup(table['plot'])}; runs and "
                   f"commits in {markup(table['folder'])} and refs/attribution/[/dim]")
+
+
+def finalize(
+    run_dir: Path = typer.Argument(..., help="Session folder."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per measured variant."),
+    export: Path | None = typer.Option(None, "--export", help="Write the branches as patch "
+                                                              "files into this folder."),
+    sandbox: str | None = typer.Option(None, "--sandbox", help=SANDBOX_HELP),
+    prepare_network: bool = PREPARE,
+    isolation: str = ISOLATION,
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The changes that helped beyond their noise, as branches on the baseline (finalize/*)."""
+    from agent.analysis.finalize import finalize as run_finalize
+    from agent.analysis.report import wide_console
+
+    if seeds < 2:
+        raise fail(f"--seeds {seeds}: at least 2, so each change's noise can be measured", 2)
+    console = Console(stderr=True) if as_json else wide_console()
+    summary = run_finalize(run_dir, seeds, export, sandbox,
+                           lambda text: console.print(f"[dim]{markup(text)}[/dim]"),
+                           prepare_network, isolation)
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    out = Table(title=markup(f"finalize {run_dir}: {len(summary['seeds'])} seeds"))
+    for col in ("change", "add-one Δ", "leave-one-out Δ", "kept", "why"):
+        out.add_column(col, justify="right" if "Δ" in col else "left")
+    for c in summary["changes"]:
+        out.add_row(markup(c["change"]), _num(c["add_one"], 4, True),
+                    _num(c["leave_one_out"], 4, True), "yes" if c["kept"] else "no",
+                    markup(c["why"]))
+    console.print(out)
+    for b in summary["branches"]:
+        console.print(f"branch {markup(b['branch'])}: {markup(b['change'])}")
+    if not summary["branches"]:
+        console.print("no change helped beyond its noise: no branch written")
+    for path in summary["patches"]:
+        console.print(f"patch {markup(path)}")
+    console.print(f"findings: {markup(summary['findings'])}")
 
 
 def report(

@@ -377,7 +377,8 @@ app.callback()(main)
 for command, code in ((run, 2), (resume, 2), (steer, 2), (stop, 2), (history.replay, 2),
                       (history.diff, 2), (init, 2), (research.compare, 2), (research.noise, 1),
                       (research.bench, 2), (research.prune_check, 2), (research.track, 2),
-                      (explain.rerun, 2), (explain.attribute, 2), (explain.report, 2)):
+                      (explain.rerun, 2), (explain.attribute, 2), (explain.finalize, 2),
+                      (explain.report, 2)):
     app.command()(handled(command, code))
 
 sandbox_app = typer.Typer(help="Build, check and try the trial sandbox.", no_args_is_help=True)
