@@ -40,7 +40,7 @@ class Change:
     why_not: dict = field(default_factory=dict)  # variant -> why it cannot run
 
 
-def _valid(space: SearchSpace, source: str) -> str:
+def problem(space: SearchSpace, source: str) -> str:
     """Why this train.py cannot run as a trial ("" when it can)."""
     try:
         compile(source, "train.py", "exec")
@@ -58,11 +58,20 @@ def _show(value) -> str:
 
 
 def _block_only(space: SearchSpace, before: str, after: str) -> list[str] | None:
-    """The names whose values differ when only the block changed, else None."""
+    """The names whose values differ when only the block changed, else None. A searched
+    name's line may differ in the spaces before its comment (a session keeps the comments'
+    column as values change length)."""
     a, b = block.values(before, space.names), block.values(after, space.names)
-    if render_block(before, b) != after:
+    if _spaced(render_block(before, b), space) != _spaced(after, space):
         return None
     return [k for k in space.names if k in b and a.get(k) != b[k]]
+
+
+def _spaced(source: str, space: SearchSpace) -> list[str]:
+    """The lines of `source`, a searched name's assignment with its runs of spaces as one."""
+    names = tuple(space.names)
+    return [" ".join(line.split()) if line.split("=", 1)[0].strip() in names else line
+            for line in source.splitlines()]
 
 
 def _hunks(before: str, after: str):
@@ -109,7 +118,7 @@ def split_changes(space: SearchSpace, before: str, after: str) -> list[Change]:
                                   "".join(old[:i1] + new[j1:j2] + old[i2:])))
     for c in changes:
         for variant in ("without", "only"):
-            why = _valid(space, getattr(c, variant))
+            why = problem(space, getattr(c, variant))
             if why:
                 c.why_not[variant] = why
                 setattr(c, variant, None)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 
-from agent.analysis.attribution import attribute, split_changes, with_changes
+from agent.analysis.attribution import attribute, problem, split_changes, with_changes
 from agent.analysis.reruns import RecordedRun
 from agent.errors import UserError
 from agent.record.ledger import atomic_write
@@ -109,6 +110,8 @@ def finalize(run_dir: Path, k: int = 3, export: Path | None = None,
                   "by `autoresearch finalize`.")
         branches = []
         for i in kept:
+            if changes[i].only is None:  # it cannot run alone: at most in finalize/all
+                continue
             name = f"{i + 1}-{slug(rows[i]['change'])}"
             sha = rec.ws.write_commit(start, f"finalize: {rows[i]['change']}\n\n"
                                              f"{_effect(rows[i])}\n\n{origin}",
@@ -117,13 +120,24 @@ def finalize(run_dir: Path, k: int = 3, export: Path | None = None,
             branches.append({"branch": f"finalize/{name}", "commit": sha,
                              "change": rows[i]["change"]})
         together = None
-        if kept:
-            text = with_changes(rec.space, before, after, set(kept))
+        alone = [i for i in kept if changes[i].only is not None]
+        text = with_changes(rec.space, before, after, set(kept)) if kept else ""
+        if kept != alone and problem(rec.space, text):  # one needs a change that was not kept
+            kept, text = alone, with_changes(rec.space, before, after, set(alone))
+        for i in {i for i, (keep, _) in enumerate(decisions) if keep} - set(alone):
+            where = "in finalize/all only" if i in kept else "in no branch: it needs a " \
+                "change that was not kept"
+            decisions[i] = (True, f"{decisions[i][1]}; it cannot run alone ("
+                            f"{clean(changes[i].why_not.get('only', ''), True)[:60]}): {where}")
+        if kept and problem(rec.space, text):
+            say(f"the kept changes together cannot run: {problem(rec.space, text)}; no "
+                "finalize/all")
+        elif kept:
             effect = "the kept changes, each measured alone above"
             sha = rec.ws.write_commit(start, "finalize: all kept changes", text)
             if len(kept) > 1:
                 say(f"measuring the {len(kept)} kept changes together ({len(seeds)} seeds)")
-                out = rec.rd.root / "finalize"
+                out = rec.rd.root / "finalize" / time.strftime("%Y%m%d-%H%M%S")
                 results = rec.run([(sha, out / f"all-seed-{s}", s) for s in seeds])
                 mean, std = paired_differences([r.val_bpb for r in results],
                                                table["from_val_bpb"])

@@ -71,7 +71,7 @@ def main(
 # ---------------------------------------------------------------------------------------------
 # Sessions
 
-def _run_session(session) -> None:
+def _run_session(session, quiet: bool) -> None:
     from rich.console import Console
 
     console = Console()
@@ -91,7 +91,7 @@ def _run_session(session) -> None:
                   f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
                   f"{cost}; see `autoresearch replay {run_dir}` and "
                   f"`autoresearch diff {run_dir}`")
-    if outcome.why:
+    if outcome.why and quiet:  # else the session said it as it stopped
         console.print(f"[yellow]stopped[/yellow]: {markup(outcome.why)}")
 
 
@@ -214,7 +214,7 @@ def run(
         typer.echo(f"session {run_dir}: {method}, seed {seed}, preset "
                    f"{session.space.preset or 'none'}{which}, "
                    f"{f'{trials} trials' if trials is not None else budget}")
-    _run_session(session)
+    _run_session(session, quiet)
 
 
 def _estimate(config, previous: Path | None) -> None:
@@ -286,7 +286,7 @@ def resume(
         session.config = new.model_copy(update={"track_dropped": session.config.track_dropped})
     session.config = session.config.model_copy(update={"prepare_network": prepare_network,
                                                        "isolation": isolation})
-    _run_session(session)
+    _run_session(session, quiet)
 
 
 def steer(
