@@ -224,10 +224,11 @@ def records(run_dir: Path, rebuild: bool = False) -> list:
     return notes
 
 
-def cost_line(notes, gpu_usd_per_hour: float = 0.0) -> str:
+def cost_line(notes, gpu_usd_per_hour: float = 0.0, cut_usd: float = 0.0) -> str:
     """What the trials cost, the share of it spent on trials that failed, what the trials
     stopped early (pruned: on purpose, not a failure) cost, and the dollars spent (LLM calls,
-    and the sandbox at `gpu_usd_per_hour`) when any were."""
+    those of asks the money cap cut short included, and the sandbox at `gpu_usd_per_hour`)
+    when any were."""
     notes = list(notes.values()) if isinstance(notes, dict) else list(notes)
     total = sum(n.cost_s or 0.0 for n in notes)
     lost = sum(n.cost_s or 0.0 for n in notes if n.status not in ("ok", "pruned")
@@ -238,10 +239,12 @@ def cost_line(notes, gpu_usd_per_hour: float = 0.0) -> str:
     if pruned:
         spent = sum(n.cost_s or 0.0 for n in pruned)
         line += f"; {len(pruned)} stopped early ({spent:,.0f} s)"
-    llm_usd = sum(n.cost_usd or 0.0 for n in notes)
+    llm_usd = sum(n.cost_usd or 0.0 for n in notes) + cut_usd
     gpu_usd = gpu_usd_per_hour * total / 3600
     if llm_usd or gpu_usd:
-        line += f"; ${llm_usd + gpu_usd:,.4f} (LLM ${llm_usd:,.4f}, sandbox ${gpu_usd:,.4f})"
+        cut = f" of it ${cut_usd:,.4f} on an ask the cap cut short" if cut_usd else ""
+        line += (f"; ${llm_usd + gpu_usd:,.4f} (LLM ${llm_usd:,.4f}{cut}, sandbox "
+                 f"${gpu_usd:,.4f})")
     return line
 
 

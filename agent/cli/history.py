@@ -26,7 +26,7 @@ def replay(
     from rich.syntax import Syntax
 
     from agent.analysis.report import replay_rows, replay_table, replay_text
-    from agent.llm.pricing import gpu_rate
+    from agent.llm.pricing import cut_usd, gpu_rate
     from agent.record.rundir import RunDir
 
     if curve and trial is None:
@@ -58,8 +58,9 @@ def replay(
         typer.echo(json.dumps(rows, sort_keys=True))
         return
     console = Console()
-    gpu_usd_per_hour = gpu_rate(RunDir(run_dir).pricing_json)
-    title = f"{run_dir}: {len(rows)} trials; {cost_line(notes, gpu_usd_per_hour)}"
+    rd = RunDir(run_dir)
+    spent = cost_line(notes, gpu_rate(rd.pricing_json), cut_usd(rd.cut_calls))
+    title = f"{run_dir}: {len(rows)} trials; {spent}"
     if len(rows) > 200:  # a rich Table is too slow for thousands of rows
         import sys
 

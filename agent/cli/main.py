@@ -74,6 +74,8 @@ def main(
 def _run_session(session, quiet: bool) -> None:
     from rich.console import Console
 
+    from agent.llm.pricing import cut_usd
+
     console = Console()
     try:
         with sigterm_as_ctrl_c(), failing(1, f"finished trials are kept; `autoresearch resume "
@@ -86,7 +88,8 @@ def _run_session(session, quiet: bool) -> None:
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
     run_dir = markup(session.run_dir)
-    cost = cost_line(session.notes, session.config.gpu_usd_per_hour or 0.0)
+    cost = cost_line(session.notes, session.config.gpu_usd_per_hour or 0.0,
+                     cut_usd(session.rd.cut_calls))
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
                   f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
                   f"{cost}; see `autoresearch replay {run_dir}` and "

@@ -82,6 +82,24 @@ def load_snapshots(path: Path) -> list[dict]:
         return []
 
 
+def cut_usd(path: Path) -> float:
+    """What the LLM calls in `path` cost: those of asks the money cap cut short, which no
+    trial records (optimizer/cut-calls.jsonl; 0 when none)."""
+    total = 0.0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        try:
+            cost = json.loads(line).get("cost_usd")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(cost, (int, float)) and cost >= 0:
+            total += cost
+    return total
+
+
 def gpu_rate(path: Path) -> float:
     """The --gpu-usd-per-hour of the run's last snapshot (0 when none)."""
     snapshots = load_snapshots(path)

@@ -32,9 +32,10 @@ class Purse:
     def spent(self) -> float:
         return self.llm_usd + self.gpu_usd
 
-    def restore(self, notes) -> None:
-        """The spend of the recorded trials (a resume); the warnings passed stay said."""
-        self.llm_usd = sum(n.cost_usd or 0.0 for n in notes)
+    def restore(self, notes, cut_usd: float = 0.0) -> None:
+        """The spend of the recorded trials and of the asks the cap cut short (a resume);
+        the warnings passed stay said."""
+        self.llm_usd = sum(n.cost_usd or 0.0 for n in notes) + cut_usd
         self.gpu_usd = sum(self.pricing.trial_usd(n.cost_s or 0.0) for n in notes)
         while self.cap and self._warned < len(WARN_AT) and \
                 self.spent >= WARN_AT[self._warned] * self.cap:

@@ -9,6 +9,7 @@ trials 0 .. n - slots have been told; `pending` holds the trials proposed and no
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from agent.config.settings import SessionConfig
 from agent.edit import block
 from agent.edit.actions import Confirm, action_to_dict
 from agent.edit.space import SearchSpace, load_space
-from agent.llm.pricing import pricing_for, save_snapshot
+from agent.llm.pricing import cut_usd, pricing_for, save_snapshot
 from agent.loop.gate import Gate
 from agent.loop.money import CapReached, Purse
 from agent.loop.plan import TrialPlan
@@ -219,7 +220,7 @@ class Session:
                               config.llm_usd_per_mtok, config.gpu_usd_per_hour)
         save_snapshot(self.rd.pricing_json, pricing, self.progress.asked)
         self.purse = Purse(config.max_usd, pricing, self.reporter.note)
-        self.purse.restore(self.notes.values())
+        self.purse.restore(self.notes.values(), cut_usd(self.rd.cut_calls))
         if llm is not None:
             llm.config.prices = (pricing.input_usd_per_mtok, pricing.output_usd_per_mtok)
             llm.meter = self.purse
@@ -273,6 +274,11 @@ class Session:
             try:
                 action = progress.optimizer.ask(list(self.history), pending, ctx)
             except CapReached as e:  # this ask is undone: the optimizer as last saved
+                cut = progress.optimizer.take_calls() if isinstance(progress.optimizer,
+                                                                    LLMMethod) else []
+                with self.rd.cut_calls.open("a") as f:  # paid for: kept, counted on resume
+                    for call in cut:
+                        f.write(json.dumps({"trial": n, **call}, sort_keys=True) + "\n")
                 self.progress = Progress.load(self.rd.state_pkl)
                 if isinstance(self.progress.optimizer, LLMMethod):
                     self.progress.optimizer.attach(self.llm)

@@ -62,6 +62,11 @@ class RunDir:
         return self.optimizer / "clock.json"
 
     @property
+    def cut_calls(self) -> Path:
+        """LLM calls of asks --max-usd cut short: paid for, in no trial's record."""
+        return self.optimizer / "cut-calls.jsonl"
+
+    @property
     def llm_server_log(self) -> Path:
         return self.optimizer / "llm-server.log"
 

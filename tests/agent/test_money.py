@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from agent.cli.main import app
 from agent.config.settings import SessionConfig
-from agent.llm.pricing import load_snapshots, pricing_for
+from agent.llm.pricing import cut_usd, load_snapshots, pricing_for
 from agent.loop.progress import QuietReporter
 from agent.loop.session import Session
 from agent.testing.scripted_llm import ScriptedLLM
@@ -124,3 +124,29 @@ def test_bad_money_options_are_one_line(tmp_path, train_dir, args, option):
     assert result.exit_code == 2 and option in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_calls_of_an_ask_the_cap_cut_short_are_kept_and_counted(tmp_path, train_dir):
+    """Every first answer needs a repair turn: the cap can fall between the two calls of one
+    proposal; the first call was paid for and no trial records it."""
+    def broken_then_good(request) -> str:
+        if len(request["messages"]) == 2:  # the first turn of a proposal
+            return "I would change things, but no JSON here."
+        return by_trial({"messages": [request["messages"][1]]})
+
+    for cap in (0.9, 1.0, 1.1, 1.2):
+        with ScriptedLLM(default=broken_then_good) as llm:
+            outcome = session(tmp_path, train_dir, llm, f"cut{cap}", max_usd=cap).run()
+        run = tmp_path / f"cut{cap}"
+        assert outcome.stopped_by == "money"
+        said = float(re.search(r"spent \$([\d.]+) of", outcome.why)[1])
+        recorded = sum(r["cost_usd"] for r in records(run))
+        cut = cut_usd(run / "optimizer" / "cut-calls.jsonl")
+        assert said == pytest.approx(recorded + cut, abs=1e-4) and said <= cap
+        if cut:
+            lines = (run / "optimizer" / "cut-calls.jsonl").read_text().splitlines()
+            assert json.loads(lines[0])["trial"] == outcome.trials_run + 1
+            result = runner.invoke(app, ["replay", str(run)], env={"COLUMNS": "400"})
+            assert "on an ask the cap cut short" in " ".join(result.output.split())
+            return
+    pytest.fail("no cap fell between the two calls of a proposal")
