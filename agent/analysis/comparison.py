@@ -10,7 +10,7 @@ from agent.analysis.report import compare_row
 from agent.config.settings import SessionConfig
 from agent.record.newrun import require_session
 from agent.record.note import TrialNote
-from agent.record.rundir import RunDir
+from agent.record.rundir import RunDir, sessions_in
 from agent.stats import default_target, method_stats
 
 
@@ -33,7 +33,7 @@ class Comparison:
 def compare_runs(run_dirs: list[Path], ref: str | None = None,
                  target: float | None = None) -> Comparison:
     rows, notes = [], {}
-    for run_dir in run_dirs:
+    for run_dir in sessions_in(run_dirs):
         rd = RunDir(run_dir)
         require_session(rd)
         config = SessionConfig.load(rd.session_toml)

@@ -165,8 +165,10 @@ def report(
     from agent.analysis.testsplit import report as score
 
     console = Console(stderr=True) if as_json else wide_console()
+    from agent.record.rundir import sessions_in
+
     found = []
-    for run_dir in run_dirs:
+    for run_dir in sessions_in(run_dirs):
         console.print(f"[dim]{markup(run_dir)}: its baseline and best on the test split "
                       "(trained again unless kept in RUN/test/) ...[/dim]")
         found.append(score(run_dir, sandbox, again, prepare_network, isolation))

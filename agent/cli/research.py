@@ -39,7 +39,7 @@ from agent.text import clean, markup
 
 
 def compare(
-    run_dirs: list[Path] = typer.Argument(..., help="Session folders."),
+    run_dirs: list[Path] = typer.Argument(..., help="Session folders (a bench's: its runs)."),
     as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
     plot: Path | None = typer.Option(None, "--plot", help="Write the comparison as a PNG."),
     ref: str | None = typer.Option(None, "--ref", help="Reference method (default: tpe)."),
@@ -270,7 +270,8 @@ def track(
     tracker holds already are skipped)."""
     from rich.progress import Progress
 
-    from agent.track.backfill import backfill, sessions_in
+    from agent.record.rundir import sessions_in
+    from agent.track.backfill import backfill
 
     [spec] = trackers_or_fail([to])
     runs = sessions_in(run_dirs)

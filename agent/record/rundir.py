@@ -216,3 +216,19 @@ class RunDir:
         """Empty tmp/ of what a killed process left (only while holding the lock)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(exist_ok=True)
+
+
+def sessions_in(paths: list[Path]) -> list[Path]:
+    """The session folders `paths` name: a bench folder (bench.toml, no session.toml) stands
+    for its runs, in the order of their names."""
+    found = []
+    for path in map(Path, paths):
+        if (path / "bench.toml").is_file() and not (path / "session.toml").is_file():
+            runs = sorted(p for p in path.iterdir() if (p / "session.toml").is_file())
+            if not runs:
+                raise UserError(f"{path} is a bench folder without a run yet: run the bench "
+                                "command again to start it")
+            found += runs
+        else:
+            found.append(path)
+    return found

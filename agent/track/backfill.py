@@ -18,21 +18,6 @@ from agent.track.feed import send
 from agent.track.view import session_view
 
 
-def sessions_in(paths: list[Path]) -> list[Path]:
-    """The session folders `paths` name: a bench folder (bench.toml) stands for its runs."""
-    found = []
-    for path in paths:
-        path = Path(path)
-        if (path / "bench.toml").is_file() and not (path / "session.toml").is_file():
-            runs = sorted(p for p in path.iterdir() if (p / "session.toml").is_file())
-            if not runs:
-                raise UserError(f"{path} is a bench folder without a finished run yet")
-            found += runs
-        else:
-            found.append(path)
-    return found
-
-
 def backfill(run_dir: Path, spec: str, say: Callable[[str], None],
              advance: Callable[[], None] = lambda: None) -> int:
     """Send one session folder's trials to the tracker `spec`; the number of trials it now

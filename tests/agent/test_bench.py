@@ -164,3 +164,13 @@ def test_a_bench_resumes_after_kill_9(tmp_path, train_dir):
         assert [n["trial"] for n in ours] == list(range(5))
         assert [n["config"] for n in ours] == [n["config"] for n in theirs]
     assert (folder / "report.html").exists() and (folder / "compare.png").exists()
+    # a bench's folder stands for its runs in compare (and report, track)
+    whole = runner.invoke(app, ["compare", str(folder), "--json"])
+    named = runner.invoke(app, ["compare", *sorted(str(folder / n) for n in (
+        "random-s0", "cmaes-s0", "random-s1", "cmaes-s1")), "--json"])
+    assert whole.exit_code == 0 and json.loads(whole.stdout) == json.loads(named.stdout)
+    empty = tmp_path / "empty-bench"
+    empty.mkdir()
+    (empty / "bench.toml").write_text((folder / "bench.toml").read_text())
+    result = runner.invoke(app, ["compare", str(empty)])
+    assert result.exit_code == 2 and "a bench folder without a run yet" in result.output
