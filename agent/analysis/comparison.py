@@ -44,7 +44,7 @@ def compare_runs(run_dirs: list[Path], ref: str | None = None,
         notes[row["run"]] = run_notes
     comparison = Comparison(rows, notes)
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    comparison.ref = ref if ref in methods else ("tpe" if "tpe" in methods and ref is None
+    comparison.ref = ref if ref in methods else (default_ref(methods) if ref is None
                                                  else None)
     comparison.target = target if target is not None else default_target(rows)
     by = {m: [r for r in rows if r["method"] == m] for m in methods}
@@ -56,6 +56,14 @@ def compare_runs(run_dirs: list[Path], ref: str | None = None,
     for row in rows:  # --json stays a list of runs; the method's summary rides along
         row["method_stats"] = comparison.stats[row["method"]]
     return comparison
+
+
+def default_ref(methods: list[str]) -> str | None:
+    """The reference the others are tested against without --ref: TPE (the paper's), else
+    random search, else the first method; None for a single method."""
+    if len(methods) < 2:
+        return None
+    return next((m for m in ("tpe", "random") if m in methods), methods[0])
 
 
 def dumps(comparison: Comparison) -> str:

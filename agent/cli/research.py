@@ -42,7 +42,8 @@ def compare(
     run_dirs: list[Path] = typer.Argument(..., help="Session folders (a bench's: its runs)."),
     as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
     plot: Path | None = typer.Option(None, "--plot", help="Write the comparison as a PNG."),
-    ref: str | None = typer.Option(None, "--ref", help="Reference method (default: tpe)."),
+    ref: str | None = typer.Option(None, "--ref", help="Reference method (default: tpe, else "
+                                                       "random, else the first)."),
     target: float | None = typer.Option(None, "--target", help="val_bpb for cost-to-target."),
 ) -> None:
     """One row per run, one per method over its seeds (mean ± std, tests against --ref)."""
@@ -67,6 +68,9 @@ def compare(
     console.print(compare_table(comparison.rows))
     if any(len(s["seeds"]) > 1 for s in comparison.stats.values()) or len(comparison.stats) > 1:
         console.print(methods_table(comparison.stats, comparison.ref))
+        if ref is None and comparison.ref not in (None, "tpe"):
+            console.print(f"[dim]reference: {markup(comparison.ref)} (no tpe run among them; "
+                          "--ref METHOD picks another)[/dim]")
         if comparison.target is not None:
             console.print(f"[dim]cost to target: summed trial cost until a trial reached "
                           f"val_bpb {comparison.target:.4f} (median over seeds)[/dim]")

@@ -101,6 +101,12 @@ def test_compare_statistics_and_plot(tmp_path, train_dir):
     table = runner.invoke(app, ["compare", *runs, "--ref", "random"])
     assert "p vs ref" in table.output and "mean ± std" in table.output
     assert runner.invoke(app, ["compare", *runs, "--ref", "hyperband"]).exit_code == 2
+    # without a TPE run the others are tested against random search, and the output says so
+    no_tpe = [r for r in runs if "/tpe-" not in r]
+    result = runner.invoke(app, ["compare", *no_tpe, "--json"])
+    assert json.loads(result.output)[0]["method_stats"]["vs_ref"]["pairs"] == 3  # cmaes's
+    table = runner.invoke(app, ["compare", *no_tpe], env={"COLUMNS": "200"})
+    assert "reference: random (no tpe run among them" in table.output
 
 
 def test_the_pictures_have_the_axes_they_claim(tmp_path, train_dir):
