@@ -114,6 +114,20 @@ def describe(folder: Path) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", found
 
 
+# what says a folder loads from the Hugging Face hub (and so wants its cache, offline)
+HUB_SIGNS = ("get_kernel(", "from_pretrained(", "hf_hub_download(", "snapshot_download(",
+             "HF_HUB_OFFLINE")
+
+
+def named_caches(text: str) -> list[str]:
+    """The folders under ~/.cache that `text` names (os.path.join(os.path.expanduser("~"),
+    ".cache", NAME) or "~/.cache/NAME"), in order, once each."""
+    caches = sorted(set(re.findall(r'expanduser\("~"\),\s*"\.cache",\s*"(\w[\w.-]*)"',
+                                   text)))
+    return caches + [c for c in dict.fromkeys(re.findall(r'~/\.cache/(\w[\w.-]*)', text))
+                     if c not in caches]
+
+
 def _run_table(folder: Path, source: str, prep: dict, prep_text: str,
                found: list[str]) -> list[str]:
     lines = ["[run]"]
@@ -125,15 +139,16 @@ def _run_table(folder: Path, source: str, prep: dict, prep_text: str,
         lines.append('# python = ".venv/bin/python"  # after `uv sync` in this folder; until '
                      "then trials use autoresearch's interpreter")
         found.append("no .venv yet: trials use autoresearch's interpreter until you create one")
-    caches = sorted(set(re.findall(r'expanduser\("~"\),\s*"\.cache",\s*"(\w[\w.-]*)"',
-                                   prep_text)))
-    caches += [c for c in re.findall(r'~/\.cache/(\w[\w.-]*)', prep_text) if c not in caches]
+    caches = named_caches(prep_text)
     if prep_text and (caches or "download" in prep_text):
         lines.append('prepare = "once"  # prepare.py downloads and caches: run it once '
                      "yourself (`python prepare.py`)")
         found.append("prepare.py prepares its own data: prepare = \"once\"")
-    mounts = [f"~/.cache/{c}" for c in caches]
-    hub = "get_kernel(" in source or "from_pretrained(" in source
+    caches += [c for c in named_caches(source) if c not in caches]  # train.py's own too
+    # the hub's cache is mounted as its hub/ folder alone (below), never the folder above
+    hub = "huggingface" in caches or any(sign in text for text in (source, prep_text)
+                                         for sign in HUB_SIGNS)
+    mounts = [f"~/.cache/{c}" for c in caches if c != "huggingface"]
     if hub:  # the hub's cache, not the folder above it: that one holds the login token
         mounts.append("~/.cache/huggingface/hub")
     # Only what [run] accepts: never the home folder, a folder outside it or one holding

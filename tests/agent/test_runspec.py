@@ -152,3 +152,21 @@ def test_init_never_proposes_the_home_folder(tmp_path, monkeypatch):
     path, text, found = init_folder(d)
     assert "~/.cache/.." not in text and '"~"' not in text, text
     assert "~/.cache/huggingface/hub" in text
+
+
+def test_init_reads_train_py_for_its_own_caches_and_the_hub(tmp_path, monkeypatch):
+    """A cache that train.py (not prepare.py) names, and a train.py that requires
+    HF_HUB_OFFLINE without loading through get_kernel/from_pretrained (issue 28)."""
+    from agent.config.init_folder import init_folder
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    d = tmp_path / "k"
+    d.mkdir()
+    (d / "train.py").write_text(
+        'import os\nMATRIX_LR = 0.04\nDEPTH = 8\n'
+        'TOKENIZER = os.path.join(os.path.expanduser("~"), ".cache", "mytok")\n'
+        'assert os.environ["HF_HUB_OFFLINE"] == "1"\n')
+    path, text, found = init_folder(d)
+    assert '"~/.cache/mytok"' in text and "~/.cache/huggingface/hub" in text, text
+    assert 'HF_HUB_OFFLINE = "1"' in text
+    assert 'prepare = "once"' not in text  # no prepare.py: nothing to run once
