@@ -22,7 +22,8 @@ def select_sandbox(kind: str = "auto", isolation: str = "auto") -> tuple[Sandbox
         from sandbox.docker import DockerSandbox
 
         backend = DockerSandbox()
-        return backend, f"docker backend, image {backend.image}"
+        built = " (built just now: the offline host image)" if backend.built else ""
+        return backend, f"docker backend, image {backend.image}{built}"
     except SandboxError as e:
         if kind == "docker":
             raise

@@ -45,6 +45,7 @@ from sandbox.images.host import (
     HOST_IMAGE,
     TRIAL_GID,
     TRIAL_UID,
+    build_host_image,
     host_mounts,
     interpreter_roots,
 )
@@ -97,8 +98,12 @@ class DockerSandbox:
     def __init__(self, image: str | None = None, client: docker.DockerClient | None = None,
                  python: str | None = None):
         self.client = client or connect()
+        self.built = False  # the offline host image was missing and built here
         if image is None:
             image = GPU_IMAGE if image_exists(self.client, GPU_IMAGE) else HOST_IMAGE
+            if image == HOST_IMAGE and not image_exists(self.client, image):
+                build_host_image(self.client)  # an empty root file system: about a second
+                self.built = True
         if not image_exists(self.client, image):
             hint = ("autoresearch sandbox build --from-host" if image == HOST_IMAGE
                     else "autoresearch sandbox build --gpu")

@@ -53,3 +53,22 @@ def test_host_image_runs_the_host_python_unprivileged_and_read_only(docker_clien
     image = docker_client.images.get(host_image)
     assert image.attrs["Size"] < 1_000_000  # the image itself is empty; the host lends the rest
     assert image.labels.get(LABEL) == "host-image"
+
+
+def test_a_missing_host_image_is_built_and_said(docker_client, host_image):
+    """--sandbox docker on an engine without the offline image builds it (a second) instead
+    of stopping at trial 0 with "image ... is missing" (issue 28), and the session says so."""
+    import pytest
+
+    from sandbox import select_sandbox
+    from sandbox.docker import GPU_IMAGE, image_exists
+
+    if image_exists(docker_client, GPU_IMAGE):
+        pytest.skip(f"{GPU_IMAGE} exists here: the default image is that one")
+    docker_client.images.remove(host_image, force=True)
+    assert not image_exists(docker_client, host_image)
+    backend, why = select_sandbox("docker")
+    assert backend.built and image_exists(docker_client, host_image)
+    assert why == f"docker backend, image {host_image} (built just now: the offline host image)"
+    backend, why = select_sandbox("docker")  # there now: nothing built, nothing said
+    assert not backend.built and why == f"docker backend, image {host_image}"
