@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config.settings import SessionConfig
+from agent.errors import UserError
 from agent.llm.pricing import Pricing
 from agent.record.note import TrialNote
 
@@ -68,8 +69,6 @@ def measure_baseline(config: SessionConfig) -> Measured:
         note = session.notes[0]
         clock = json.loads((Path(tmp) / "run" / "optimizer" / "clock.json").read_text())
     if note.status != "ok":
-        from agent.errors import UserError
-
         raise UserError(f"the baseline failed ({note.status}) while it was measured: check it "
                         "with `autoresearch sandbox try`")
     trial_s = max(note.cost_s, note.wall_s, 1e-3)
@@ -81,8 +80,6 @@ def measure_run(notes: list[TrialNote], elapsed_s: float | None, name: str) -> M
     """The trials of a previous run: its median trial cost, its tokens per LLM call."""
     ran = [n for n in notes if n.status != "rejected"]
     if not ran:
-        from agent.errors import UserError
-
         raise UserError(f"{name} has no trial that ran: estimate from the baseline instead")
     trial_s = statistics.median(n.cost_s or n.wall_s for n in ran)
     # what its clock shows beyond its trials (start-up, recording; 0 when they overlapped)

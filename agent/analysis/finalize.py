@@ -63,7 +63,8 @@ def decide(row: dict, k: int) -> tuple[bool, str]:
 
 def slug(name: str) -> str:
     text = re.sub(r"[^a-z0-9.]+", "-", clean(name, True).lower()).strip("-.")
-    return re.sub(r"\.+", ".", text)[:40].strip("-.") or "change"
+    text = re.sub(r"\.+", ".", text)[:40].strip("-.").removesuffix(".lock")  # git refuses it
+    return text or "change"
 
 
 def _effect(row: dict) -> str:

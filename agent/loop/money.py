@@ -37,9 +37,7 @@ class Purse:
         the warnings passed stay said."""
         self.llm_usd = sum(n.cost_usd or 0.0 for n in notes) + cut_usd
         self.gpu_usd = sum(self.pricing.trial_usd(n.cost_s or 0.0) for n in notes)
-        while self.cap and self._warned < len(WARN_AT) and \
-                self.spent >= WARN_AT[self._warned] * self.cap:
-            self._warned += 1
+        self._warn(say=False)
         if self.cap and self.spent:
             self.say(f"spent ${self.spent:.4f} of --max-usd ${self.cap:g} so far")
 
@@ -75,9 +73,12 @@ class Purse:
                     f"costs ${worst:.4f} at ${self.pricing.gpu_usd_per_hour or 0:g}/h")
         return None
 
-    def _warn(self) -> None:
+    def _warn(self, say: bool = True) -> None:
+        """Say each threshold of WARN_AT the spend has passed, once (`say` False: only mark
+        them said)."""
         while self.cap and self._warned < len(WARN_AT) and \
                 self.spent >= WARN_AT[self._warned] * self.cap:
-            self.say(f"spent ${self.spent:.4f}: {WARN_AT[self._warned]:.0%} of --max-usd "
-                     f"${self.cap:g}")
+            if say:
+                self.say(f"spent ${self.spent:.4f}: {WARN_AT[self._warned]:.0%} of --max-usd "
+                         f"${self.cap:g}")
             self._warned += 1
