@@ -33,10 +33,60 @@ def clean(text: object, one_line: bool = False) -> str:
     return " ".join(text.split()) if one_line else text
 
 
+def shorten(text: object, limit: int) -> str:
+    """`text` as one clean line of at most `limit` characters: where it is longer, cut after
+    the last whole word that fits, then '…' (a first word longer than that is cut: it is all
+    there is to show)."""
+    line = clean(text, one_line=True)
+    if len(line) <= limit:
+        return line
+    head = line[: max(limit - 1, 0)]
+    if line[len(head)] != " " and " " in head:  # a word would be cut: end before it
+        head = head[: head.rindex(" ")]
+    return head.rstrip() + "…"
+
+
 def markup(text: object, limit: int | None = None) -> str:
     """`text` for rich markup and table cells: one clean line, at most `limit` characters
-    (cut with '…'), its brackets escaped."""
+    (shortened at a word: `shorten`), its brackets escaped."""
+    return escape(clean(text, one_line=True) if limit is None else shorten(text, limit))
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, as one clean line: the exception's message, or its type's name where
+    the message is empty (a bare `DockerException()` or `TimeoutError()` says nothing)."""
+    return clean(exc, one_line=True) or type(exc).__name__
+
+
+def wrap(text: str, width: int | None, indent: int = 2) -> str:
+    """`text` as one clean line, or, wider than `width` columns, as lines broken between words
+    with `indent` spaces before each after the first. A word longer than a line stays whole on
+    its own line: a path or a number cut in two reads as two wrong ones. `width` None: one
+    line however long (--wide)."""
+    import textwrap
+
     line = clean(text, one_line=True)
-    if limit is not None and len(line) > limit:
-        line = line[: max(limit - 1, 0)] + "…"
-    return escape(line)
+    if width is None or len(line) <= width:
+        return line
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent=" " * indent,
+                                   break_long_words=False, break_on_hyphens=False))
+
+
+class Hanging:
+    """Rich markup `head` then `body` as one renderable whose lines break between words at
+    the console's width (a pipe's: 80), each line after the first indented under the body's
+    start, so a live trial line or the closing line stays readable in any terminal. A word
+    longer than the room is folded onto the next line, never left out."""
+
+    def __init__(self, head: str, body: str):
+        self.head, self.body = head, body
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        first = Text.from_markup(self.head)
+        room = max(options.max_width - first.cell_len, 20)
+        for i, line in enumerate(Text.from_markup(self.body).wrap(console, room,
+                                                                  overflow="fold")):
+            line.rstrip()  # no trailing blanks in a pipe
+            yield (first if i == 0 else Text(" " * first.cell_len)) + line

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.base import Limits, Sandbox, SandboxError, TrialRun
+from sandbox.base import Limits, NoEngine, Sandbox, SandboxError, TrialRun
 from sandbox.result import TrialResult
 
 __all__ = ["Limits", "Sandbox", "SandboxError", "TrialResult", "TrialRun", "select_sandbox"]
@@ -29,4 +29,7 @@ def select_sandbox(kind: str = "auto", isolation: str = "auto") -> tuple[Sandbox
             raise
         from sandbox.local import LocalSandbox
 
-        return LocalSandbox(isolate=isolation), f"local backend, because {e}"
+        # auto chose, and says so as a choice: asking for local is not the remedy here
+        why = (f"no Docker engine answers: {e.why}; start dockerd for the docker backend"
+               if isinstance(e, NoEngine) else str(e) or type(e).__name__)
+        return LocalSandbox(isolate=isolation), f"local backend ({why})"

@@ -35,6 +35,16 @@ class SandboxError(UserError):
     """The sandbox itself cannot run trials (no engine, no image); the message says what to do."""
 
 
+class NoEngine(SandboxError):
+    """No Docker engine answers. `why` is what the client said, or its exception's type where
+    it said nothing (a bare DockerException): never an empty reason."""
+
+    def __init__(self, why: str):
+        super().__init__(f"no Docker engine answers ({why}): start dockerd, or use "
+                         "--sandbox local")
+        self.why = why
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one trial may use. `memory` is host memory (RAM + swap); GPU memory is capped by

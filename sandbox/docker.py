@@ -30,6 +30,7 @@ from sandbox.base import (
     LABEL,
     OWNER_LABEL,
     Limits,
+    NoEngine,
     SandboxError,
     TrialRun,
     cache_env,
@@ -62,8 +63,8 @@ def connect(timeout: int = 60) -> docker.DockerClient:
         client.ping()
         return client
     except docker.errors.DockerException as e:
-        raise SandboxError(f"no Docker engine answers ({e.__class__.__name__}): start dockerd, "
-                           "or use --sandbox local") from None
+        said = " ".join(str(e).split())
+        raise NoEngine(f"{type(e).__name__}: {said}" if said else type(e).__name__) from None
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:

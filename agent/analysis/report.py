@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent.loop.progress import STATUS_STYLE
-from agent.text import clean, markup
+from agent.text import clean, markup, wrap
 
 CURVE_ROWS = 25  # what `replay --curve` shows of a curve (--json: all of it)
 CURVE_KEYS = ("progress", "step", "tokens", "loss", "seconds")
@@ -20,6 +22,62 @@ def wide_console() -> Console:
     """A console that does not squeeze wide tables when the output is a file or a pipe."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
+
+
+WIDE = 10_000  # --wide: a console this wide never breaks a row; a table takes what it needs
+
+
+def fitting_console(wide: bool = False) -> Console:
+    """The console a table command prints to: the terminal's width, else $COLUMNS, else 80 (a
+    pipe), which its tables fit by leaving out columns (fitted); --wide: no limit."""
+    return Console(width=WIDE) if wide else Console()
+
+
+def fitted(columns: list[tuple[str, str, bool]], rows: list[list[str]], width: int | None,
+           drop: tuple[str, ...], text_min: int = 30, **table) -> Table:
+    """A table of `columns` (header, justify, whether its cells are words that may wrap) that
+    fits `width` columns: a value (a number, a name) is never broken, a wrapping cell breaks
+    between words and keeps at least `text_min` columns, and while the table is still too
+    wide the columns named in `drop` are left out in that order, said in its caption.
+    `width` None: every column, no cell wrapped (--wide)."""
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    def needs(i: int) -> int:
+        return max(Text.from_markup(cell).cell_len for cell in [columns[i][0]] +
+                   [r[i] for r in rows])
+
+    def build(shown: list[int]) -> Table:
+        out = Table(**table)
+        for i in shown:
+            name, justify, words = columns[i]
+            if words and width is not None:  # breaks between words; folds a word too long
+                out.add_column(name, justify=justify, overflow="fold",
+                               min_width=max(min(text_min, needs(i)), len(name)))
+            else:
+                out.add_column(name, justify=justify, no_wrap=True, min_width=needs(i))
+        for r in rows:
+            out.add_row(*(r[i] for i in shown))
+        return out
+
+    shown = list(range(len(columns)))
+    result = build(shown)
+    names = [c[0] for c in columns]
+    if width is None:
+        return result
+    measure = Console(width=WIDE)
+    for name in drop:
+        if Measurement.get(measure, measure.options, result).minimum <= width:
+            break
+        if name in names:
+            shown.remove(names.index(name))
+            result = build(shown)
+    left = [names[i] for i in range(len(columns)) if i not in shown]
+    if left:
+        result.caption = (f"left out to fit {width} columns: {', '.join(left)} (--wide shows "
+                          "them)")
+        result.caption_justify = "left"
+    return result
 
 
 def diffstat(diff: str) -> tuple[int, int]:
@@ -48,47 +106,79 @@ def replay_rows(notes: list) -> list[dict]:
     return rows
 
 
-def replay_text(rows: list[dict], title: str, width: int = 120) -> str:
+# replay's columns, and the order they are left out in when the rationale would have fewer
+# than 30 columns: the trial, its outcome and its reason stay
+REPLAY_COLUMNS = [("trial", "right", False), ("commit", "left", False), ("method", "left", False),
+                  ("status", "left", False), ("val_bpb", "right", False),
+                  ("best", "right", False), ("diff", "right", False),
+                  ("rationale / reason", "left", True)]
+REPLAY_DROP = ("commit", "diff", "best", "method")
+TEXT_MIN = 30  # the rationale's least width before a column is left out for it
+
+
+def _replay_cells(r: dict) -> list[str]:
+    """A replay row's cells as plain text, in REPLAY_COLUMNS' order."""
+    val = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.6f}"
+    best = "-" if r["best_val_bpb"] is None else f"{r['best_val_bpb']:.6f}"
+    text = r["rationale"] if r["status"] == "ok" else (r["reason"] or r["rationale"])
+    return [str(r["trial"]), *(clean(r[k] or "", one_line=True)
+                               for k in ("commit", "method", "status")), val, best,
+            f"+{r['added']} -{r['removed']}", clean(text or "", one_line=True)]
+
+
+def replay_text(rows: list[dict], title: str, width: int | None = 120) -> str:
     """The replay table as plain aligned text: for long sessions, where a rich Table costs
-    milliseconds per row (10,000 trials: seconds instead of 16 s)."""
-    room = max(16, width - 72)
-    lines = [clean(title, one_line=True),
-             f"{'trial':>6}  {'commit':7}  {'method':10}  {'status':9} {'val_bpb':>9} "
-             f"{'best':>9} {'diff':>9}  rationale / reason"]
-    for r in rows:
-        val = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.6f}"
-        best = "-" if r["best_val_bpb"] is None else f"{r['best_val_bpb']:.6f}"
-        text = r["rationale"] if r["status"] == "ok" else (r["reason"] or r["rationale"])
-        diff = f"+{r['added']} -{r['removed']}"
-        commit, method, status = (clean(r[k] or "", one_line=True)
-                                  for k in ("commit", "method", "status"))
-        lines.append(f"{r['trial']:>6}  {commit[:7]:7}  {method[:10]:10}  "
-                     f"{status:9} {val:>9} {best:>9} {diff:>9}  "
-                     f"{clean(text or '', one_line=True)[:room]}"
-                     + (" *" if r["is_best"] else ""))
+    milliseconds per row (10,000 trials: seconds instead of 16 s). Fits `width` as
+    replay_table does: columns left out in REPLAY_DROP's order, the rationale broken between
+    words under its column; `width` None: one line a trial."""
+    cells = [_replay_cells(r) for r in rows]
+    for c, r in zip(cells, rows, strict=True):
+        c[1] = c[1][:7]  # a commit is known by its first 7 characters
+        c[-1] += " *" if r["is_best"] else ""
+    names = [c[0] for c in REPLAY_COLUMNS]
+    sizes = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    shown = list(range(len(names) - 1))
+
+    def room() -> int:
+        return (width or 0) - sum(sizes[i] + 2 for i in shown)
+
+    for name in REPLAY_DROP:
+        if width is None or room() >= TEXT_MIN:
+            break
+        shown.remove(names.index(name))
+    left = [names[i] for i in range(len(names) - 1) if i not in shown]
+
+    def line(row: list[str]) -> str:
+        head = "  ".join(row[i].rjust(sizes[i]) if REPLAY_COLUMNS[i][1] == "right"
+                         else row[i].ljust(sizes[i]) for i in shown) + "  "
+        text = row[-1]
+        if width is None:
+            return head + text
+        return textwrap.fill(text, max(width, len(head) + TEXT_MIN), initial_indent=head,
+                             subsequent_indent=" " * len(head), break_long_words=False,
+                             break_on_hyphens=False) if text else head.rstrip()
+
+    lines = [wrap(title, width), line(names)]
+    lines += [line(c) for c in cells]
+    if left:
+        lines.append(wrap(f"left out to fit {width} columns: {', '.join(left)} (--wide shows "
+                          "them)", width))
     return "\n".join(lines) + "\n"
 
 
-def replay_table(rows: list[dict], title: str, width: int = 120) -> Table:
-    table = Table(title=markup(title), box=box.SIMPLE_HEAD, show_edge=False)
-    room = max(16, width - 72)  # what the fixed columns leave for the rationale
-    for col, just, width in (("trial", "right", 5), ("commit", "left", 7),
-                             ("method", "left", 8), ("status", "left", 8),
-                             ("val_bpb", "right", 8), ("best", "right", 8),
-                             ("diff", "right", 7)):
-        table.add_column(col, justify=just, no_wrap=True, min_width=width)
-    table.add_column("rationale / reason", no_wrap=True)
+def replay_table(rows: list[dict], title: str, width: int | None = 120) -> Table:
+    """The replay table, fitted to `width` columns (None: --wide, nothing wrapped)."""
+    cells = []
     for r in rows:
+        trial, commit, method, status, val, best, diff, text = map(escape, _replay_cells(r))
         style = STATUS_STYLE.get(r["status"], "white")
-        val = "-" if r["val_bpb"] is None else f"{r['val_bpb']:.6f}"
-        best = "-" if r["best_val_bpb"] is None else f"{r['best_val_bpb']:.6f}"
         if r["is_best"]:
             val = f"[bold green]{val}[/bold green]"
-        text = r["rationale"] if r["status"] == "ok" else (r["reason"] or r["rationale"])
-        table.add_row(str(r["trial"]), markup(r["commit"][:7]), markup(r["method"] or ""),
-                      f"[{style}]{markup(r['status'])}[/{style}]", val, best,
-                      f"+{r['added']} -{r['removed']}", markup(text or "", room))
-    return table
+        cells.append([trial, commit[:7], method, f"[{style}]{status}[/{style}]", val, best,
+                      diff, text])
+    return fitted(REPLAY_COLUMNS, cells, width, REPLAY_DROP, TEXT_MIN, title=markup(title),
+                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
 
 
 def curve_points(note, path: Path | None) -> tuple[list[dict], str]:
@@ -196,46 +286,54 @@ def compare_row(run_dir: Path, config, notes: list, elapsed_s: float | None) -> 
     }
 
 
-def compare_table(rows: list[dict]) -> Table:
+# compare's tables leave out columns in these orders where the width is too small: the run,
+# its method, its best and what failed stay
+COMPARE_DROP = ("overhead s", "baseline", "seed", "llm valid", "tokens", "wall", "trials",
+                "pruned", "failed")
+METHODS_DROP = ("median", "cost lost", "tokens", "95% CI of mean", "seeds", "cost to target",
+                "pruned", "$", "failed")
+COMPACT = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False,
+           "collapse_padding": True, "title_justify": "left"}
+
+
+def compare_table(rows: list[dict], width: int | None = None) -> Table:
+    """One row per run, fitted to `width` columns (None: all of them)."""
     llm = any(r["prompt_tokens"] or r["completion_tokens"] or r.get("spend_usd") for r in rows)
-    table = Table(title="runs")
     pruning = any(r.get("pruned") for r in rows)
     columns = ["run", "method", "seed", "trials", "best", "baseline", "failed"]
     columns += ["pruned"] if pruning else []
     columns += ["wall", "overhead s"]
     columns += ["llm valid", "tokens", "cost $"] if llm else []
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("run", "method") else "right",
-                         no_wrap=col != "run", overflow="fold")
     best = min((r["best_val_bpb"] for r in rows if r["best_val_bpb"] is not None), default=None)
+    cells = []
     for r in rows:
         val = "-" if r["best_val_bpb"] is None else f"{r['best_val_bpb']:.6f}"
         if r["best_val_bpb"] is not None and r["best_val_bpb"] == best:
             val = f"[bold green]{val}[/bold green]"
         base = "-" if r["baseline_val_bpb"] is None else f"{r['baseline_val_bpb']:.6f}"
-        cells = [markup(Path(r["run"]).name), markup(r["method"]), str(r["seed"]),
-                 str(r["trials"]), val, base, f"{100 * r['failed_share']:.0f}%"]
-        cells += [pruned_cell(r.get("pruned", 0), r.get("pruned_cost_s", 0.0))] if pruning else []
-        cells += [_duration(r["wall_s"]), _overhead(r)]
+        row = [markup(Path(r["run"]).name), markup(r["method"]), str(r["seed"]),
+               str(r["trials"]), val, base, f"{100 * r['failed_share']:.0f}%"]
+        row += [pruned_cell(r.get("pruned", 0), r.get("pruned_cost_s", 0.0))] if pruning else []
+        row += [_duration(r["wall_s"]), _overhead(r)]
         if llm:
-            cells += [f"{r['llm_valid']}/{r['llm_proposals']}",
-                      str(r["prompt_tokens"] + r["completion_tokens"]),
-                      f"{r.get('spend_usd', r['cost_usd']):.4f}"]
-        table.add_row(*cells)
-    return table
+            row += [f"{r['llm_valid']}/{r['llm_proposals']}",
+                    str(r["prompt_tokens"] + r["completion_tokens"]),
+                    f"{r.get('spend_usd', r['cost_usd']):.4f}"]
+        cells.append(row)
+    spec = [(c, "left" if c in ("run", "method") else "right", False) for c in columns]
+    return fitted(spec, cells, width, COMPARE_DROP, title="runs", **COMPACT)
 
 
-def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
-    """One row per method: its best over seeds, failures, cost, and the test against ref."""
-    table = Table(title="methods" + (f" (paired one-sided Wilcoxon against {markup(ref)})"
-                                     if ref else ""))
+def methods_table(stats: dict[str, dict], ref: str | None, width: int | None = None) -> Table:
+    """One row per method: its best over seeds, failures, cost, and the test against ref;
+    fitted to `width` columns (None: all of them)."""
     pruning = any(m.get("pruned") for m in stats.values())
-    for col in ("method", "seeds", "mean ± std", "median", "95% CI of mean", "failed",
-                "cost lost", *(["pruned"] if pruning else []), "cost to target", "tokens", "$",
-                "p vs ref"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    columns = ["method", "seeds", "mean ± std", "median", "95% CI of mean", "failed",
+               "cost lost", *(["pruned"] if pruning else []), "cost to target", "tokens", "$",
+               "p vs ref"]
     best = min((m["mean_best"] for m in stats.values() if m["mean_best"] is not None),
                default=None)
+    cells = []
     for method, m in stats.items():
         mean = "-" if m["mean_best"] is None else f"{m['mean_best']:.4f}"
         if m["std_best"] is not None:
@@ -249,13 +347,15 @@ def methods_table(stats: dict[str, dict], ref: str | None) -> Table:
         reach = m["cost_to_target_s"]
         pruned = [pruned_cell(m.get("pruned", 0), m.get("pruned_cost_s", 0.0))] if pruning \
             else []
-        table.add_row(markup(method), str(m["runs"]),
+        cells.append([markup(method), str(m["runs"]),
                       mean, "-" if m["median_best"] is None else f"{m['median_best']:.4f}",
                       "-" if ci is None else f"{ci[0]:.4f} .. {ci[1]:.4f}",
                       f"{100 * m['failed_share']:.0f}%", f"{100 * m['failed_cost_share']:.0f}%",
                       *pruned, "-" if reach is None else _duration(reach), str(m["tokens"]),
-                      f"{m['cost_usd']:.4f}", p)
-    return table
+                      f"{m['cost_usd']:.4f}", p])
+    spec = [(c, "left" if c == "method" else "right", False) for c in columns]
+    title = "methods" + (f" (paired one-sided Wilcoxon against {markup(ref)})" if ref else "")
+    return fitted(spec, cells, width, METHODS_DROP, title=title, **COMPACT)
 
 
 def pruned_cell(count: int, cost_s: float) -> str:

@@ -40,6 +40,8 @@ ISOLATION = typer.Option(
     "user in namespaces of their own, or the session refuses where they cannot; none: as "
     "root, with this machine's files and network in reach (README, Sandbox).")
 QUIET = typer.Option(False, "--quiet", help="No live progress.")
+WIDE = typer.Option(False, "--wide", help="Every column, rows unbroken (default: fit the "
+                    "terminal, or 80 columns in a pipe).")
 PRUNE = typer.Option(default("prune"), "--prune",
                      help="Early stopping: none, median, percentile[:P], hyperband, threshold:X.")
 PRUNE_AT = typer.Option(",".join(f"{p:g}" for p in default("prune_at")), "--prune-at",

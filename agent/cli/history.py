@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from agent.cli.common import cost_line, records
+from agent.cli.common import WIDE, cost_line, records
 from agent.errors import fail
 from agent.text import clean, markup
 
@@ -18,14 +18,14 @@ def replay(
     curve: bool = typer.Option(False, "--curve", help="With --trial: its learning curve."),
     as_json: bool = typer.Option(False, "--json", help="Stable JSON rows (see README)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the ledger from git."),
+    wide: bool = WIDE,
 ) -> None:
     """The session's trials, from the ledger (or from git with --rebuild)."""
     import json
 
-    from rich.console import Console
     from rich.syntax import Syntax
 
-    from agent.analysis.report import replay_rows, replay_table, replay_text
+    from agent.analysis.report import fitting_console, replay_rows, replay_table, replay_text
     from agent.llm.pricing import cut_usd, gpu_rate
     from agent.record.rundir import RunDir
 
@@ -43,11 +43,13 @@ def replay(
         if as_json:
             typer.echo(json.dumps(picked[0].to_dict(), sort_keys=True))
             return
-        console = Console()
-        console.print(replay_table(replay_rows(picked), f"{run_dir} trial {trial}",
-                                   console.width))
+        console = fitting_console(wide)
+        width = None if wide else console.width
+        console.print(replay_table(replay_rows(picked), f"{run_dir} trial {trial}", width))
         if show_diff:
-            console.print(Syntax(clean(picked[0].diff or "(no diff: the baseline)"), "diff"))
+            # wrapped, not cropped at the width: a pipe's 80 columns would cut code lines
+            console.print(Syntax(clean(picked[0].diff or "(no diff: the baseline)"), "diff",
+                                 word_wrap=True))
             log = RunDir(run_dir).trial_log(trial, picked[0].result)  # inside the folder
             if log is not None:
                 tail = log.read_text(errors="replace").splitlines()[-25:]
@@ -57,16 +59,17 @@ def replay(
     if as_json:
         typer.echo(json.dumps(rows, sort_keys=True))
         return
-    console = Console()
+    console = fitting_console(wide)
+    width = None if wide else console.width
     rd = RunDir(run_dir)
     spent = cost_line(notes, gpu_rate(rd.pricing_json), cut_usd(rd.cut_calls))
     title = f"{run_dir}: {len(rows)} trials; {spent}"
     if len(rows) > 200:  # a rich Table is too slow for thousands of rows
         import sys
 
-        sys.stdout.write(replay_text(rows, title + " (* = new best)", console.width))
+        sys.stdout.write(replay_text(rows, title + " (* = new best)", width))
         return
-    console.print(replay_table(rows, title, console.width))
+    console.print(replay_table(rows, title, width))
 
 
 def show_curve(rd, note, as_json: bool) -> None:

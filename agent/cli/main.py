@@ -44,7 +44,7 @@ from agent.cli.common import (
     trackers_or_fail,
 )
 from agent.errors import fail
-from agent.text import markup
+from agent.text import Hanging, markup
 
 
 def package_version() -> str:
@@ -90,12 +90,12 @@ def _run_session(session, quiet: bool) -> None:
     run_dir = markup(session.run_dir)
     cost = cost_line(session.notes, session.config.gpu_usd_per_hour or 0.0,
                      cut_usd(session.rd.cut_calls))
-    console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
-                  f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
-                  f"{cost}; see `autoresearch replay {run_dir}` and "
-                  f"`autoresearch diff {run_dir}`")
+    console.print(Hanging("done: ", f"{outcome.trials_run} trials (stopped by "
+                          f"{outcome.stopped_by}), best val_bpb {best} at "
+                          f"{markup(outcome.best_commit[:7])}; {cost}; see `autoresearch "
+                          f"replay {run_dir}` and `autoresearch diff {run_dir}`"))
     if outcome.why and quiet:  # else the session said it as it stopped
-        console.print(f"[yellow]stopped[/yellow]: {markup(outcome.why)}")
+        console.print(Hanging("[yellow]stopped[/yellow]: ", markup(outcome.why)))
 
 
 def run(
@@ -214,9 +214,11 @@ def run(
     session = Session.create(run_dir, config, reporter)
     if not quiet:
         which = "" if preset else " (search_space.toml's default)"
-        typer.echo(f"session {run_dir}: {method}, seed {seed}, preset "
-                   f"{session.space.preset or 'none'}{which}, "
-                   f"{f'{trials} trials' if trials is not None else budget}")
+        from rich.console import Console
+
+        Console().print(Hanging("session ", markup(
+            f"{run_dir}: {method}, seed {seed}, preset {session.space.preset or 'none'}"
+            f"{which}, {f'{trials} trials' if trials is not None else budget}")))
     _run_session(session, quiet)
 
 

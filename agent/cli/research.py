@@ -25,6 +25,7 @@ from agent.cli.common import (
     TOKEN_BUDGET,
     TRACK,
     TRAIN_DIR,
+    WIDE,
     Terminated,
     config_or_fail,
     default,
@@ -45,10 +46,11 @@ def compare(
     ref: str | None = typer.Option(None, "--ref", help="Reference method (default: tpe, else "
                                                        "random, else the first)."),
     target: float | None = typer.Option(None, "--target", help="val_bpb for cost-to-target."),
+    wide: bool = WIDE,
 ) -> None:
     """One row per run, one per method over its seeds (mean ± std, tests against --ref)."""
     from agent.analysis.comparison import compare_runs, dumps
-    from agent.analysis.report import compare_table, methods_table, wide_console
+    from agent.analysis.report import compare_table, fitting_console, methods_table
 
     comparison = compare_runs(run_dirs, ref, target)
     if ref is not None and ref not in comparison.stats:
@@ -64,10 +66,11 @@ def compare(
     if as_json:
         typer.echo(dumps(comparison))
         return
-    console = wide_console()
-    console.print(compare_table(comparison.rows))
+    console = fitting_console(wide)
+    width = None if wide else console.width
+    console.print(compare_table(comparison.rows, width))
     if any(len(s["seeds"]) > 1 for s in comparison.stats.values()) or len(comparison.stats) > 1:
-        console.print(methods_table(comparison.stats, comparison.ref))
+        console.print(methods_table(comparison.stats, comparison.ref, width))
         if ref is None and comparison.ref not in (None, "tpe"):
             console.print(f"[dim]reference: {markup(comparison.ref)} (no tpe run among them; "
                           "--ref METHOD picks another)[/dim]")
@@ -163,7 +166,7 @@ def bench(
 ) -> None:
     """Every method x every seed under one folder at equal cost; a report when done."""
     from agent.analysis import bench as benching
-    from agent.analysis.report import methods_table, wide_console
+    from agent.analysis.report import fitting_console, methods_table
     from agent.config.settings import parse_duration
     from agent.loop.progress import QuietReporter, RichReporter
     from agent.optimizers import METHODS
@@ -191,7 +194,7 @@ def bench(
         memory=memory, prune=prune, prune_at=fractions(prune_points, "--prune-at"),
         prune_min_trials=prune_min_trials, guard=guard, isolation=isolation,
         track=trackers_or_fail(track), stop_after_failures=0, **extra)
-    console = wide_console()
+    console = fitting_console()
     say = (lambda text: None) if quiet else \
         (lambda text: console.print(f"[bold]{markup(text)}[/bold]"))
     if resuming:
@@ -205,7 +208,7 @@ def bench(
     except KeyboardInterrupt as e:
         why, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         raise fail(f"{why}: run the same command again to resume {folder}", code) from None
-    console.print(methods_table(comparison.stats, comparison.ref))
+    console.print(methods_table(comparison.stats, comparison.ref, console.width))
     console.print(f"report: {markup(folder)}/report.html, {markup(folder)}/compare.png")
 
 

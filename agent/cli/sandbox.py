@@ -29,7 +29,7 @@ from agent.cli.common import (
 )
 from agent.config.runspec import load_runspec
 from agent.errors import fail
-from agent.text import markup
+from agent.text import markup, reason
 
 console = Console()
 
@@ -58,8 +58,8 @@ def build(
     try:
         client.images.build(path=str(context), tag=GPU_IMAGE, rm=True, pull=force)
     except (docker.errors.BuildError, docker.errors.APIError) as e:
-        raise fail(f"building {GPU_IMAGE} failed ({e}); without a registry use --from-host") \
-            from None
+        raise fail(f"building {GPU_IMAGE} failed ({reason(e)}); without a registry use "
+                   "--from-host") from None
     typer.echo(f"built {GPU_IMAGE}")
 
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from agent.executors.base import TrialJob, execute
+from agent.text import reason
 from sandbox.base import Limits, SandboxError
 from sandbox.images.host import TRIAL_GID, TRIAL_UID
 from sandbox.result import TrialResult
@@ -62,7 +63,8 @@ class RayExecutor:
                              configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = address or "a new local instance"
-                raise SandboxError(f"cannot reach the Ray cluster at {where}: {e}") from None
+                raise SandboxError(f"cannot reach the Ray cluster at {where}: {reason(e)}") \
+                    from None
         self.task = ray.remote(num_cpus=self.limits.cpus or 1, num_gpus=gpus_per_trial,
                                max_retries=0)(run_on_node)
         self.why = (f"ray executor, {len(ray.nodes())} node(s), {self.slots} trials at once, "
@@ -92,8 +94,9 @@ class RayExecutor:
             try:
                 result, files = self.ray.get(ref)
             except Exception as e:  # the task itself failed (a node lost, a worker killed)
+                why = f"ray task failed: {reason(e)}"[:300]
                 finished.append((prepared, TrialResult(status="crash", backend="ray",
-                                                       reason=f"ray task failed: {e}"[:300])))
+                                                       reason=why)))
                 continue
             finished.append((prepared, unpack(result, files, Path(job.workdir))))
         return sorted(finished, key=lambda pr: pr[0].number)
@@ -306,5 +309,5 @@ def _probe(sandbox_kind: str, data_dir: str | None, isolation: str = "auto") -> 
 
         select_sandbox(sandbox_kind, isolation)
     except Exception as e:  # any failure to start the sandbox is this node's problem
-        return f"the {sandbox_kind} sandbox cannot start: {e}"
+        return f"the {sandbox_kind} sandbox cannot start: {reason(e)}"
     return ""

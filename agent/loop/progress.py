@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from agent.plots import can_plot
-from agent.text import markup
+from agent.text import Hanging, markup
 
 STATUS_STYLE = {"ok": "green", "rejected": "magenta", "timeout": "yellow", "oom": "red",
                 "cuda_oom": "red", "diverged": "yellow", "crash": "red", "pruned": "cyan"}
@@ -34,6 +34,7 @@ class RichReporter:
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             TextColumn("{task.fields[best]}"), console=self.console, transient=True)
         self.task = None
+        self.headed = False  # the labels above the first trial line are printed
 
     def start(self, done: int, total: int | None) -> None:
         self.progress.start()
@@ -47,16 +48,25 @@ class RichReporter:
         self.progress.update(self.task, description=f"trial {n}")
 
     def finished(self, note) -> None:
+        # 80 columns hold a line's fixed part (47) and a short description (CMA-ES's 28): the
+        # labels are said once, above the first line, rather than on every line
+        if not self.headed:
+            self.console.print(f"[dim]{'trial':>10}  {'status':9}{'val_bpb':8} "
+                               f"{'(best so far)':15}  what was tried[/dim]")
+            self.headed = True
         style = STATUS_STYLE.get(note.status, "white")
-        status = markup(f"{note.status:<9}")
+        status = markup(note.status) + " " * max(9 - len(note.status), 1)
         val = f"{note.val_bpb:.6f}" if note.val_bpb is not None else "-"
         best = f"{note.best_val_bpb:.6f}" if note.best_val_bpb is not None else "-"
-        star = " [bold green]new best[/bold green]" if note.is_best else ""
-        extra = f" [dim]{markup(note.reason, 80)}[/dim]" if note.status != "ok" and note.reason \
-            else ""
-        self.console.print(
-            f"trial {note.trial:>4}  [{style}]{status}[/{style}] val_bpb {val}  "
-            f"best {best}  [dim]{markup(note.description, 60)}[/dim]{star}{extra}")
+        best_part = "[bold green]new best[/bold green]" + " " * 7 if note.is_best else \
+            f"(best {best:>8})"
+        # the reason is shortened at a word; the description is kept whole: what was tried
+        extra = f" [dim]{markup(note.reason, 160)}[/dim]" if note.status != "ok" and \
+            note.reason else ""
+        # under the trial's status, not at the margin, where a line runs past the width
+        self.console.print(Hanging(
+            f"trial {note.trial:>4}  ", f"[{style}]{status}[/{style}]{val:<8} {best_part}  "
+            f"[dim]{markup(note.description)}[/dim]{extra}"))
         self.progress.update(self.task, advance=1, best=f"best {best}")
 
     def stop(self) -> None:

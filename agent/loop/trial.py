@@ -31,7 +31,7 @@ from agent.edit.space import SearchSpace
 from agent.record.ledger import Ledger
 from agent.record.note import TrialNote
 from agent.record.workspace import Workspace
-from agent.text import clean
+from agent.text import shorten
 from sandbox.result import TrialResult
 
 
@@ -225,5 +225,4 @@ def seed_of(action: Action, seed: int) -> int:
 def one_line(text: str, limit: int = 120) -> str:
     """A rationale or reason as one line of a commit message and a note: no control bytes
     (git refuses a NUL in a message; a terminal obeys escapes)."""
-    line = clean(text or "", one_line=True)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return shorten(text or "", limit)

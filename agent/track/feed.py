@@ -15,7 +15,7 @@ from agent.protocols import TrackedSession, Tracker
 from agent.record.note import TrialNote
 from agent.record.rundir import RunDir
 from agent.record.workspace import Workspace
-from agent.text import clean
+from agent.text import reason
 from agent.track.view import trial_view
 
 DRAIN_S = 30.0  # how long the end of a session waits for its trackers
@@ -36,7 +36,7 @@ class Sender:
                 call(tracker)
             except Exception as e:  # a tracker's own failure, whatever its library raises
                 self.trackers.remove(tracker)
-                first = clean(str(e) or type(e).__name__, one_line=True)[:200]
+                first = reason(e)[:200]
                 self.say(f"tracking to {tracker.name} failed ({type(e).__name__}: {first}); "
                          f"the session goes on without it: `autoresearch track "
                          f"{self.rd.root} --to {tracker.name}` sends its trials later")
@@ -176,7 +176,7 @@ def serve(specs: list[str], run_dir: str, jobs, said) -> None:
         try:
             trackers.append(make_tracker(spec, rd.root))
         except Exception as e:  # an extra gone since the session checked it
-            said.put(f"tracking to {spec} is off: {clean(str(e), one_line=True)[:200]}")
+            said.put(f"tracking to {spec} is off: {reason(e)[:200]}")
     for tracker in trackers:  # their libraries, while the session starts
         try:
             importlib.import_module(TRACKERS[tracker.name][0])
