@@ -43,6 +43,7 @@ from agent.cli.common import (
     sigterm_as_ctrl_c,
     trackers_or_fail,
 )
+from agent.config.settings import MIN_STEPS
 from agent.errors import fail
 from agent.text import markup
 
@@ -87,15 +88,40 @@ def _run_session(session, quiet: bool) -> None:
                       f"with `autoresearch resume {markup(session.run_dir)}`")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
-    run_dir = markup(session.run_dir)
     cost = cost_line(session.notes, session.config.gpu_usd_per_hour or 0.0,
                      cut_usd(session.rd.cut_calls))
     console.print(f"done: {outcome.trials_run} trials (stopped by {outcome.stopped_by}), best "
-                  f"val_bpb {best} at {markup(outcome.best_commit[:7])}; "
-                  f"{cost}; see `autoresearch replay {run_dir}` and "
-                  f"`autoresearch diff {run_dir}`")
+                  f"val_bpb {best} at {markup(outcome.best_commit[:7])}")
+    console.print(cost)
     if outcome.why and quiet:  # else the session said it as it stopped
         console.print(f"[yellow]stopped[/yellow]: {markup(outcome.why)}")
+    more = outcome.trials_run if outcome.stopped_by == "trials" else None
+    for line in what_next(session.run_dir, more):
+        typer.echo(line)
+
+
+def what_next(run_dir: Path, more: int | None = None) -> list[str]:
+    """The end of `run` and `resume`: the commands to run next on this folder, as they can be
+    pasted, and where the README goes on; with `more` (the session ran all its trials), the
+    resume that runs that many more. No line is longer than 80 columns where the folder's
+    name lets a command fit."""
+    import shlex
+
+    from agent.text import clean
+
+    folder = shlex.quote(clean(run_dir, one_line=True))
+    steps = [(f"autoresearch replay {folder}", "every trial: change, val_bpb, cost"),
+             (f"autoresearch diff {folder}", "the best train.py against the baseline")]
+    if more:
+        steps.append((f"autoresearch resume {folder} --trials {2 * more}",
+                      f"{more} more trials"))
+    width = max(len(command) for command, _ in steps)
+    lines = ["next:"]
+    for command, what in steps:
+        line = f"  {command:<{width}}  # {what}"
+        lines += [line] if len(line) <= 80 else [f"  # {what}", f"  {command}"]
+    return lines + ['README.md: "A session" (these commands), "Leaving it alone overnight"',
+                    "(a night's session: --budget, --max-usd, stop rules, steer, stop)"]
 
 
 def run(
@@ -139,8 +165,9 @@ def run(
                                         help="Steps of the preflight probe; 0: none."),
     repair_oom: bool | None = typer.Option(None, "--repair-oom/--no-repair-oom",
                                            help="Halve the batch after a preflight OOM."),
-    min_steps: int | None = typer.Option(None, "--min-steps",
-                                         help="Refuse trials predicted to run fewer."),
+    min_steps: int | None = typer.Option(
+        None, "--min-steps", help="Refuse a trial whose probe predicts fewer steps in the "
+                                  f"budget (default {MIN_STEPS} under a time budget; 0: never)."),
     confirm: int = typer.Option(default("confirm"), "--confirm",
                                 help="A new best must hold over up to K seeds (1: off)."),
     prune: str = PRUNE,
