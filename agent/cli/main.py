@@ -102,25 +102,24 @@ def _run_session(session, quiet: bool) -> None:
 
 def what_next(run_dir: Path, more: int | None = None) -> list[str]:
     """The end of `run` and `resume`: the commands to run next on this folder, as they can be
-    pasted, and where the README goes on; with `more` (the session ran all its trials), the
-    resume that runs that many more. No line is longer than 80 columns where the folder's
-    name lets a command fit."""
+    pasted, each with what it shows on the line below, and where the README goes on; with
+    `more` (the session ran all its trials), the resume that runs that many more. No line but
+    a command is longer than 80 columns."""
     import shlex
 
     from agent.text import clean
 
     folder = shlex.quote(clean(run_dir, one_line=True))
-    steps = [(f"autoresearch replay {folder}", "every trial: change, val_bpb, cost"),
+    steps = [(f"autoresearch replay {folder}",
+              "every trial: what it changed, status, val_bpb, cost"),
              (f"autoresearch diff {folder}", "the best train.py against the baseline")]
     if more:
         steps.append((f"autoresearch resume {folder} --trials {2 * more}",
-                      f"{more} more trials"))
-    width = max(len(command) for command, _ in steps)
+                      f"{more} more trials, from where this session stopped"))
     lines = ["next:"]
     for command, what in steps:
-        line = f"  {command:<{width}}  # {what}"
-        lines += [line] if len(line) <= 80 else [f"  # {what}", f"  {command}"]
-    return lines + ['README.md: "A session" (these commands), "Leaving it alone overnight"',
+        lines += [f"  {command}", f"      {what}"]
+    return lines + ['README.md: "A session" (these commands) and "Leaving it alone overnight"',
                     "(a night's session: --budget, --max-usd, stop rules, steer, stop)"]
 
 

@@ -166,7 +166,7 @@ def test_run_ends_with_what_to_run_next(tmp_path, train_dir, monkeypatch):
     lines = result.output.splitlines()
     ending = lines[lines.index("next:"):]
     assert lines.index("next:") > [i for i, x in enumerate(lines) if x.startswith("done:")][0]
-    commands = [x.split("#")[0].strip() for x in ending if x.startswith("  autoresearch ")]
+    commands = [x.strip() for x in ending if x.startswith("  autoresearch ")]
     assert commands == ["autoresearch replay runs/r", "autoresearch diff runs/r",
                         "autoresearch resume runs/r --trials 4"]
     assert '"Leaving it alone overnight"' in " ".join(ending)
@@ -186,6 +186,7 @@ def test_what_next_quotes_a_folder_and_keeps_to_80_columns():
     lines = what_next(long)
     quoted = "'/home/someone/experiments/a folder with spaces/runs/centaur-20261130-021529'"
     assert f"  autoresearch replay {quoted}" in lines  # pasted, it is one argument
-    assert "  # the best train.py against the baseline" in lines  # above its command
-    assert all(len(x) <= 80 for x in lines if "autoresearch" not in x)
+    said = lines.index(f"  autoresearch diff {quoted}") + 1
+    assert lines[said].strip() == "the best train.py against the baseline"  # below it
+    assert all(len(x) <= 80 for x in lines if not x.startswith("  autoresearch "))
     assert not any("resume" in x for x in what_next(long, None))  # stopped by a rule: none
