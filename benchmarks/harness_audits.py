@@ -43,7 +43,7 @@ for i in range(int(sys.argv[2])):
         values.add(round(prepare.evaluate_bpb(Plain(module), 16, seq_len, "cpu", data), 6))
     plain.append(time.perf_counter() - t)
     t = time.perf_counter()
-    value, audits = h.score(module, 16, seq_len, "cpu", data, i)
+    value, audits, _ = h.score(module, 16, seq_len, "cpu", data, i)
     audited.append(time.perf_counter() - t)
     values.add(round(value, 6))
 print(json.dumps({"plain": plain, "audited": audited, "values": sorted(values),

@@ -55,7 +55,9 @@ def run_scored(sandbox, run: TrialRun, limits: Limits, seq_len: int | None = Non
         shutil.copy(EVALUATOR, tree / "ar_evaluate.py")
         if model.is_file() and not model.is_symlink():  # a link could name any host file
             shutil.move(str(model), tree / MODEL)  # out/ keeps no 100 MB copy per trial
-        env = {k: v for k, v in run.env.items() if k in ("AR_SEED", "AR_EVAL_TOKENS")}
+        # the budget too: prepare.py reads fewer val bytes under a short one (eval_tokens)
+        env = {k: v for k, v in run.env.items()
+               if k in ("AR_SEED", "AR_EVAL_TOKENS", "TIME_BUDGET", "AR_TOKEN_BUDGET")}
         if seq_len:
             env["AR_EVAL_SEQ_LEN"] = str(seq_len)
         evaluated = sandbox.run(TrialRun(tree=tree, workdir=Path(run.workdir) / "eval",

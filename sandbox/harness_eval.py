@@ -29,7 +29,8 @@ each other fails the same check (its other rows differ between the two calls).
 
 Exit codes: 3 a bad setting, 4 non-causal, 5 no usable model. Environment: AR_DEVICE,
 AR_GPU_MEM_FRACTION (the trial's share of its GPU, held to here too), AR_DATA_DIR,
-AR_EVAL_SEQ_LEN (else the model's own input length), AR_EVAL_BATCH, AR_EVAL_TOKENS,
+AR_EVAL_SEQ_LEN (else the model's own input length), AR_EVAL_BATCH, AR_EVAL_TOKENS
+(else prepare.py's for TIME_BUDGET / AR_TOKEN_BUDGET),
 AR_AUDIT_SEED (tests only: replays one evaluation's audits; the session never sets it).
 """
 
@@ -295,13 +296,13 @@ def audits_per_row(rows):
 
 
 def score(module, batch, seq_len, device, data_dir, seed):
-    """(val_bpb, audits run): prepare.evaluate_bpb through the audits."""
+    """(val_bpb, audits run, windows scored): prepare.evaluate_bpb through the audits."""
     counter = Counter()
     prepare.evaluate_bpb(counter, batch, seq_len, device, data_dir)
     audited = Audited(module, audits_per_row(counter.rows), np.random.default_rng(seed))
     with torch.no_grad():
         val_bpb = prepare.evaluate_bpb(audited, batch, seq_len, device, data_dir)
-    return val_bpb, audited.audits
+    return val_bpb, audited.audits, counter.rows
 
 
 def main():
@@ -324,7 +325,7 @@ def main():
     seed = int(os.environ.get("AR_AUDIT_SEED") or secrets.randbits(63))
     data_dir = prepare.ensure_data()
     try:
-        val_bpb, audits = score(module, batch, seq_len, device, data_dir, seed)
+        val_bpb, audits, windows = score(module, batch, seq_len, device, data_dir, seed)
     except NonCausal as e:
         fail(4, str(e))
     except Refused as e:
@@ -337,6 +338,7 @@ def main():
     print(f"audits: {audits}")
     print(f"audit_seed: {seed}")
     print(f"eval_seq_len: {seq_len}")
+    print(f"eval_windows: {windows}")  # as many as the trial's own evaluation would score
     print(f"corpus: {prepare.corpus_id(data_dir)}")
     print(f"eval_seconds: {time.time() - started:.1f}")
 

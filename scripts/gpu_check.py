@@ -173,7 +173,9 @@ def row_session(ctx: Context) -> Got:
     proc = ctx.cli("run", "--method", "random", "--train-dir", str(tree(ctx)), "--preset",
                    "gpu", "--gpus", ctx.gpu, "--trials", "2", "--time-budget",
                    f"{ctx.budget:g}", "--seed", "0", "--sandbox", "local",
-                   "--run-dir", str(run_dir), "--quiet")
+                   # a random point of the gpu space may take over 1.5 s a step: the default
+                   # --min-steps 10 would refuse it in a 15-s budget, and the row wants two
+                   "--min-steps", "0", "--run-dir", str(run_dir), "--quiet")
     wall = time.monotonic() - t
     (ctx.out / "session.out").write_text(proc.stdout + proc.stderr)
     if not (run_dir / "session.toml").exists():
@@ -296,7 +298,8 @@ def row_repair(ctx: Context) -> Got:
     proc = ctx.cli("run", "--method", "random", "--train-dir", str(tree(ctx)), "--preset",
                    "gpu", "--gpus", ctx.gpu, "--trials", "1", "--time-budget",
                    f"{ctx.budget:g}", "--seed", "0", "--gpu-mem-fraction", f"{share:.3f}",
-                   "--repair-oom", "--sandbox", "local", "--run-dir", str(run_dir), "--quiet")
+                   "--repair-oom", "--min-steps", "0", "--sandbox", "local", "--run-dir",
+                   str(run_dir), "--quiet")
     (ctx.out / "repair.out").write_text(proc.stdout + proc.stderr)
     try:
         trial = last_json(ctx.cli("replay", str(run_dir), "--trial", "1", "--json").stdout)

@@ -43,6 +43,7 @@ from agent.cli.common import (
     sigterm_as_ctrl_c,
     trackers_or_fail,
 )
+from agent.config.settings import MIN_STEPS
 from agent.errors import fail
 from agent.text import Hanging, markup
 
@@ -87,15 +88,54 @@ def _run_session(session, quiet: bool) -> None:
                       f"with `autoresearch resume {markup(session.run_dir)}`")
         raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
     best = "-" if outcome.best_val_bpb is None else f"{outcome.best_val_bpb:.6f}"
-    run_dir = markup(session.run_dir)
     cost = cost_line(session.notes, session.config.gpu_usd_per_hour or 0.0,
                      cut_usd(session.rd.cut_calls))
     console.print(Hanging("done: ", f"{outcome.trials_run} trials (stopped by "
                           f"{outcome.stopped_by}), best val_bpb {best} at "
-                          f"{markup(outcome.best_commit[:7])}; {cost}; see `autoresearch "
-                          f"replay {run_dir}` and `autoresearch diff {run_dir}`"))
+                          f"{markup(outcome.best_commit[:7])}"))
+    console.print(Hanging("", cost))
     if outcome.why and quiet:  # else the session said it as it stopped
         console.print(Hanging("[yellow]stopped[/yellow]: ", markup(outcome.why)))
+    more = outcome.trials_run if outcome.stopped_by == "trials" else None
+    for line in what_next(session.run_dir, more):
+        typer.echo(line)
+
+
+def _pasteable(command: str, width: int = 80) -> list[str]:
+    """`command` as lines of at most `width` columns that a shell still reads as one: broken
+    between words with a trailing backslash (a single word wider than that stays whole)."""
+    import shlex
+
+    lines, line = [], "  "
+    for word in map(shlex.quote, shlex.split(command)):
+        if line.strip() and len(line) + 1 + len(word) + 2 > width:
+            lines.append(line + " \\")
+            line = "    "
+        line += (" " if line.strip() else "") + word
+    return lines + [line]
+
+
+def what_next(run_dir: Path, more: int | None = None) -> list[str]:
+    """The end of `run` and `resume`: the commands to run next on this folder, as they can be
+    pasted, each with what it shows on the line below, and where the README goes on; with
+    `more` (the session ran all its trials), the resume that runs that many more. No line but
+    a command is longer than 80 columns."""
+    import shlex
+
+    from agent.text import clean
+
+    folder = shlex.quote(clean(run_dir, one_line=True))
+    steps = [(f"autoresearch replay {folder}",
+              "every trial: what it changed, status, val_bpb, cost"),
+             (f"autoresearch diff {folder}", "the best train.py against the baseline")]
+    if more:
+        steps.append((f"autoresearch resume {folder} --trials {2 * more}",
+                      f"{more} more trials, from where this session stopped"))
+    lines = ["next:"]
+    for command, what in steps:
+        lines += _pasteable(command) + [f"      {what}"]
+    return lines + ['README.md: "A session" (these commands) and "Leaving it alone overnight"',
+                    "(a night's session: --budget, --max-usd, stop rules, steer, stop)"]
 
 
 def run(
@@ -139,8 +179,9 @@ def run(
                                         help="Steps of the preflight probe; 0: none."),
     repair_oom: bool | None = typer.Option(None, "--repair-oom/--no-repair-oom",
                                            help="Halve the batch after a preflight OOM."),
-    min_steps: int | None = typer.Option(None, "--min-steps",
-                                         help="Refuse trials predicted to run fewer."),
+    min_steps: int | None = typer.Option(
+        None, "--min-steps", help="Refuse a trial whose probe predicts fewer steps in the "
+                                  f"budget (default {MIN_STEPS} under a time budget; 0: never)."),
     confirm: int = typer.Option(default("confirm"), "--confirm",
                                 help="A new best must hold over up to K seeds (1: off)."),
     prune: str = PRUNE,

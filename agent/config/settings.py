@@ -26,6 +26,9 @@ else:  # pragma: no cover
 # and the sampling temperature of the LLM methods (agent/llm/client.py's LLMConfig).
 FALLBACK_TIME_BUDGET = 60.0
 TEMPERATURE = 0.7
+# --min-steps under a time budget: a trial whose probe predicts fewer steps in the budget is
+# refused there (a demo's 5 M-parameter trial at 11 s a step: 2 steps in 30 s, 94 s in all)
+MIN_STEPS = 10
 TRACKERS = ("mlflow", "wandb", "optuna")  # --track NAME[:WHERE] (agent/track/)
 
 
@@ -79,7 +82,9 @@ class SessionConfig(BaseModel):
     preflight_steps: int = Field(2, ge=0)  # steps of the preflight probe; 0: no preflight
     repair_oom: bool | None = None  # halve DEVICE_BATCH_SIZE after a preflight OOM; None:
     # on for the gpu preset
-    min_steps: int | None = Field(None, ge=1)  # refuse a trial predicted to run fewer steps
+    # refuse a trial its probe predicts to run fewer steps; None: MIN_STEPS under a time
+    # budget, none under a token budget (which fixes the steps); 0: never
+    min_steps: int | None = Field(None, ge=0)
     # acceptance gate: a trial that beats the incumbent becomes best only once up to K seeds
     # of it, paired with the incumbent's, pass a sequential test (agent/loop/gate.py); 1: off
     confirm: int = Field(1, ge=1, le=20)
@@ -153,6 +158,13 @@ class SessionConfig(BaseModel):
         """The score in force: methods that can change code outside the block are scored
         by the harness unless the user says otherwise."""
         return self.score or ("harness" if self.method == "code-agent" else "printed")
+
+    @property
+    def steps_floor(self) -> int:
+        """The --min-steps in force (0: none): see min_steps."""
+        if self.min_steps is not None:
+            return self.min_steps
+        return 0 if self.token_budget else MIN_STEPS
 
     def save(self, path: Path) -> None:
         lines = ["# autoresearch session: `autoresearch resume` reads this file"]

@@ -47,7 +47,7 @@ class Preflight:
                  preset: str, limit_mb: float | None = None):
         self.steps = config.preflight_steps
         self.repair = config.repair_oom if config.repair_oom is not None else preset == "gpu"
-        self.min_steps, self.token_budget = config.min_steps, config.token_budget
+        self.min_steps, self.token_budget = config.steps_floor, config.token_budget
         self.trials, self.time_budget = trials, time_budget
         # on a CPU trial the probe's peak is host memory: compare it with the host limit
         self.host_limit_mb = None if config.gpus else limit_mb

@@ -151,3 +151,49 @@ def test_a_gpu_block_under_the_cpu_default_names_the_preset_it_fits(tmp_path, tr
     assert "(the cpu preset, search_space.toml's default)" in result.output
     assert "it fits the gpu preset: pass --preset gpu" in result.output
     assert not run.exists()
+
+
+def test_run_ends_with_what_to_run_next(tmp_path, train_dir, monkeypatch):
+    """Issue 28: after `done:` the user reads the exact replay, diff and resume commands for
+    the folder (they run as printed) and where the README goes on; no line over 80 columns."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--method", "random", "--trials", "2", "--sandbox",
+                                 "local", "--train-dir", str(train_dir), "--time-budget",
+                                 "0.001", "--run-dir", "runs/r", "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    ending = lines[lines.index("next:"):]
+    assert lines.index("next:") > [i for i, x in enumerate(lines) if x.startswith("done:")][0]
+    commands = [x.strip() for x in ending if x.startswith("  autoresearch ")]
+    assert commands == ["autoresearch replay runs/r", "autoresearch diff runs/r",
+                        "autoresearch resume runs/r --trials 4"]
+    assert '"Leaving it alone overnight"' in " ".join(ending)
+    assert all(len(x) <= 80 for x in ending), ending
+    for command in commands[:2]:  # as printed, they work
+        done = runner.invoke(app, shlex.split(command)[1:])
+        assert done.exit_code == 0, done.output
+    assert "baseline" in runner.invoke(app, shlex.split(commands[0])[1:]).output
+
+
+def test_what_next_quotes_a_folder_and_keeps_to_80_columns():
+    from pathlib import Path
+
+    from agent.cli.main import what_next
+
+    long = Path("/home/someone/experiments/a folder with spaces/runs/centaur-20261130-021529")
+    lines = what_next(long)
+    quoted = "'/home/someone/experiments/a folder with spaces/runs/centaur-20261130-021529'"
+    # wider than 80 columns: continued with a backslash, so pasted it is still one command
+    # and the folder one argument
+    i = lines.index("  autoresearch replay \\")
+    assert lines[i + 1] == f"    {quoted}"
+    said = lines.index("  autoresearch diff \\") + 2
+    assert lines[said].strip() == "the best train.py against the baseline"  # below it
+    assert all(len(x) <= 80 for x in lines if x.strip() != quoted)  # one word: kept whole
+    import shlex
+
+    assert shlex.split(" ".join(x.rstrip("\\") for x in lines[i:i + 2])) == [
+        "autoresearch", "replay", str(long)]
+    assert not any("resume" in x for x in what_next(long, None))  # stopped by a rule: none

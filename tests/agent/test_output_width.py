@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -78,7 +79,9 @@ def test_live_lines_and_the_done_line_fit_a_pipe_and_keep_every_word(runs):
     assert_fits(live)
     assert_whole(RATIONALE.split() + CRASH_WORDS, live)
     done = live[live.index("done: "):]
-    assert_whole("lost to failed trials; see `autoresearch replay".split(), done)
+    assert_whole("lost to failed trials next: autoresearch replay diff resume".split(), done)
+    # a command too long for a line is continued with a backslash, as a shell reads it
+    assert re.search(r"autoresearch resume \\\n +\S+code-agent-long --trials 4", done), done
     # a wrapped line is indented under its start, not at the margin
     after = live.splitlines()[live.splitlines().index(
         next(line for line in live.splitlines() if line.startswith("trial    1"))) + 1]

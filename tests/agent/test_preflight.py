@@ -40,8 +40,10 @@ def run(tmp_path, train_dir, actions, monkeypatch,
         **kw) -> tuple[Path, ScriptedOptimizer]:
     scripted = ScriptedOptimizer(actions)
     monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
+    # a budget of 1 ms (steps predicted: 0): no --min-steps unless a test asks for one
     config = SessionConfig(**{"trials": len(actions), "sandbox": "local",
-                              "train_dir": str(train_dir), "time_budget": 0.001, **kw})
+                              "train_dir": str(train_dir), "time_budget": 0.001,
+                              "min_steps": 0, **kw})
     Session.create(tmp_path / "run", config).run()
     return tmp_path / "run", scripted
 
@@ -136,6 +138,38 @@ def test_predicted_steps_flag_and_min_steps(tmp_path, probing, monkeypatch):
     assert "predicts 5 steps" in refused["result"]["reason"]
     assert "--min-steps 10" in refused["result"]["reason"]
     assert runs_of(run_dir, 1) == ["preflight"]
+
+
+def test_by_default_a_real_trial_predicted_below_ten_steps_is_refused_at_its_probe(
+        tmp_path, monkeypatch, prepared_data):
+    """The packaged train.py on the local sandbox, no --min-steps given: a time budget of
+    0.2 s leaves the baseline's configuration a step or two (issue 28: a demo's 5 M-parameter
+    trial, 2 steps predicted, cost 94 s of which the probe 23). Trial 1 is refused when its
+    probe's line comes: rejected with the reason, killed there -- no training to the end, no
+    evaluation. Under a token budget the steps are fixed, and nothing is refused."""
+    from agent.paths import baseline_dir
+
+    settings = dict(time_budget=0.2, min_steps=None, data_dir=str(prepared_data))
+    run_dir, scripted = run(tmp_path, baseline_dir(),
+                            [EditHyperparameters({"MATRIX_LR": 0.05}, "cooler")],
+                            monkeypatch, **settings)
+    base, trial = notes(run_dir)
+    assert base["status"] == "ok" and base["preflight"] is None  # the baseline is not probed
+    assert trial["status"] == "rejected" and trial["result"]["preflight"] is True
+    reason = trial["result"]["reason"]
+    assert reason.startswith("preflight predicts ") and "fewer than --min-steps 10" in reason
+    assert int(reason.split()[2]) < 10
+    log = (run_dir / "trials" / "0001" / "train.log").read_text()
+    assert "preflight: ok peak_memory_mb" in log and "\n---\n" not in log  # no summary
+    assert trial["val_bpb"] is None and scripted.told[1][1].status == "rejected"
+    assert "--min-steps 10" in subprocess.run(
+        ["git", "-C", str(run_dir / "repo"), "notes", "--ref", "results", "show",
+         trial["commit"]], capture_output=True, text=True, check=True).stdout
+    run_dir, _ = run(tmp_path / "tokens", baseline_dir(),
+                     [EditHyperparameters({"MATRIX_LR": 0.05}, "cooler")], monkeypatch,
+                     token_budget=8192, eval_tokens=4096, min_steps=None,
+                     data_dir=str(prepared_data))
+    assert notes(run_dir)[1]["status"] == "ok"  # 2 steps of 4096 tokens, as asked
 
 
 def test_a_probe_peak_near_the_host_limit_counts_as_an_oom(tmp_path, probing, monkeypatch):

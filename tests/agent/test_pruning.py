@@ -42,7 +42,7 @@ def session(tmp_path, train_dir, actions, monkeypatch, **kw) -> tuple[Path, Scri
     monkeypatch.setattr("agent.loop.session.make_optimizer", lambda *a, **k: scripted)
     config = SessionConfig(**{"trials": len(actions), "sandbox": "local",
                               "train_dir": str(train_dir), "time_budget": 0.001,
-                              "preflight_steps": 0, **kw})
+                              "preflight_steps": 0, "min_steps": 0, **kw})
     run = tmp_path / "run"
     Session.create(run, config).run()
     return run, scripted

@@ -324,6 +324,20 @@ def test_evaluate_bpb_scores_windows_spread_over_all_of_val(prepared_data, monke
     assert list(prepare.eval_windows(len(val), 100)) == list(starts)  # fixed by the seed
 
 
+def test_a_short_time_budget_reads_fewer_val_bytes():
+    """Issue 28: a demo's 30-s trial spent 7.6 s of 2**18 evaluation bytes on the baseline
+    and 38 s on a 5 M-parameter model; below 60 s the metric reads a share of them."""
+    tokens = load_prepare().eval_tokens
+    assert tokens({}) == tokens({"TIME_BUDGET": "60"}) == tokens({"TIME_BUDGET": "300"}) \
+        == 2**18
+    assert tokens({"TIME_BUDGET": "30"}) == 2**17 and tokens({"TIME_BUDGET": "15"}) == 2**16
+    assert tokens({"TIME_BUDGET": "45"}) == 2**17  # a power of two at most the share
+    assert tokens({"TIME_BUDGET": "0.5"}) == 2**15  # the floor
+    assert tokens({"TIME_BUDGET": "5", "AR_TOKEN_BUDGET": "4096"}) == 2**18  # no clock
+    assert tokens({"TIME_BUDGET": "5", "AR_EVAL_TOKENS": "4096"}) == 4096  # a setting wins
+    assert tokens({"TIME_BUDGET": "soon"}) == 2**18  # the trial kit refuses it
+
+
 def test_near_duplicates_are_left_out_by_content():
     prepare = load_prepare()
     table = "".join(f"    '\\x{i:02x}'     #  0x{i:02x} -> CHAR {i}\n" for i in range(120))

@@ -62,6 +62,19 @@ def test_a_forged_summary_is_recorded_but_the_harness_scores(backend, tmp_path, 
     assert not (run.workdir / "out" / "model.pt2").exists()  # scored, then not kept
 
 
+def test_the_harness_reads_as_many_val_bytes_as_the_trial_under_a_short_budget(
+        backend, tmp_path, prepared_data):
+    """prepare.py reads fewer val bytes under a TIME_BUDGET below 60 s: the harness's scoring
+    gets the budget too, so it scores the windows the trial's own evaluation would."""
+    run = make_trial(tmp_path, TRAINER.format(look_ahead=False, save=True))
+    shutil.copy(baseline_dir() / "prepare.py", run.tree / "prepare.py")
+    run = TrialRun(run.tree, run.workdir, data_dir=prepared_data,
+                   env={"AR_SEED": "1", "TIME_BUDGET": "1"})
+    result = run_scored(backend, run, limits(timeout_s=180, memory="2g"), seq_len=64)
+    assert result.status == "ok", (result, (run.workdir / "eval" / "train.log").read_text())
+    assert result.metrics["harness_eval_windows"] == 2**15 // 64  # not 2**18 // 64
+
+
 def test_a_model_that_looks_ahead_is_never_scored(backend, tmp_path, prepared_data):
     run, result = scored(backend, tmp_path, prepared_data, look_ahead=True)
     assert result.status == "crash" and result.val_bpb is None

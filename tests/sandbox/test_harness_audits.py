@@ -84,7 +84,7 @@ for name, path in json.loads(sys.argv[1]).items():
     verdicts = []
     for seed in range(%d):
         try:
-            value, audits = h.score(module, 16, %d, "cpu", data, seed)
+            value, audits, _ = h.score(module, 16, %d, "cpu", data, seed)
             verdicts.append(["ok", round(value, 4), audits])
         except h.NonCausal as e:
             verdicts.append(["non-causal", str(e)])
@@ -145,7 +145,7 @@ def test_the_audited_score_is_prepares_metric(tmp_path, prepared_data):
             "class Plain:\n    training = False\n    __call__ = staticmethod(m)\n"
             "    def eval(self): return self\n    def train(self, mode=True): return self\n"
             f"plain = prepare.evaluate_bpb(Plain(), 16, {SEQ_LEN}, 'cpu', data)\n"
-            f"audited, n = h.score(m, 16, {SEQ_LEN}, 'cpu', data, 7)\n"
+            f"audited, n, _ = h.score(m, 16, {SEQ_LEN}, 'cpu', data, 7)\n"
             "print(plain, audited, n)\n")
     done = run_harness(folder, prepared_data, code)
     assert done.returncode == 0, done.stderr[-3000:]
