@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 # A short Centaur session on the built-in model and the cpu preset (2-3 minutes on 2 cores,
-# 15 s of training per trial): CMA-ES proposes trials 1, 2 and 4, SmolLM2 trial 3; then the
+# 20 s of training per trial): CMA-ES proposes trials 1, 2 and 4, SmolLM2 trial 3; then the
 # table and the best diff.
 demo: $(STAMP)
 	$(VENV)/bin/autoresearch run --method centaur --trials 4 --llm-warmup 1 --llm-ratio 0.5 \
-		--time-budget 15 --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
+		--time-budget 20 --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S)
 	@last=$$(ls -d runs/demo-* | tail -n 1); \
 		$(VENV)/bin/autoresearch replay $$last && $(VENV)/bin/autoresearch diff $$last
 

@@ -56,6 +56,8 @@ from sandbox.result import TrialResult, build_result
 
 GPU_IMAGE = "autoresearch-sandbox/gpu:1"
 
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"  # where docker.from_env looks without DOCKER_HOST
+
 
 def connect(timeout: int = 60) -> docker.DockerClient:
     try:
@@ -64,6 +66,14 @@ def connect(timeout: int = 60) -> docker.DockerClient:
         return client
     except docker.errors.DockerException as e:
         said = " ".join(str(e).split())
+        # the client's usual words ("Error while fetching server API version: ('Connection
+        # aborted.', ConnectionRefusedError(111, ...))") said as what they mean
+        for sign, meaning in (("ConnectionRefusedError", "connection refused"),
+                              ("FileNotFoundError", "no socket"),
+                              ("PermissionError", "permission denied on its socket")):
+            if sign in said:
+                said = f"{meaning} at {os.environ.get('DOCKER_HOST') or DEFAULT_SOCKET}"
+                break
         raise NoEngine(f"{type(e).__name__}: {said}" if said else type(e).__name__) from None
 
 

@@ -61,7 +61,7 @@ class RichReporter:
         best_part = "[bold green]new best[/bold green]" + " " * 7 if note.is_best else \
             f"(best {best:>8})"
         # the reason is shortened at a word; the description is kept whole: what was tried
-        extra = f" [dim]{markup(note.reason, 160)}[/dim]" if note.status != "ok" and \
+        extra = f" [dim]— {markup(note.reason, 160)}[/dim]" if note.status != "ok" and \
             note.reason else ""
         # under the trial's status, not at the margin, where a line runs past the width
         self.console.print(Hanging(
