@@ -92,12 +92,15 @@ def _fit(messages: Callable[[int | None, Excerpt | None], list[dict]],
     whole = show(None) if show is not None else None
     if limit is None:
         return messages(None, whole)
-    size = None  # the smallest prompt tried
+    smallest = 1 << 62  # the smallest prompt tried, for the reason
     for keep in KEEP:
         full = messages(keep, whole)
-        size = min(message_tokens(full, tools), size or 1 << 62)
-        if size <= limit:
+        tokens = message_tokens(full, tools)
+        if tokens <= limit:
+            if show is not None:
+                show(None)  # what the prompt shows is the whole file again
             return full
+        smallest = min(smallest, tokens)
         if show is None:
             continue
         # what train.py may take: the rest, the note that it is shown in part counted
@@ -108,10 +111,11 @@ def _fit(messages: Callable[[int | None, Excerpt | None], list[dict]],
         if shown is None:
             continue
         fitted = messages(keep, shown)
-        size = min(message_tokens(fitted, tools), size)
-        if size <= limit:
+        tokens = message_tokens(fitted, tools)
+        if tokens <= limit:
             return fitted
-    return NoAction(say("does_not_fit", size, limit), say("too_long"))
+        smallest = min(smallest, tokens)
+    return NoAction(say("does_not_fit", smallest, limit), say("too_long"))
 
 
 class UsesLLM:

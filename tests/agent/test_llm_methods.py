@@ -6,6 +6,7 @@ litellm is used for real (HTTP, JSON, tool calls, usage); only the model is scri
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 
@@ -16,7 +17,7 @@ from agent.config.settings import SessionConfig
 from agent.edit.actions import ApplyDiff, EditHyperparameters, NoAction
 from agent.edit.space import load_space
 from agent.llm.client import LLM, LLMConfig, LLMError
-from agent.llm.window import estimate_tokens, message_tokens
+from agent.llm.window import MARGIN, estimate_tokens, message_tokens
 from agent.loop.session import Session
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.centaur import Centaur
@@ -552,3 +553,43 @@ def test_a_long_history_is_cut_to_fit_the_window(space, method, window):
     assert 0 < len(listed) < 20 and "59" in listed  # the latest stay
     if method == "code-agent":
         assert "DEPTH = 4  # number of transformer layers" in prompt
+
+
+def test_a_prompt_that_cannot_fit_is_no_proposal_and_no_call(space):
+    """Not even the hyperparameter block fits 700 tokens beside the rest: NoAction with the
+    reason (the trial is rejected), and the model is not called."""
+    from agent.paths import baseline_dir
+
+    ctx = context(space, 1)
+    ctx.incumbent_source = (baseline_dir() / "train.py").read_text()
+    with ScriptedLLM(default=edit({"DEPTH": 3})) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, context_window=700, max_tokens=64))
+        action = CodeAgent(space, 0, space.defaults(), llm=client).ask([], [], ctx)
+        requests = llm.requests
+    assert isinstance(action, NoAction) and requests == []
+    assert action.reason.startswith("the prompt does not fit the model's context window even "
+                                    "with train.py and the history cut down")
+    assert action.rationale == "prompt too long for the model"
+
+
+def test_repair_turns_past_the_window_drop_the_older_ones(space):
+    """The window holds the first prompt and one answer-and-repair pair, not two: the third
+    call carries the first prompt and the latest pair only, and the server takes every call."""
+    history = [TrialRecord(0, "ok", space.defaults(), 2.5)]
+    nonsense = "no idea at all " * 40
+    with ScriptedLLM(default=nonsense) as llm:
+        LLMHPO(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base,
+                                                             max_tokens=64))).ask(
+            history, [], context(space))
+        grown = [message_tokens(r["messages"]) for r in llm.requests]
+    first, pair = grown[0], grown[1] - grown[0]
+    usable = first + pair + pair // 2  # the room a window leaves for the messages
+    window = math.ceil((usable + 64) / (1 - MARGIN)) + 1
+    with ScriptedLLM(default=nonsense, context_window=window) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, max_tokens=64, context_window=window))
+        action = LLMHPO(space, 0, space.defaults(), llm=client).ask(history, [],
+                                                                    context(space))
+        requests, refused = llm.requests, llm.refused
+    assert isinstance(action, NoAction) and refused == []
+    assert [len(r["messages"]) for r in requests] == [2, 4, 4]
+    assert "(attempt 2 of 2)" in requests[2]["messages"][-1]["content"]
