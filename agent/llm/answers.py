@@ -99,7 +99,7 @@ def parse_answer(call: dict, allowed: tuple[str, ...]) -> dict:
     if obj is None:
         if DIFF in allowed and re.search(r"^(---|\+\+\+|@@)", text, re.M):
             return {"tool": DIFF, "patch": text, "rationale": _prose(text)}
-        raise AnswerError(say("no_json", allowed[0]))
+        raise AnswerError(say("no_diff") if DIFF in allowed else say("no_json", allowed[0]))
     tool = obj.get("tool") or obj.get("name") or (DIFF if "patch" in obj else EDIT)
     if tool not in allowed:
         raise AnswerError(say("unknown_tool", tool, allowed))

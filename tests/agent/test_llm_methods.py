@@ -283,6 +283,20 @@ def test_code_agent_applies_a_scripted_diff_and_repairs_a_broken_one(tmp_path, t
     assert "+print(\"step 2 loss 2.9\")" in rs[1]["diff"]
 
 
+def test_a_code_agent_answer_without_diff_or_json_is_told_the_diff_format():
+    """Issue 28: the built-in model's prose got "answer with one ```json block holding
+    {"tool": "apply_diff"...}", a format the code agent's prompt never asks for."""
+    from agent.llm.answers import AnswerError, parse_answer
+
+    with pytest.raises(AnswerError) as info:
+        parse_answer({"text": "I would change the schedule."}, ("apply_diff",
+                                                                 "edit_hyperparameters"))
+    assert str(info.value).startswith("no diff found: answer with a one-line rationale, then "
+                                      "one unified diff of train.py in a ```diff block")
+    with pytest.raises(AnswerError, match="no JSON object found"):
+        parse_answer({"text": "nothing"}, ("edit_hyperparameters",))
+
+
 def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path):
     with ScriptedLLM(default=edit({"DEPTH": 3})) as llm:
         opt = CodeAgent(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base)))
