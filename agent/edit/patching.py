@@ -10,7 +10,7 @@ Everything happens on an in-memory copy: the caller gets the new text only if ev
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from unidiff import PatchSet
@@ -71,9 +71,14 @@ def check_patch(patch: str, target: str = TARGET) -> list[Hunk]:
     return hunks
 
 
-def apply_patch(source: str, patch: str, target: str = TARGET) -> str:
-    """Return `source` with every hunk of `patch` applied, or raise PatchError (dry run)."""
+def apply_patch(source: str, patch: str, target: str = TARGET,
+                elided: Collection[str] = ()) -> str:
+    """Return `source` with every hunk of `patch` applied, or raise PatchError (dry run).
+    `elided`: the marker lines of the excerpt the model was shown (agent/edit/excerpt.py),
+    each standing for lines it never saw; a hunk whose unchanged or removed lines hold one is
+    refused, naming it."""
     hunks = check_patch(patch, target)
+    _check_elided(hunks, elided, target)
     lines = re.findall(r"[^\n]*\n|[^\n]+", source)
     eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
     offset = 0  # lines added minus removed so far, to shift a stated start line
@@ -236,6 +241,19 @@ def _relative(raw: str, target: str) -> str:
         raise PatchError(f"the diff path {raw!r} leaves the repository: only {target} may be "
                          "edited")
     return "/".join(parts)
+
+
+def _check_elided(hunks: list[Hunk], elided: Collection[str], target: str) -> None:
+    markers = {" ".join(m.split()) for m in elided}
+    if not markers:
+        return
+    for number, hunk in enumerate(hunks, 1):
+        crossed = next((s for s in hunk.before if " ".join(s.split()) in markers), None)
+        if crossed is not None:
+            raise PatchError(
+                f"hunk {number} crosses the marker {crossed.strip()!r}, which stands for lines "
+                f"of {target} you were not shown: a hunk may not cross it; send hunks made only "
+                "of lines shown in full (one hunk on each side of the marker if need be)")
 
 
 # --- applying ---

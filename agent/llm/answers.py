@@ -18,7 +18,9 @@ from typing import Any
 from agent.edit.actions import Action, ApplyDiff, EditHyperparameters, NoAction
 from agent.edit.block import Value
 from agent.edit.space import SearchSpace
+from agent.llm.client import PromptTooLong
 from agent.llm.prompting import DIFF, EDIT, RATIONALE_CHARS, answer_schema, num, render, texts
+from agent.llm.window import message_tokens, room
 from agent.protocols import TrialRecord
 
 
@@ -97,7 +99,7 @@ def parse_answer(call: dict, allowed: tuple[str, ...]) -> dict:
     if obj is None:
         if DIFF in allowed and re.search(r"^(---|\+\+\+|@@)", text, re.M):
             return {"tool": DIFF, "patch": text, "rationale": _prose(text)}
-        raise AnswerError(say("no_json", allowed[0]))
+        raise AnswerError(say("no_diff") if DIFF in allowed else say("no_json", allowed[0]))
     tool = obj.get("tool") or obj.get("name") or (DIFF if "patch" in obj else EDIT)
     if tool not in allowed:
         raise AnswerError(say("unknown_tool", tool, allowed))
@@ -235,8 +237,16 @@ def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, .
     schema = answer_schema(tools[0]) if len(tools) == 1 and not use_tools else None
     messages = list(messages)
     error, answers, hinted = "", [], False
+    limit = room(llm)
     for attempt in range(max_repairs + 1):
-        call = llm.complete(messages, tools=tools if use_tools else None, schema=schema)
+        if attempt and limit is not None:  # a repair turn within the window: the last one
+            messages = _within(messages, limit, tools if use_tools else None)
+            if messages is None:
+                return NoAction(say("no_usable_answer", attempt - 1, error), say("invalid"))
+        try:
+            call = llm.complete(messages, tools=tools if use_tools else None, schema=schema)
+        except PromptTooLong as e:
+            return NoAction(str(e), say("too_long"))
         calls.append(call.to_dict())
         try:
             answer = parse_answer(call.to_dict(), allowed)
@@ -256,6 +266,15 @@ def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, .
                                               attempt=attempt + 1, max_repairs=max_repairs,
                                               hints=hints, repeated=repeated)}]
     return NoAction(say("no_usable_answer", max_repairs, error), say("invalid"))
+
+
+def _within(messages: list[dict], limit: int, tools: list[dict] | None) -> list[dict] | None:
+    """The conversation within `limit` tokens: the first prompt and as many of the latest
+    answer-and-repair pairs as fit (the last one at least); None when not even that fits."""
+    first, turns = messages[:2], messages[2:]
+    while turns and message_tokens(first + turns, tools) > limit:
+        turns = turns[2:] if len(turns) > 2 else []
+    return first + turns if turns else None
 
 
 def _key(answer: dict) -> str:

@@ -5,6 +5,8 @@ that cannot heal (authentication, bad request, unknown model), and raises LLMErr
 one-line message saying what to do. Every call's tokens, latency and cost are recorded;
 local models (an api_base on this machine) cost 0, known or not; a session gives its prices
 (agent/llm/pricing.py) and a meter that may refuse a call before it is made (--max-usd).
+A refusal of a prompt longer than the model's context window is PromptTooLong: the methods
+turn it into a rejected trial (agent/llm/answers.py), the session goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import urlparse
 
 from agent.config.settings import TEMPERATURE
 from agent.errors import UserError
+from agent.llm.window import is_context_error
 from agent.protocols import Meter
 
 # litellm fetches a price list from the network at import unless told otherwise.
@@ -24,6 +27,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 class LLMError(UserError):
     """The model cannot be reached or refused the request; the message says what to do."""
+
+
+class PromptTooLong(LLMError):
+    """The server refused the request as longer than the model's context window: the
+    proposal fails (its trial is rejected with this reason), the session goes on."""
 
 
 @dataclass
@@ -39,6 +47,9 @@ class LLMConfig:
     tools: bool | None = None  # offer function-calling tools; None: ask litellm
     compact: bool = False  # shorter prompts (less history) for small local models
     structured: bool = False  # constrain answers to the tool's JSON schema (llama.cpp grammar)
+    # the model's context window in tokens (prompt and completion together) where the session
+    # knows it (the built-in server's n_ctx); None: litellm's model list, else unknown
+    context_window: int | None = None
     # USD per million prompt and completion tokens (agent/llm/pricing.py); None: litellm's
     # own reckoning
     prices: tuple[float, float] | None = None
@@ -121,6 +132,7 @@ class LLM:
             try:
                 response = litellm.completion(**kwargs)
             except permanent as e:
+                self._too_long(e)
                 raise LLMError(f"model {cfg.model} refused the request: {_brief(e)}") from None
             except transient as e:
                 last = e
@@ -128,6 +140,7 @@ class LLM:
                     time.sleep(cfg.backoff_s * 2 ** attempt)
                 continue
             except Exception as e:  # anything else litellm raises: not worth retrying
+                self._too_long(e)
                 raise LLMError(f"model {cfg.model} failed: {_brief(e)}") from None
             call = self._call(messages, response, time.monotonic() - start)
             if self.meter is not None:
@@ -136,6 +149,11 @@ class LLM:
         where = f" at {cfg.api_base}" if cfg.api_base else ""
         raise LLMError(f"cannot reach model {cfg.model}{where} after {cfg.retries + 1} tries "
                        f"({_brief(last)}): check the server or --api-base, then resume")
+
+    def _too_long(self, error: Exception) -> None:
+        if is_context_error(error):
+            raise PromptTooLong(f"model {self.config.model} refused the prompt as longer than "
+                                f"its context window: {_brief(error)}") from None
 
     def _call(self, messages: list[dict], response, latency: float) -> Call:
         choice = response.choices[0].message

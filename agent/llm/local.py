@@ -236,4 +236,4 @@ def connect(config, log_path: Path, note=lambda text: None):
     # a model this small has no tool calling: the schema goes into the prompt instead
     return LLM(LLMConfig(server.model, server.api_base, tools=False, max_tokens=256,
                          temperature=config.temperature, compact=True,
-                         structured=True)), server
+                         structured=True, context_window=server.n_ctx)), server

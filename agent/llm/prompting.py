@@ -116,9 +116,11 @@ CURVES = 3
 WINDOW, WINDOW_STEP = 24, 12
 
 
-def history_view(history: list[TrialRecord], llm=None) -> dict:
+def history_view(history: list[TrialRecord], llm=None, keep: int | None = None) -> dict:
     """The bounded slice of history a prompt shows (constant size, whatever the session's
-    length): the best 5 successes and the last 20 trials, failures included.
+    length): the best 5 successes and the last 20 trials, failures included. `keep` cuts
+    every list to at most that many trials, where the prompt must fit a small context window
+    (agent/llm/seat.py); the counts stay whole.
 
     For a small local model (`compact`: slow prompt processing, short attention) it is one
     list in trial order instead, each trial written as what it changed from trial 0 with 3
@@ -136,12 +138,15 @@ def history_view(history: list[TrialRecord], llm=None) -> dict:
     view = {"count": len(history), "failed": sum(not t.ok for t in history) - pruned,
             "pruned": pruned,
             "compact": compact, "best": ok[0] if ok else None, "curves": best + recent}
+    cut = 1_000_000 if keep is None else keep
+    view["curves"] = view["curves"][:cut]
     if not compact:
-        return {**view, "top": ok[:5], "recent": history[-20:]}
+        return {**view, "top": ok[:min(5, cut)], "recent": history[len(history) - min(20, cut):]}
     first = history[0] if history and history[0].number == 0 and history[0].config else None
     rest = history[1:] if first else history
     skip = 0 if len(rest) < WINDOW else ((len(rest) - WINDOW) // WINDOW_STEP + 1) * WINDOW_STEP
-    return {**view, "top": ok[:3], "base": first, "skipped": skip,
+    skip = max(skip, len(rest) - cut)
+    return {**view, "top": ok[:min(3, cut)], "base": first, "skipped": skip,
             "listed": ([first] if first else []) + rest[skip:]}
 
 

@@ -4,6 +4,10 @@ Tests point litellm at it (`openai/scripted`, api_base http://127.0.0.1:PORT/v1)
 client path runs: HTTP, JSON, tool calls, token usage. Each request gets the next scripted
 reply: a string (assistant text), a dict {"tool": name, "arguments": {...}} (one tool call),
 or a callable(request_json) -> either of those. Every request is kept for assertions.
+
+With `context_window` it refuses, as llama.cpp's server does, a request whose messages (by
+agent/llm/window.py's estimate, the count the client fits its prompts to) and max_tokens
+together exceed it: HTTP 400 with that server's error body, kept in `refused`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent.llm.window import message_tokens
+
 Reply = str | dict | Any
 
 
 class ScriptedLLM:
-    def __init__(self, replies: list[Reply] | None = None, default: Reply | None = None):
+    def __init__(self, replies: list[Reply] | None = None, default: Reply | None = None,
+                 context_window: int | None = None):
         self.replies = list(replies or [])
         self.default = default
+        self.context_window = context_window
         self.requests: list[dict] = []
+        self.refused: list[dict] = []  # requests refused as longer than the context window
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -59,6 +68,24 @@ class ScriptedLLM:
             raise LookupError("the script has no reply left")
         return reply(request) if callable(reply) else reply
 
+    def _too_long(self, request: dict) -> dict | None:
+        """llama.cpp's error body for a request over the window (None: it fits)."""
+        if self.context_window is None:
+            return None
+        messages = message_tokens(request.get("messages", []), request.get("tools"))
+        completion = int(request.get("max_tokens") or 0)
+        if messages + completion <= self.context_window:
+            return None
+        with self._lock:
+            self.refused.append(request)
+        return {"error": {
+            "message": f"This model's maximum context length is {self.context_window} tokens. "
+                       f"However, you requested {messages + completion} tokens ({messages} in "
+                       f"the messages, {completion} in the completion). Please reduce the "
+                       "length of the messages or completion.",
+            "type": "invalid_request_error", "param": "messages",
+            "code": "context_length_exceeded"}}
+
     def _handler(self):
         llm = self
 
@@ -81,6 +108,10 @@ class ScriptedLLM:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
+                too_long = llm._too_long(request)
+                if too_long is not None:
+                    self._send(400, too_long)
+                    return
                 try:
                     reply = llm._next(request)
                 except LookupError as e:

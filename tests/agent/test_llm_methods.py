@@ -6,6 +6,8 @@ litellm is used for real (HTTP, JSON, tool calls, usage); only the model is scri
 from __future__ import annotations
 
 import json
+import math
+import re
 import threading
 
 import numpy as np
@@ -15,6 +17,7 @@ from agent.config.settings import SessionConfig
 from agent.edit.actions import ApplyDiff, EditHyperparameters, NoAction
 from agent.edit.space import load_space
 from agent.llm.client import LLM, LLMConfig, LLMError
+from agent.llm.window import MARGIN, estimate_tokens, message_tokens
 from agent.loop.session import Session
 from agent.optimizers.base import TrialContext, TrialRecord
 from agent.optimizers.centaur import Centaur
@@ -280,6 +283,20 @@ def test_code_agent_applies_a_scripted_diff_and_repairs_a_broken_one(tmp_path, t
     assert "+print(\"step 2 loss 2.9\")" in rs[1]["diff"]
 
 
+def test_a_code_agent_answer_without_diff_or_json_is_told_the_diff_format():
+    """Issue 28: the built-in model's prose got "answer with one ```json block holding
+    {"tool": "apply_diff"...}", a format the code agent's prompt never asks for."""
+    from agent.llm.answers import AnswerError, parse_answer
+
+    with pytest.raises(AnswerError) as info:
+        parse_answer({"text": "I would change the schedule."}, ("apply_diff",
+                                                                 "edit_hyperparameters"))
+    assert str(info.value).startswith("no diff found: answer with a one-line rationale, then "
+                                      "one unified diff of train.py in a ```diff block")
+    with pytest.raises(AnswerError, match="no JSON object found"):
+        parse_answer({"text": "nothing"}, ("edit_hyperparameters",))
+
+
 def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path):
     with ScriptedLLM(default=edit({"DEPTH": 3})) as llm:
         opt = CodeAgent(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base)))
@@ -413,3 +430,180 @@ def test_a_long_history_window_moves_in_steps():
         starts.append(listed[1])
     assert sorted(set(starts)) == [1, 1 + WINDOW_STEP, 1 + 2 * WINDOW_STEP]
     assert starts == sorted(starts)  # it only moves on, a step at a time
+
+
+# -- a small context window (issue 28) -------------------------------------------------------
+
+MARKER_LINE = re.compile(r"^# \.\.\. lines \d+-\d+ of train\.py are not shown here.*$", re.M)
+
+
+def long_train_dir(train_dir):
+    """The synthetic train.py made far longer than a 4096-token window by helpers it never
+    calls (they read no hyperparameter: the excerpt leaves them out first)."""
+    helpers = "".join(
+        f"\n\ndef helper_{i}(values):\n    \"\"\"Never called: it only makes train.py long.\"\"\"\n"
+        f"    total = 0\n    for v in values:\n        total += v * {i} + len(str(v))\n"
+        "    return total\n" for i in range(120))
+    path = train_dir / "train.py"
+    path.write_text(path.read_text() + helpers)
+    return train_dir
+
+
+def shown_source(request) -> list[str]:
+    prompt = request["messages"][1]["content"]
+    return prompt.split("```python\n", 1)[1].split("\n```\n", 1)[0].splitlines()
+
+
+def crossing_diff(request) -> str:
+    """A hunk across the first marker after a shown line of the train.py the prompt shows."""
+    lines = shown_source(request)
+    at = next(i for i, line in enumerate(lines) if i and MARKER_LINE.match(line))
+    return (f"Say more.\n```diff\n--- a/train.py\n+++ b/train.py\n@@\n {lines[at - 1]}\n"
+            f" {lines[at]}\n+print('more')\n```\n")
+
+
+def depth_diff(request) -> str:
+    """A diff of the DEPTH line, copied from the train.py the prompt shows."""
+    line = next(x for x in shown_source(request) if x.startswith("DEPTH = "))
+    return (f"One more layer.\n```diff\n--- a/train.py\n+++ b/train.py\n@@\n-{line}\n"
+            f"+{line.replace('DEPTH = 4', 'DEPTH = 5')}\n```\n")
+
+
+def test_the_code_agent_fits_every_prompt_into_a_small_window(tmp_path, train_dir,
+                                                              monkeypatch):
+    """Issue 28, point 5: a train.py far over the model's 4096-token window; every request
+    (first prompts and repair turns) fits by the server's own count, so none is refused; the
+    prompt shows the hyperparameter block in full and marks what it leaves out; a hunk across
+    a marker goes back to the model; the session ends normally (exit 0)."""
+    from typer.testing import CliRunner
+
+    from agent.cli.main import app
+    from agent.llm import window
+
+    # the window of this model, as litellm's model list says it for API models
+    monkeypatch.setattr(window, "window_tokens", lambda config: 4096)
+    train_dir = long_train_dir(train_dir)
+    assert estimate_tokens((train_dir / "train.py").read_text()) > 2 * 4096
+    run = tmp_path / "run"
+    replies = [crossing_diff, depth_diff, edit({"WARMDOWN_RATIO": 0.6}, "longer warmdown")]
+    with ScriptedLLM(replies, default=edit({"MATRIX_LR": 0.05}, "lower lr"),
+                     context_window=4096) as llm:
+        result = CliRunner().invoke(app, [
+            "run", "--method", "code-agent", "--trials", "3", "--sandbox", "local", "--quiet",
+            "--train-dir", str(train_dir), "--time-budget", "0.001", "--score", "printed",
+            "--model", llm.model, "--api-base", llm.api_base, "--run-dir", str(run)])
+        requests, refused = llm.requests, llm.refused
+    assert result.exit_code == 0, result.output
+    assert refused == []  # no request over the window
+    assert all(message_tokens(r["messages"]) + r["max_tokens"] <= 4096 for r in requests)
+    first = requests[0]["messages"][1]["content"]
+    block = (train_dir / "train.py").read_text().split("# --- end hyperparameters ---")[0]
+    assert block in first and MARKER_LINE.search(first)
+    assert "helper_119" not in first
+    assert "hunk 1 crosses the marker" in requests[1]["messages"][-1]["content"]
+    rs = records(run)
+    assert [r["status"] for r in rs] == ["ok", "ok", "ok", "ok"]
+    assert rs[1]["config"]["DEPTH"] == 5 and rs[1]["action"]["kind"] == "apply_diff"
+    assert rs[2]["config"]["WARMDOWN_RATIO"] == 0.6
+
+
+def test_a_server_refusing_a_prompt_as_too_long_rejects_the_trial_and_the_session_goes_on(
+        tmp_path, train_dir):
+    """Issue 28: a model whose window the session does not know refuses the prompt (HTTP 400,
+    llama.cpp's words): the trial is rejected with the server's reason, not the session."""
+    from typer.testing import CliRunner
+
+    from agent.cli.main import app
+
+    run = tmp_path / "run"
+    with ScriptedLLM(default=edit({"DEPTH": 5}), context_window=1024) as llm:
+        result = CliRunner().invoke(app, [
+            "run", "--method", "code-agent", "--trials", "2", "--sandbox", "local", "--quiet",
+            "--train-dir", str(train_dir), "--time-budget", "0.001", "--score", "printed",
+            "--model", llm.model, "--api-base", llm.api_base, "--run-dir", str(run)])
+        refused = llm.refused
+    assert result.exit_code == 0, result.output
+    assert len(refused) == 2  # one per trial: the second was still asked
+    rs = records(run)
+    assert [r["status"] for r in rs] == ["ok", "rejected", "rejected"]
+    reason = rs[1]["result"]["reason"]
+    assert "refused the prompt as longer than its context window" in reason
+    assert "This model's maximum context length is 1024 tokens" in reason
+    assert rs[1]["rationale"] == "prompt too long for the model"
+
+
+def test_the_window_is_the_sessions_else_litellms_else_unknown():
+    from agent.llm.window import window_tokens
+
+    assert window_tokens(LLMConfig("openai/smollm2-135m", context_window=8192)) == 8192
+    assert window_tokens(LLMConfig("gpt-4o")) == 128000  # litellm's model list
+    assert window_tokens(LLMConfig("openai/scripted")) is None
+
+
+@pytest.mark.parametrize("method, window", [("code-agent", 8192), ("llm-hpo", 6144)])
+def test_a_long_history_is_cut_to_fit_the_window(space, method, window):
+    """60 trials (with their diffs, beside train.py, for the code agent) would not fit the
+    window: the prompt lists fewer of them (the counts stay whole) and the server takes it."""
+    from agent.paths import baseline_dir
+
+    history = [TrialRecord(0, "ok", space.defaults(), 2.5)] + [
+        TrialRecord(n, "ok" if n % 3 else "crash", {**space.defaults(), "DEPTH": 2 + n % 6},
+                    2.5 - n / 1000 if n % 3 else None, reason="" if n % 3 else "exit 1",
+                    rationale=f"attempt {n} with a rather long rationale " * 3,
+                    diff=("-DEPTH = 4  # layers\n+DEPTH = 5  # layers\n" * 30))
+        for n in range(1, 60)]
+    ctx = context(space, 60)
+    ctx.incumbent_source = (baseline_dir() / "train.py").read_text()
+    with ScriptedLLM(default=edit({"DEPTH": 3}), context_window=window) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, context_window=window))
+        opt = CodeAgent(space, 0, space.defaults(), llm=client) if method == "code-agent" \
+            else LLMHPO(space, 0, space.defaults(), llm=client)
+        action = opt.ask(history, [], ctx)
+        prompt = llm.requests[0]["messages"][-1]["content"]
+        refused = llm.refused
+    assert refused == [] and action == EditHyperparameters({"DEPTH": 3}, "scripted")
+    assert "History: 60 trials, 19 failed." in prompt
+    listed = re.findall(r"^- trial (\d+) ", prompt, re.M)
+    assert 0 < len(listed) < 20 and "59" in listed  # the latest stay
+    if method == "code-agent":
+        assert "DEPTH = 4  # number of transformer layers" in prompt
+
+
+def test_a_prompt_that_cannot_fit_is_no_proposal_and_no_call(space):
+    """Not even the hyperparameter block fits 700 tokens beside the rest: NoAction with the
+    reason (the trial is rejected), and the model is not called."""
+    from agent.paths import baseline_dir
+
+    ctx = context(space, 1)
+    ctx.incumbent_source = (baseline_dir() / "train.py").read_text()
+    with ScriptedLLM(default=edit({"DEPTH": 3})) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, context_window=700, max_tokens=64))
+        action = CodeAgent(space, 0, space.defaults(), llm=client).ask([], [], ctx)
+        requests = llm.requests
+    assert isinstance(action, NoAction) and requests == []
+    assert action.reason.startswith("the prompt does not fit the model's context window even "
+                                    "with train.py and the history cut down")
+    assert action.rationale == "prompt too long for the model"
+
+
+def test_repair_turns_past_the_window_drop_the_older_ones(space):
+    """The window holds the first prompt and one answer-and-repair pair, not two: the third
+    call carries the first prompt and the latest pair only, and the server takes every call."""
+    history = [TrialRecord(0, "ok", space.defaults(), 2.5)]
+    nonsense = "no idea at all " * 40
+    with ScriptedLLM(default=nonsense) as llm:
+        LLMHPO(space, 0, space.defaults(), llm=LLM(LLMConfig(llm.model, llm.api_base,
+                                                             max_tokens=64))).ask(
+            history, [], context(space))
+        grown = [message_tokens(r["messages"]) for r in llm.requests]
+    first, pair = grown[0], grown[1] - grown[0]
+    usable = first + pair + pair // 2  # the room a window leaves for the messages
+    window = math.ceil((usable + 64) / (1 - MARGIN)) + 1
+    with ScriptedLLM(default=nonsense, context_window=window) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, max_tokens=64, context_window=window))
+        action = LLMHPO(space, 0, space.defaults(), llm=client).ask(history, [],
+                                                                    context(space))
+        requests, refused = llm.requests, llm.refused
+    assert isinstance(action, NoAction) and refused == []
+    assert [len(r["messages"]) for r in requests] == [2, 4, 4]
+    assert "(attempt 2 of 2)" in requests[2]["messages"][-1]["content"]

@@ -265,3 +265,27 @@ def test_ambiguous_hunk_names_the_count():
 
 def test_multiline_reason_is_folded_into_one_line():
     assert str(PatchError("first\nsecond\r\n third")) == "first second third"
+
+
+# --- an excerpt's markers (agent/edit/excerpt.py) ---
+
+MARKER = "# ... lines 13-17 of train.py are not shown here: no diff hunk may cross this line ..."
+
+
+def test_a_hunk_crossing_an_elision_marker_is_refused():
+    """Issue 28: the model saw train.py in part; a hunk whose unchanged or removed lines hold
+    a marker line spans lines it never saw, and is refused naming the marker, even where the
+    same hunk without the marker would match."""
+    crossing = ("--- a/train.py\n+++ b/train.py\n@@ -10,3 +10,3 @@\n"
+                f" # --- end hyperparameters ---\n {MARKER}\n-def train():\n"
+                "+def train():  # shorter\n")
+    with pytest.raises(PatchError) as info:
+        apply_patch(SOURCE, crossing, elided=[MARKER])
+    message = str(info.value)
+    assert message.startswith("hunk 1 crosses the marker '# ... lines 13-17 of train.py")
+    assert "not shown" in message and "\n" not in message
+    removed = crossing.replace(f" {MARKER}\n", f"-{MARKER}\n")
+    with pytest.raises(PatchError, match="hunk 1 crosses the marker"):
+        apply_patch(SOURCE, removed, elided=["  " + MARKER])  # whitespace does not matter
+    # a hunk made of shown lines applies as before, markers or not
+    assert apply_patch(SOURCE, diff(SOURCE, NEW_LR), elided=[MARKER]) == NEW_LR
