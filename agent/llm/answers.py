@@ -231,10 +231,11 @@ def converse(llm, messages: list[dict], tools: list[dict], allowed: tuple[str, .
     """Ask, validate, and on an invalid answer repair up to `max_repairs` times quoting the
     error and naming the valid values nearest to the answer; the same answer back after that
     ends the turns (another would get it again). Every call (prompt, raw reply, tokens) is
-    appended to `calls`; NoAction when the turns are spent. With one tool and a model without
-    tool calls, a server that can is asked to hold the answer to its schema."""
+    appended to `calls`; NoAction when the turns are spent. A model without tool calls on a
+    server that can is asked to hold the answer to the tools' schema (any one of them)."""
     use_tools = llm.supports_tools()
-    schema = answer_schema(tools[0]) if len(tools) == 1 and not use_tools else None
+    schema = None if use_tools else (answer_schema(tools[0]) if len(tools) == 1 else
+                                     {"anyOf": [answer_schema(t) for t in tools]})
     messages = list(messages)
     error, answers, hinted = "", [], False
     limit = room(llm)

@@ -58,12 +58,16 @@ class LLMSeat:
         if self.llm is None:
             raise RuntimeError("this method needs a model: the session attaches one")
         use_tools = self.llm.supports_tools()
+        # a server that holds answers to a JSON schema (the built-in models) is asked for JSON
+        # even where several tools are offered: the prompt then says so (code_agent.j2)
+        structured = not use_tools and bool(getattr(self.llm.config, "structured", False))
 
         def messages(keep: int | None, shown: Excerpt | None) -> list[dict]:
             source = {} if show is None else {"source": shown.text if shown else "",
                                               "elided": bool(shown and shown.markers)}
             prompt = render(template, ctx=ctx, tools=use_tools, keep=keep, pending=pending,
-                            hist=history_view(history, self.llm, keep), **source, **context)
+                            structured=structured, hist=history_view(history, self.llm, keep),
+                            **source, **context)
             return [{"role": "system", "content": render("system.j2")},
                     {"role": "user", "content": prompt}]
 

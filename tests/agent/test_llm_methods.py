@@ -313,6 +313,28 @@ def test_code_agent_prompt_shows_the_incumbent_and_recent_diffs(space, tmp_path)
     assert not isinstance(action, (ApplyDiff, NoAction))
 
 
+def test_code_agent_on_a_schema_holding_server_is_asked_for_json_of_either_tool(space):
+    """Issue 28: the built-in model (no tool calls, a server that holds answers to a JSON
+    schema) answered the code agent in prose, 3 trials of 3 rejected. Its server is now asked
+    to hold the answer to either tool's schema, and the prompt shows that JSON, not a fence."""
+    patch = "--- a/train.py\n+++ b/train.py\n@@\n DEPTH = 4  # layers\n+print('more')\n"
+    answer = json.dumps({"tool": "apply_diff", "patch": patch, "rationale": "print more"})
+    with ScriptedLLM([answer]) as llm:
+        client = LLM(LLMConfig(llm.model, llm.api_base, tools=False, structured=True))
+        opt = CodeAgent(space, 0, space.defaults(), llm=client)
+        ctx = context(space, 1)
+        ctx.incumbent_source = "DEPTH = 4  # layers\nprint('hello')\n"
+        action = opt.ask([TrialRecord(0, "ok", space.defaults(), 2.5)], [], ctx)
+        request = llm.requests[0]
+    schema = request["response_format"]["schema"]
+    assert [s["properties"]["tool"]["enum"] for s in schema["anyOf"]] == [
+        ["apply_diff"], ["edit_hyperparameters"]]
+    prompt = request["messages"][-1]["content"]
+    assert 'Answer with one JSON object' in prompt and '{"tool": "apply_diff", "patch": ' in prompt
+    assert "in a ```diff block" not in prompt
+    assert isinstance(action, ApplyDiff) and "+print('more')" in action.patch
+
+
 def test_a_repair_names_the_nearest_valid_values_and_a_repeat_stops(tmp_path, train_dir):
     """Issue 15: an invalid answer -> the repair quotes the error and names the valid values
     nearest to it (powers of two that keep TOTAL_BATCH_SIZE 4096 >= DEVICE_BATCH_SIZE * 256);
