@@ -94,10 +94,12 @@ def answer_schema(tool: dict) -> dict:
     """The JSON answer of the prompt path as a schema: {"tool": name, ...its arguments}."""
     fn = tool["function"]
     params = fn["parameters"]
+    # no key beyond these: with room for more, SmolLM2 followed its rationale with invented
+    # keys ("time_range_sec_min": ...) until the token limit cut the JSON
     return {"type": "object",
             "properties": {"tool": {"type": "string", "enum": [fn["name"]]},
                            **params["properties"]},
-            "required": ["tool", *params.get("required", [])]}
+            "required": ["tool", *params.get("required", [])], "additionalProperties": False}
 
 
 def num(value: Any, digits: int = 6) -> str:
