@@ -181,7 +181,8 @@ def run(
                                            help="Halve the batch after a preflight OOM."),
     min_steps: int | None = typer.Option(
         None, "--min-steps", help="Refuse a trial whose probe predicts fewer steps in the "
-                                  f"budget (default {MIN_STEPS} under a time budget; 0: never)."),
+                                  f"budget (default {MIN_STEPS} for CPU trials under a time "
+                                  "budget; 0: never)."),
     confirm: int = typer.Option(default("confirm"), "--confirm",
                                 help="A new best must hold over up to K seeds (1: off)."),
     prune: str = PRUNE,

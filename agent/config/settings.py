@@ -82,8 +82,8 @@ class SessionConfig(BaseModel):
     preflight_steps: int = Field(2, ge=0)  # steps of the preflight probe; 0: no preflight
     repair_oom: bool | None = None  # halve DEVICE_BATCH_SIZE after a preflight OOM; None:
     # on for the gpu preset
-    # refuse a trial its probe predicts to run fewer steps; None: MIN_STEPS under a time
-    # budget, none under a token budget (which fixes the steps); 0: never
+    # refuse a trial its probe predicts to run fewer steps; None: MIN_STEPS for CPU trials
+    # under a time budget, none under a token budget (which fixes the steps) or on GPUs; 0: never
     min_steps: int | None = Field(None, ge=0)
     # acceptance gate: a trial that beats the incumbent becomes best only once up to K seeds
     # of it, paired with the incumbent's, pass a sequential test (agent/loop/gate.py); 1: off
@@ -164,7 +164,10 @@ class SessionConfig(BaseModel):
         """The --min-steps in force (0: none): see min_steps."""
         if self.min_steps is not None:
             return self.min_steps
-        return 0 if self.token_budget else MIN_STEPS
+        # not on GPUs: there a compiled model's probe steps still pay for compiling, and the
+        # step time they give would refuse trials that train many steps
+        on_gpu = bool(self.gpus or self.gpus_per_trial)
+        return 0 if self.token_budget or on_gpu else MIN_STEPS
 
     def save(self, path: Path) -> None:
         lines = ["# autoresearch session: `autoresearch resume` reads this file"]

@@ -172,6 +172,16 @@ def test_by_default_a_real_trial_predicted_below_ten_steps_is_refused_at_its_pro
     assert notes(run_dir)[1]["status"] == "ok"  # 2 steps of 4096 tokens, as asked
 
 
+def test_the_default_min_steps_is_for_cpu_trials_under_a_time_budget():
+    """On GPUs a compiled model's probe steps still pay for compiling: a default floor there
+    would refuse trials that train many steps."""
+    assert SessionConfig().steps_floor == 10
+    assert SessionConfig(gpus=[0]).steps_floor == 0
+    assert SessionConfig(executor="ray", gpus_per_trial=1).steps_floor == 0
+    assert SessionConfig(token_budget=8192).steps_floor == 0
+    assert SessionConfig(gpus=[0], min_steps=5).steps_floor == 5  # asked for: kept
+
+
 def test_a_probe_peak_near_the_host_limit_counts_as_an_oom(tmp_path, probing, monkeypatch):
     """The probe's peak is a floor of the full run's: above 85 % of --memory the trial is
     treated as out of memory (and repaired when asked) before the full run is killed."""
