@@ -73,9 +73,12 @@ def test_rows_picks_some_and_refuses_an_unknown_one(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_check_keeps_the_rows_it_finished(tmp_path, sig):
     out = tmp_path / "g"
+    # Ctrl-C's disposition as in a terminal: a test run started in the background (`make test
+    # &`) hands its children SIGINT ignored, and the interrupt would never arrive
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--dry", "--dry-delay", "0.4",
                              "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not ((out / "rows.jsonl").exists() and
                len((out / "rows.jsonl").read_text().splitlines()) >= 2):
