@@ -41,7 +41,10 @@ class Engine:
     """One model, one request at a time, the last sequence's cache kept."""
 
     def __init__(self, gguf: Path, n_ctx: int, threads: int):
+        from transformers import DynamicCache
         from transformers.utils import logging as hf_logging
+
+        self._new_cache = DynamicCache
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
@@ -127,10 +130,8 @@ class Engine:
     # ---- decoding -------------------------------------------------------------------------
     def _forward(self, new: list[int]) -> torch.Tensor:
         """Feed `new` after what the cache holds; the logits of the last position."""
-        from transformers import DynamicCache
-
         if self.cache is None:
-            self.cache = DynamicCache()
+            self.cache = self._new_cache()
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([new]), cache=self.cache, use_cache=True,
                              logits_to_keep=1)
@@ -171,6 +172,9 @@ class Engine:
                     feed += forced
             feed = feed[:max_tokens - len(out)]
             out += feed
+            if matcher is not None and matcher.is_stopped():  # complete: nothing to evaluate
+                finish = "stop"
+                break
             if len(out) >= max_tokens or len(ids) + len(out) >= self.n_ctx:
                 break
             logits = self._forward(feed)
